@@ -1,0 +1,546 @@
+//! The RPC client: a few multiplexed connections to one endpoint, a bounded pending-call map per
+//! connection, deadlines, cancellation and keep-alive.
+//!
+//! # A call's life on the client
+//!
+//! ```text
+//!  call ──► pick connection (round-robin) ──► connected? ──no──► in backoff? ──yes──► Unavailable (not sent)
+//!                                               │yes                 │no
+//!                                               │                    ▼
+//!                                               │           connect (connect timeout) ──fail──► Unavailable (not sent)
+//!                                               ▼◄───────────────────┘
+//!            register in pending map (PendingGuard) ──full──► Overloaded (not sent)
+//!                                               │
+//!                                   queue Request frame (waits ≤ deadline)
+//!                                               │
+//!                        ┌──────────────────────┼───────────────────────┬──────────────────────┐
+//!                  Response arrives       deadline passes         caller drops future     connection dies
+//!                  reader removes entry   guard removes entry,    guard removes entry,    reader drains map:
+//!                  → result               sends Cancel            sends Cancel            every call Unavailable
+//! ```
+//!
+//! The entry is owned by a [`PendingGuard`] whose `Drop` removes it, so no exit path can leave
+//! one behind. The map's size is bounded by the per-connection in-flight limit.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use parking_lot::Mutex;
+use serde::{Serialize, de::DeserializeOwned};
+use tideway_wire::{
+    Codec, FRAME_HEADER_LEN, Frame, FrameDecoder, Metadata, Request, Response, Status,
+};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{ClientConfig, ConfigError};
+use crate::error::RpcError;
+use crate::transport::{WireCodec, write_loop};
+
+/// Per-call settings.
+#[derive(Debug, Clone, Default)]
+pub struct CallOptions {
+    /// How long the caller waits, covering connect, queueing and the call itself; it travels with
+    /// the request so the callee stops at the same moment. `None` uses the client's default.
+    pub timeout: Option<Duration>,
+    /// Sent with the request (trace context, principal).
+    pub metadata: Metadata,
+}
+
+impl CallOptions {
+    /// Options with this timeout.
+    pub fn with_timeout(timeout: Duration) -> Self {
+        CallOptions {
+            timeout: Some(timeout),
+            metadata: Metadata::new(),
+        }
+    }
+}
+
+/// A handle to one endpoint. Cheap to clone; clones share connections. Connections are opened
+/// lazily on the first call and closed when the last clone is dropped.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.inner.addr)
+            .field("pending_calls", &self.pending_calls())
+            .finish()
+    }
+}
+
+struct ClientInner {
+    addr: SocketAddr,
+    config: ClientConfig,
+    slots: Vec<Slot>,
+    next_slot: AtomicUsize,
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        for slot in &self.slots {
+            if let Some(conn) = slot.state.lock().conn.take() {
+                conn.close();
+            }
+        }
+    }
+}
+
+/// One connection position: the live connection, or the backoff state after failed connects.
+struct Slot {
+    state: Mutex<SlotState>,
+    /// Serialises connect attempts so a burst of calls opens one connection, not hundreds.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    conn: Option<Arc<Connection>>,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+impl Client {
+    /// A client for `addr`. Does not connect; the first call does.
+    pub fn new(addr: SocketAddr, config: ClientConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let slots = (0..config.connections)
+            .map(|_| Slot {
+                state: Mutex::new(SlotState::default()),
+                connecting: tokio::sync::Mutex::new(()),
+            })
+            .collect();
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                addr,
+                config,
+                slots,
+                next_slot: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// The endpoint.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// The codec of typed calls.
+    pub fn codec(&self) -> Codec {
+        self.inner.config.codec
+    }
+
+    /// Calls waiting for a response, over all connections.
+    pub fn pending_calls(&self) -> usize {
+        self.inner
+            .slots
+            .iter()
+            .filter_map(|s| s.state.lock().conn.clone())
+            .map(|c| c.pending.lock().len())
+            .sum()
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.inner
+            .slots
+            .iter()
+            .filter(|s| s.state.lock().conn.as_ref().is_some_and(|c| c.is_usable()))
+            .count()
+    }
+
+    /// Calls `method` (`service/method`) with arguments serialised in the client's codec.
+    pub async fn call_typed<A, R>(
+        &self,
+        method: &str,
+        args: &A,
+        options: &CallOptions,
+    ) -> Result<R, RpcError>
+    where
+        A: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let codec = self.codec();
+        let payload = codec
+            .encode(args)
+            .map_err(|e| RpcError::not_sent(Status::InvalidArgument, e))?;
+        let reply = self.call(method, codec, payload, options).await?;
+        codec
+            .decode(&reply)
+            .map_err(|e| RpcError::internal(format!("cannot decode the result of {method}: {e}")))
+    }
+
+    /// Calls `method` (`service/method`) with an encoded payload; returns the encoded result.
+    pub async fn call(
+        &self,
+        method: &str,
+        codec: Codec,
+        payload: Bytes,
+        options: &CallOptions,
+    ) -> Result<Bytes, RpcError> {
+        let config = &self.inner.config;
+        let timeout = options.timeout.unwrap_or(config.default_timeout);
+        let deadline = Instant::now() + timeout;
+        let metadata_len: usize = options
+            .metadata
+            .iter()
+            .map(|(k, v)| 1 + k.len() + 2 + v.len())
+            .sum();
+        let frame_len = FRAME_HEADER_LEN + 4 + 2 + method.len() + 2 + metadata_len + payload.len();
+        if frame_len > config.max_frame_len {
+            return Err(RpcError::not_sent(
+                Status::InvalidArgument,
+                format!(
+                    "request of {frame_len} bytes exceeds the frame limit of {} bytes",
+                    config.max_frame_len
+                ),
+            ));
+        }
+        let conn = match tokio::time::timeout_at(deadline, self.connection()).await {
+            Ok(conn) => conn?,
+            Err(_) => {
+                return Err(RpcError::not_sent(
+                    Status::DeadlineExceeded,
+                    format!("deadline passed while connecting to {}", self.inner.addr),
+                ));
+            }
+        };
+        let (mut guard, reply) = conn.register(config.max_in_flight_per_connection)?;
+        let mut request = Request::new(guard.id, method, codec, payload);
+        request.deadline = Some(deadline.saturating_duration_since(Instant::now()));
+        request.metadata = options.metadata.clone();
+        match tokio::time::timeout_at(deadline, conn.tx.send(Frame::Request(request))).await {
+            Ok(Ok(())) => guard.sent = true,
+            Ok(Err(_)) => {
+                return Err(RpcError::not_sent(
+                    Status::Unavailable,
+                    format!("connection to {} closed", self.inner.addr),
+                ));
+            }
+            Err(_) => {
+                return Err(RpcError::not_sent(
+                    Status::DeadlineExceeded,
+                    "deadline passed while waiting to write the request",
+                ));
+            }
+        }
+        match tokio::time::timeout_at(deadline, reply).await {
+            Ok(Ok(response)) => {
+                guard.answered = true;
+                response_to_result(response)
+            }
+            Ok(Err(_)) => {
+                guard.answered = true;
+                Err(RpcError::unavailable(format!(
+                    "connection to {} lost before the response arrived",
+                    self.inner.addr
+                )))
+            }
+            Err(_) => Err(RpcError::deadline_exceeded(format!(
+                "no response from {} within {timeout:?}",
+                self.inner.addr
+            ))),
+        }
+    }
+
+    /// A usable connection from the next slot, connecting if needed.
+    async fn connection(&self) -> Result<Arc<Connection>, RpcError> {
+        let inner = &self.inner;
+        let index = inner.next_slot.fetch_add(1, Ordering::Relaxed) % inner.slots.len();
+        let slot = &inner.slots[index];
+        if let Some(conn) = slot.usable() {
+            return Ok(conn);
+        }
+        let _connecting = slot.connecting.lock().await;
+        // Someone else may have connected while we waited.
+        if let Some(conn) = slot.usable() {
+            return Ok(conn);
+        }
+        if let Some(retry_at) = slot.state.lock().retry_at
+            && Instant::now() < retry_at
+        {
+            return Err(RpcError::not_sent(
+                Status::Unavailable,
+                format!(
+                    "{} is unreachable; next connect attempt in {:?}",
+                    inner.addr,
+                    retry_at - Instant::now()
+                ),
+            ));
+        }
+        let connected =
+            tokio::time::timeout(inner.config.connect_timeout, TcpStream::connect(inner.addr))
+                .await;
+        let failure = match connected {
+            Ok(Ok(stream)) => {
+                let conn = Connection::start(stream, &inner.config);
+                let mut state = slot.state.lock();
+                state.conn = Some(Arc::clone(&conn));
+                state.failures = 0;
+                state.retry_at = None;
+                return Ok(conn);
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("connect timed out after {:?}", inner.config.connect_timeout),
+        };
+        let mut state = slot.state.lock();
+        state.failures = state.failures.saturating_add(1);
+        let backoff = backoff(&inner.config, state.failures);
+        state.retry_at = Some(Instant::now() + backoff);
+        tracing::debug!(addr = %inner.addr, failures = state.failures, ?backoff, error = %failure, "connect failed");
+        Err(RpcError::not_sent(
+            Status::Unavailable,
+            format!("cannot connect to {}: {failure}", inner.addr),
+        ))
+    }
+}
+
+impl Slot {
+    fn usable(&self) -> Option<Arc<Connection>> {
+        self.state
+            .lock()
+            .conn
+            .as_ref()
+            .filter(|c| c.is_usable())
+            .cloned()
+    }
+}
+
+/// Exponential backoff with full jitter in its upper half: `min * 2^(failures-1)`, capped, then
+/// scaled by a factor in `[0.5, 1)` so that many clients do not reconnect in step.
+fn backoff(config: &ClientConfig, failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(20);
+    let base = config
+        .reconnect_backoff_min
+        .saturating_mul(1 << exp)
+        .min(config.reconnect_backoff_max);
+    // Jitter from the clock's sub-second nanos: good enough to spread reconnects, needs no RNG.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let factor = 0.5 + f64::from(nanos % 1000) / 2000.0;
+    base.mul_f64(factor)
+}
+
+fn response_to_result(response: Response) -> Result<Bytes, RpcError> {
+    if response.status == Status::Ok {
+        Ok(response.body)
+    } else {
+        Err(RpcError::new(response.status, response.message()))
+    }
+}
+
+/// One TCP connection: a writer task fed by `tx`, a reader task that completes pending calls,
+/// and a keep-alive task.
+struct Connection {
+    tx: mpsc::Sender<Frame>,
+    pending: Mutex<PendingMap>,
+    next_id: AtomicU64,
+    /// Cancelled when the connection is finished, from any side.
+    closed: CancellationToken,
+    /// The server sent GoAway: no new calls here.
+    going_away: AtomicBool,
+    /// Milliseconds since `epoch` when the last frame arrived.
+    last_read_ms: AtomicU64,
+    epoch: Instant,
+}
+
+#[derive(Default)]
+struct PendingMap {
+    calls: HashMap<u64, oneshot::Sender<Response>>,
+    /// Set (under the lock) when the connection died; no call may register after.
+    closed: bool,
+}
+
+impl PendingMap {
+    fn len(&self) -> usize {
+        self.calls.len()
+    }
+}
+
+/// Owns one pending-call entry; removes it on drop and, if the request went out and no answer
+/// came, tells the server to stop.
+struct PendingGuard {
+    conn: Arc<Connection>,
+    id: u64,
+    sent: bool,
+    answered: bool,
+}
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let removed = self.conn.pending.lock().calls.remove(&self.id).is_some();
+        if removed && self.sent {
+            // Best effort: when the write queue is full the server's own deadline stops the
+            // handler instead.
+            let _ = self.conn.tx.try_send(Frame::Cancel { id: self.id });
+        }
+    }
+}
+
+impl Connection {
+    fn start(stream: TcpStream, config: &ClientConfig) -> Arc<Connection> {
+        let _ = stream.set_nodelay(true);
+        let (read_half, write_half) = stream.into_split();
+        let (tx, rx) = mpsc::channel(config.write_queue_capacity);
+        let closed = CancellationToken::new();
+        let conn = Arc::new(Connection {
+            tx,
+            pending: Mutex::new(PendingMap::default()),
+            next_id: AtomicU64::new(1),
+            closed: closed.clone(),
+            going_away: AtomicBool::new(false),
+            last_read_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        });
+        tokio::spawn(write_loop(write_half, rx, closed));
+        let decoder =
+            FrameDecoder::new(config.max_frame_len).expect("validated in ClientConfig::validate");
+        let frames = FramedRead::new(read_half, WireCodec(decoder));
+        tokio::spawn(Arc::clone(&conn).read_loop(frames));
+        tokio::spawn(
+            Arc::clone(&conn).keepalive(config.keepalive_interval, config.keepalive_timeout),
+        );
+        conn
+    }
+
+    fn is_usable(&self) -> bool {
+        !self.closed.is_cancelled() && !self.going_away.load(Ordering::Relaxed)
+    }
+
+    fn close(&self) {
+        self.closed.cancel();
+    }
+
+    fn register(
+        self: &Arc<Self>,
+        limit: usize,
+    ) -> Result<(PendingGuard, oneshot::Receiver<Response>), RpcError> {
+        let (reply_tx, reply_rx) = oneshot::channel();
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut pending = self.pending.lock();
+        if pending.closed {
+            return Err(RpcError::not_sent(Status::Unavailable, "connection closed"));
+        }
+        if pending.len() >= limit {
+            return Err(RpcError::not_sent(
+                Status::Overloaded,
+                format!("connection in-flight limit of {limit} calls reached"),
+            ));
+        }
+        pending.calls.insert(id, reply_tx);
+        drop(pending);
+        Ok((
+            PendingGuard {
+                conn: Arc::clone(self),
+                id,
+                sent: false,
+                answered: false,
+            },
+            reply_rx,
+        ))
+    }
+
+    fn mark_read(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_read_ms.store(ms, Ordering::Relaxed);
+    }
+
+    async fn read_loop(
+        self: Arc<Self>,
+        mut frames: FramedRead<tokio::net::tcp::OwnedReadHalf, WireCodec>,
+    ) {
+        loop {
+            let frame = tokio::select! {
+                biased;
+                () = self.closed.cancelled() => break,
+                frame = frames.next() => frame,
+            };
+            self.mark_read();
+            match frame {
+                Some(Ok(Frame::Response(response))) => {
+                    let waiter = self.pending.lock().calls.remove(&response.id);
+                    // No waiter: the caller gave up (deadline or drop) before the answer came.
+                    if let Some(waiter) = waiter {
+                        let _ = waiter.send(response);
+                    }
+                }
+                Some(Ok(Frame::Ping { nonce })) => {
+                    let _ = self.tx.try_send(Frame::Pong { nonce });
+                }
+                Some(Ok(Frame::Pong { .. })) => {}
+                Some(Ok(Frame::GoAway(goaway))) => {
+                    tracing::debug!(reason = %goaway.reason, "server sent GoAway");
+                    self.going_away.store(true, Ordering::Relaxed);
+                }
+                Some(Ok(other)) => {
+                    tracing::warn!(kind = ?other.kind(), "protocol violation: unexpected frame from server; closing connection");
+                    break;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "closing connection");
+                    break;
+                }
+                None => break,
+            }
+        }
+        self.closed.cancel();
+        // Fail every pending call at once: dropping the senders wakes their callers with
+        // "connection lost".
+        let failed = {
+            let mut pending = self.pending.lock();
+            pending.closed = true;
+            std::mem::take(&mut pending.calls)
+        };
+        drop(failed);
+    }
+
+    async fn keepalive(self: Arc<Self>, interval: Duration, timeout: Duration) {
+        let mut nonce = 0u64;
+        loop {
+            tokio::select! {
+                () = self.closed.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            let silent_for = self.epoch.elapsed().saturating_sub(Duration::from_millis(
+                self.last_read_ms.load(Ordering::Relaxed),
+            ));
+            if silent_for < interval {
+                continue;
+            }
+            nonce += 1;
+            let pinged_at_ms = self.epoch.elapsed().as_millis() as u64;
+            if self.tx.try_send(Frame::Ping { nonce }).is_err() {
+                // Queue full means traffic is flowing or the writer is stuck; the next round
+                // tells which.
+                continue;
+            }
+            tokio::select! {
+                () = self.closed.cancelled() => return,
+                () = tokio::time::sleep(timeout) => {}
+            }
+            if self.last_read_ms.load(Ordering::Relaxed) < pinged_at_ms {
+                tracing::warn!(?timeout, "no answer to keep-alive ping; closing connection");
+                self.closed.cancel();
+                return;
+            }
+        }
+    }
+}

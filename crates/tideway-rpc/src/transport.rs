@@ -1,0 +1,89 @@
+//! What the server and client share: the tokio-util codec around the sans-IO decoder, and the
+//! connection writer task that coalesces queued frames into few writes.
+
+use std::io;
+
+use bytes::BytesMut;
+use tideway_wire::{DecodeError, Frame, FrameDecoder};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Most bytes the writer gathers before it writes; bounds its buffer and the latency added by
+/// coalescing.
+const MAX_WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// A write buffer that grew past this (one large frame) is freed instead of kept for reuse, so an
+/// idle connection does not hold a large allocation.
+const MAX_RETAINED_WRITE_BUFFER: usize = 256 * 1024;
+
+/// Why a connection's byte stream ended.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    /// The socket failed.
+    #[error("read failed: {0}")]
+    Io(#[from] io::Error),
+    /// The peer sent bytes that are not a valid frame.
+    #[error("malformed frame: {0}")]
+    Decode(#[from] DecodeError),
+}
+
+/// `tokio_util::codec::Decoder` around the sans-IO [`FrameDecoder`].
+#[derive(Debug)]
+pub(crate) struct WireCodec(pub(crate) FrameDecoder);
+
+impl tokio_util::codec::Decoder for WireCodec {
+    type Item = Frame;
+    type Error = ReadError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ReadError> {
+        Ok(self.0.decode(src)?)
+    }
+}
+
+/// Writes frames from `rx` until every sender is gone or `closed` fires; gathers whatever is
+/// queued into one buffer per write. On a write error it cancels `closed` so the reader side
+/// shuts down too.
+pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
+    mut io: W,
+    mut rx: mpsc::Receiver<Frame>,
+    closed: CancellationToken,
+) {
+    let mut buf = BytesMut::new();
+    loop {
+        let first = tokio::select! {
+            biased;
+            frame = rx.recv() => frame,
+            () = closed.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        encode_into(&first, &mut buf);
+        while buf.len() < MAX_WRITE_BATCH_BYTES {
+            match rx.try_recv() {
+                Ok(frame) => encode_into(&frame, &mut buf),
+                Err(_) => break,
+            }
+        }
+        let written = tokio::select! {
+            res = io.write_all(&buf) => res,
+            () = closed.cancelled() => break,
+        };
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "connection write failed");
+            break;
+        }
+        buf.clear();
+        if buf.capacity() > MAX_RETAINED_WRITE_BUFFER {
+            buf = BytesMut::new();
+        }
+    }
+    let _ = io.shutdown().await;
+    closed.cancel();
+}
+
+fn encode_into(frame: &Frame, buf: &mut BytesMut) {
+    // Senders check sizes before queueing, so this only fails on a bug; drop the frame rather
+    // than the connection.
+    if let Err(e) = frame.encode(buf) {
+        tracing::error!(error = %e, kind = ?frame.kind(), "dropping frame that cannot be encoded");
+    }
+}
