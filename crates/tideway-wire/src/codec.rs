@@ -44,12 +44,14 @@ impl Codec {
     /// Encodes a value as a payload.
     pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Bytes, CodecError> {
         match self {
-            Codec::Json => serde_json::to_vec(value)
-                .map(Bytes::from)
-                .map_err(|e| CodecError::Encode {
-                    codec: self,
-                    reason: e.to_string(),
-                }),
+            Codec::Json => {
+                serde_json::to_vec(value)
+                    .map(Bytes::from)
+                    .map_err(|e| CodecError::Encode {
+                        codec: self,
+                        reason: e.to_string(),
+                    })
+            }
             Codec::MsgPack => rmp_serde::to_vec_named(value)
                 .map(Bytes::from)
                 .map_err(|e| CodecError::Encode {

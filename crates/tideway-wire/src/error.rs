@@ -98,6 +98,14 @@ pub enum EncodeError {
         /// The maximum.
         max: usize,
     },
+    /// A field the protocol defines as UTF-8 is not: the error message of a failed
+    /// [`Response`](crate::Response), whose `body` is public bytes. The peer's decoder would
+    /// reject the frame and close the whole connection, so it is refused here instead.
+    #[error("the {field} field is not valid UTF-8")]
+    InvalidUtf8 {
+        /// The field.
+        field: &'static str,
+    },
 }
 
 /// A payload could not be turned into a value, or a value into a payload.

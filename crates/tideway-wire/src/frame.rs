@@ -269,8 +269,8 @@ impl Frame {
         }
     }
 
-    /// Appends the encoded frame to `dst`. Checks every limit first, so on error nothing was
-    /// written.
+    /// Appends the encoded frame to `dst`. Checks every limit first, and that an error message is
+    /// UTF-8, so on error nothing was written and whatever is written the peer can decode.
     pub fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
         self.validate()?;
         let body_len = self.body_len();
@@ -321,8 +321,17 @@ impl Frame {
     }
 
     fn validate(&self) -> Result<(), EncodeError> {
-        let Frame::Request(r) = self else {
-            return Ok(());
+        let r = match self {
+            Frame::Request(r) => r,
+            // The decoder rejects an error message that is not UTF-8, and closes the connection.
+            Frame::Response(r)
+                if r.status != Status::Ok && std::str::from_utf8(&r.body).is_err() =>
+            {
+                return Err(EncodeError::InvalidUtf8 {
+                    field: "error message",
+                });
+            }
+            _ => return Ok(()),
         };
         check_len("method", r.method.len(), MAX_METHOD_LEN)?;
         if r.metadata.len() > MAX_METADATA_ENTRIES {
@@ -538,15 +547,18 @@ pub fn decode_frame(mut buf: Bytes) -> Result<Frame, DecodeError> {
 }
 
 fn read_u8(buf: &mut Bytes, field: &'static str) -> Result<u8, DecodeError> {
-    buf.try_get_u8().map_err(|_| DecodeError::Truncated { field })
+    buf.try_get_u8()
+        .map_err(|_| DecodeError::Truncated { field })
 }
 
 fn read_u16(buf: &mut Bytes, field: &'static str) -> Result<u16, DecodeError> {
-    buf.try_get_u16().map_err(|_| DecodeError::Truncated { field })
+    buf.try_get_u16()
+        .map_err(|_| DecodeError::Truncated { field })
 }
 
 fn read_u32(buf: &mut Bytes, field: &'static str) -> Result<u32, DecodeError> {
-    buf.try_get_u32().map_err(|_| DecodeError::Truncated { field })
+    buf.try_get_u32()
+        .map_err(|_| DecodeError::Truncated { field })
 }
 
 fn read_string(buf: &mut Bytes, len: usize, field: &'static str) -> Result<String, DecodeError> {
@@ -663,7 +675,12 @@ mod tests {
 
     #[test]
     fn request_without_codec_and_bad_status_are_rejected() {
-        let mut buf = encode(&Frame::Request(Request::new(1, "a/b", Codec::Json, Bytes::new())));
+        let mut buf = encode(&Frame::Request(Request::new(
+            1,
+            "a/b",
+            Codec::Json,
+            Bytes::new(),
+        )));
         buf[7] = 0;
         assert!(matches!(
             decoder().decode(&mut buf),
@@ -711,6 +728,23 @@ mod tests {
             }
         ));
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn encoder_refuses_an_error_message_the_decoder_would_reject() {
+        let mut resp = Response::error(1, Codec::Json, Status::Internal, "");
+        resp.body = Bytes::from_static(b"\xc3\x28");
+        let mut buf = BytesMut::new();
+        assert_eq!(
+            Frame::Response(resp.clone()).encode(&mut buf),
+            Err(EncodeError::InvalidUtf8 {
+                field: "error message"
+            })
+        );
+        assert!(buf.is_empty());
+        // The same bytes are a fine payload of an Ok response.
+        resp.status = Status::Ok;
+        assert!(Frame::Response(resp).encode(&mut buf).is_ok());
     }
 
     #[test]

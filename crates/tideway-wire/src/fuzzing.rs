@@ -107,12 +107,19 @@ pub fn decode_checked(
                 .expect("a decoded frame must re-encode");
             assert_eq!(&again[..], &whole[..], "re-encoding differs from the input");
             let back = fuzz_decoder().decode(&mut again);
-            assert_eq!(back.as_ref(), Ok(&Some(frame.clone())), "round trip changed it");
+            assert_eq!(
+                back.as_ref(),
+                Ok(&Some(frame.clone())),
+                "round trip changed it"
+            );
             assert!(again.is_empty());
         }
         Ok(None) => {
             assert_eq!(consumed, 0, "Ok(None) consumed bytes");
-            assert!(whole.is_none(), "Ok(None) although a whole frame was buffered");
+            assert!(
+                whole.is_none(),
+                "Ok(None) although a whole frame was buffered"
+            );
         }
         Err(DecodeError::FrameTooLarge { len, max }) => {
             assert_eq!(consumed, 0);

@@ -77,8 +77,9 @@ pub mod fuzzing;
 pub use codec::Codec;
 pub use error::{CodecError, DecodeError, EncodeError};
 pub use frame::{
-    DEFAULT_MAX_FRAME_LEN, FRAME_HEADER_LEN, Frame, FrameDecoder, decode_frame, FrameKind, GoAway,
+    DEFAULT_MAX_FRAME_LEN, FRAME_HEADER_LEN, Frame, FrameDecoder, FrameKind, GoAway,
     LENGTH_PREFIX_LEN, MAX_FRAME_LEN_CEILING, MAX_METADATA_ENTRIES, MAX_METADATA_KEY_LEN,
     MAX_METADATA_VALUE_LEN, MAX_METHOD_LEN, Metadata, PROTOCOL_VERSION, Request, Response,
+    decode_frame,
 };
 pub use status::Status;

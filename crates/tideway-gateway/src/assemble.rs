@@ -1,0 +1,165 @@
+//! Turning configuration (and the descriptors of services hosted in-process) into a route table
+//! and RPC backends.
+
+use std::time::Duration;
+
+use http::Method;
+use tideway_http_upstream::{HttpUpstream, UpstreamConfig};
+use tideway_rpc::{ClientConfig, ServiceDescriptor};
+
+use crate::backends::RpcBackends;
+use crate::binding::{Param, ParamKind};
+use crate::config::{GatewayConfig, RouteConfig};
+use crate::router::{Route, RouteTable, RouteTarget};
+
+/// Routes and backends could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AssembleError {
+    /// Two routes collide.
+    #[error(transparent)]
+    Conflict(#[from] crate::router::RouteConflict),
+    /// A route's upstream is unusable.
+    #[error("routes[{index}]: {reason}")]
+    Upstream {
+        /// Index of the route in the config.
+        index: usize,
+        /// Why.
+        reason: String,
+    },
+    /// A service's client settings are invalid.
+    #[error("service {service}: {reason}")]
+    Client {
+        /// The service.
+        service: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The routes of a config file plus those of `descriptors` (services that publish their routes).
+pub fn route_table(
+    config: &GatewayConfig,
+    descriptors: &[ServiceDescriptor],
+) -> Result<RouteTable, AssembleError> {
+    let mut routes: Vec<Route> = descriptors
+        .iter()
+        .flat_map(Route::from_descriptor)
+        .collect();
+    for (index, rc) in config.routes.iter().enumerate() {
+        routes.extend(config_routes(index, rc, descriptors)?);
+    }
+    Ok(RouteTable::new(routes)?)
+}
+
+/// RPC clients for the `[[services]]` of a config.
+pub fn backends(
+    config: &GatewayConfig,
+    client: &ClientConfig,
+) -> Result<RpcBackends, AssembleError> {
+    let mut backends = RpcBackends::new();
+    for svc in &config.services {
+        let client = ClientConfig {
+            connections: svc.connections_per_endpoint,
+            ..client.clone()
+        };
+        backends
+            .insert(svc.name.clone(), &svc.endpoints, &client)
+            .map_err(|e| AssembleError::Client {
+                service: svc.name.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    Ok(backends)
+}
+
+fn config_routes(
+    index: usize,
+    rc: &RouteConfig,
+    descriptors: &[ServiceDescriptor],
+) -> Result<Vec<Route>, AssembleError> {
+    let origin = format!("config routes[{index}]");
+    let timeout: Option<Duration> = rc.timeout;
+    let target = if let Some(service) = &rc.service {
+        let method = rc.rpc_method.clone().unwrap_or_default();
+        // Prefer the parameter kinds a hosted service declares; the config's `params` win.
+        let declared = descriptors
+            .iter()
+            .find(|d| d.name == service)
+            .and_then(|d| d.method(&method));
+        let mut params: Vec<Param> = declared
+            .map(|m| {
+                m.params
+                    .iter()
+                    .map(|p| Param {
+                        name: p.name.to_owned(),
+                        kind: ParamKind::from_rust_type(p.rust_type),
+                        body: p.body,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (name, kind) in &rc.params {
+            match params.iter_mut().find(|p| &p.name == name) {
+                Some(p) => p.kind = *kind,
+                None => params.push(Param {
+                    name: name.clone(),
+                    kind: *kind,
+                    body: false,
+                }),
+            }
+        }
+        if let Some(body) = &rc.body {
+            match params.iter_mut().find(|p| &p.name == body) {
+                Some(p) => p.body = true,
+                None => params.push(Param {
+                    name: body.clone(),
+                    kind: ParamKind::String,
+                    body: true,
+                }),
+            }
+        }
+        RouteTarget::Rpc {
+            service: service.clone(),
+            full_name: format!("{service}/{method}"),
+            params,
+        }
+    } else {
+        let base_url = rc.upstream.clone().unwrap_or_default();
+        let mut upstream_config = UpstreamConfig::new(base_url);
+        upstream_config.preserve_host = rc.preserve_host;
+        let upstream = HttpUpstream::new(upstream_config).map_err(|e| AssembleError::Upstream {
+            index,
+            reason: e.to_string(),
+        })?;
+        RouteTarget::Http {
+            upstream,
+            strip_prefix: rc.strip_prefix.clone(),
+        }
+    };
+    let is_rpc = matches!(target, RouteTarget::Rpc { .. });
+    let methods: Vec<Option<Method>> = if rc.methods.is_empty() {
+        vec![is_rpc.then_some(Method::GET)]
+    } else {
+        rc.methods
+            .iter()
+            .map(|m| {
+                if m == "*" {
+                    None
+                } else {
+                    Method::from_bytes(m.to_ascii_uppercase().as_bytes()).ok()
+                }
+            })
+            .collect()
+    };
+    Ok(methods
+        .into_iter()
+        .map(|method| Route {
+            method,
+            path: rc.path.clone(),
+            timeout,
+            target: target.clone(),
+            origin: origin.clone(),
+        })
+        .collect())
+}

@@ -1,0 +1,274 @@
+//! The request path, in phase order, with one finish path:
+//!
+//! ```text
+//! request id ─► route match ─► (RPC)  read body (bounded) ─► bind ─► call with deadline ─► JSON
+//!                          └─► (HTTP) forward, bodies streamed both ways
+//!            ─► finish: error → JSON error body; x-request-id on every response
+//! ```
+//!
+//! The whole request runs under its route's deadline. If the client goes away, hyper drops this
+//! future, which drops the RPC call, which sends Cancel to the service.
+
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, header};
+use http_body_util::{BodyExt, Limited};
+use tideway_http_upstream::{ClientInfo, Scheme};
+use tideway_rpc::{CallOptions, Codec, RpcError};
+use tokio::time::Instant;
+
+use crate::backends::RpcBackends;
+use crate::binding;
+use crate::body::{GatewayBody, full};
+use crate::config::ServerSettings;
+use crate::error::GatewayError;
+use crate::router::{Match, Route, RouteTable, RouteTarget};
+
+/// Header carrying the request id, in and out.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Longest request id accepted from a client; longer ones are replaced.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub(crate) struct GatewayState {
+    pub(crate) settings: ServerSettings,
+    pub(crate) routes: ArcSwap<RouteTable>,
+    pub(crate) backends: ArcSwap<RpcBackends>,
+    pub(crate) ids: RequestIds,
+}
+
+/// The downstream connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Downstream {
+    pub(crate) peer: SocketAddr,
+    pub(crate) scheme: Scheme,
+}
+
+/// Handles one request; never fails (every failure is a response).
+pub(crate) async fn handle(
+    state: Arc<GatewayState>,
+    downstream: Downstream,
+    req: Request<hyper::body::Incoming>,
+) -> Response<GatewayBody> {
+    let request_id = state.ids.for_request(&req);
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut response = match dispatch(&state, downstream, req, &request_id).await {
+        Ok(response) => response,
+        Err(err) => {
+            let (status, _) = err.status_and_code();
+            if status.is_server_error() {
+                tracing::warn!(%request_id, %method, %path, %status, error = %err, "request failed");
+            } else {
+                tracing::debug!(%request_id, %method, %path, %status, error = %err, "request refused");
+            }
+            err.into_response(&request_id)
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    tracing::trace!(%request_id, %method, %path, status = %response.status(), elapsed = ?started.elapsed(), "request done");
+    response
+}
+
+async fn dispatch(
+    state: &GatewayState,
+    downstream: Downstream,
+    req: Request<hyper::body::Incoming>,
+    request_id: &str,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    let (route, path_params) = {
+        let table = state.routes.load();
+        match table.lookup(req.method(), req.uri().path()) {
+            Match::Found { route, params } => (Arc::clone(route), params),
+            Match::MethodNotAllowed { allow } => {
+                return Err(GatewayError::MethodNotAllowed {
+                    method: req.method().to_string(),
+                    allow,
+                });
+            }
+            Match::NotFound => {
+                return Err(GatewayError::RouteNotFound(format!(
+                    "{} {}",
+                    req.method(),
+                    req.uri().path()
+                )));
+            }
+        }
+    };
+    let budget = route.timeout.unwrap_or(state.settings.request_timeout);
+    let deadline = Instant::now() + budget;
+    let work = async {
+        match &route.target {
+            RouteTarget::Rpc { .. } => {
+                call_rpc(state, &route, path_params, req, request_id, deadline).await
+            }
+            RouteTarget::Http { .. } => {
+                proxy_http(&route, downstream, req, request_id, deadline).await
+            }
+        }
+    };
+    match tokio::time::timeout_at(deadline, work).await {
+        Ok(result) => result,
+        Err(_) => Err(GatewayError::Rpc(RpcError::deadline_exceeded(format!(
+            "no answer within the route's deadline of {budget:?}"
+        )))),
+    }
+}
+
+async fn call_rpc(
+    state: &GatewayState,
+    route: &Route,
+    path_params: Vec<(String, String)>,
+    req: Request<hyper::body::Incoming>,
+    request_id: &str,
+    deadline: Instant,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    let RouteTarget::Rpc {
+        service,
+        full_name,
+        params,
+    } = &route.target
+    else {
+        unreachable!("call_rpc on a non-RPC route {}", route.label());
+    };
+    let (parts, body) = req.into_parts();
+    let body = read_body(&parts.headers, body, state.settings.max_body_bytes).await?;
+    let payload = binding::bind(params, &path_params, parts.uri.query(), body)?;
+
+    let backends = state.backends.load();
+    let client = backends
+        .pick(service)
+        .ok_or_else(|| GatewayError::NoEndpoint(service.clone()))?;
+    let mut options = CallOptions::with_timeout(deadline.saturating_duration_since(Instant::now()));
+    options.metadata.insert(REQUEST_ID_HEADER, request_id);
+    for name in ["traceparent", "tracestate"] {
+        if let Some(v) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
+            options.metadata.insert(name, v);
+        }
+    }
+    let reply = client
+        .call(full_name, Codec::Json, payload, &options)
+        .await
+        .map_err(GatewayError::Rpc)?;
+    let mut response = Response::new(full(reply));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+/// Reads a whole request body, refusing (413) as soon as it is known to exceed `limit`: from
+/// `Content-Length` before reading, or when the bytes read pass it.
+async fn read_body(
+    headers: &http::HeaderMap,
+    body: hyper::body::Incoming,
+    limit: usize,
+) -> Result<Bytes, GatewayError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(GatewayError::PayloadTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::PayloadTooLarge { limit })
+        }
+        Err(e) => Err(GatewayError::BodyRead(e.to_string())),
+    }
+}
+
+async fn proxy_http(
+    route: &Route,
+    downstream: Downstream,
+    req: Request<hyper::body::Incoming>,
+    request_id: &str,
+    deadline: Instant,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    let RouteTarget::Http {
+        upstream,
+        strip_prefix,
+    } = &route.target
+    else {
+        unreachable!("proxy_http on a non-HTTP route {}", route.label());
+    };
+    let path = req.uri().path();
+    let path = match strip_prefix {
+        Some(prefix) => path.strip_prefix(prefix.as_str()).unwrap_or(path),
+        None => path,
+    };
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut req = req;
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        req.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    let client = ClientInfo {
+        addr: downstream.peer,
+        scheme: downstream.scheme,
+    };
+    let timeout = deadline.saturating_duration_since(Instant::now());
+    let response = upstream
+        .forward(req, &path_and_query, &client, timeout)
+        .await?;
+    Ok(response.map(|body| body.map_err(Into::into).boxed()))
+}
+
+/// Request ids: the client's `x-request-id` when it is sane, else a fresh one.
+#[derive(Debug)]
+pub(crate) struct RequestIds {
+    seed: u64,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    pub(crate) fn new() -> Self {
+        // A per-process random seed from std's randomly keyed hasher; ids need to be unique, not
+        // secret.
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        RequestIds {
+            seed,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn for_request<B>(&self, req: &Request<B>) -> String {
+        if let Some(given) = req
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| {
+                !v.is_empty()
+                    && v.len() <= MAX_REQUEST_ID_LEN
+                    && v.bytes().all(|b| b.is_ascii_graphic())
+            })
+        {
+            return given.to_owned();
+        }
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        // splitmix64 of seed + counter: unique per process, spread over the whole range.
+        let mut z = self
+            .seed
+            .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        format!("{z:016x}")
+    }
+}

@@ -1,0 +1,34 @@
+//! Tideway's HTTP ingress: the API gateway that routes HTTP requests to RPC services and to plain
+//! HTTP upstreams, and stays bounded when what is behind it is slow.
+//!
+//! A request's path, one file per step:
+//!
+//! ```text
+//! server.rs   accept (connection limit) ─► hyper HTTP/1.1 or HTTP/2 ─► header/idle watchdog
+//! handler.rs  request id ─► route match ─► deadline ─► RPC or HTTP target ─► finish
+//! router.rs   radix-tree match of path templates, then method (404 / 405 + Allow)
+//! binding.rs  path + query + JSON body ─► the RPC payload object
+//! backends.rs service name ─► tideway_rpc::Client
+//! error.rs    every failure ─► status + JSON {code, message, request_id}
+//! ```
+//!
+//! HTTP upstream routes go through `tideway-http-upstream`, which streams bodies both ways.
+//! Configuration (TOML, environment overrides, validation with locations) is in [`config`].
+
+pub mod assemble;
+pub mod backends;
+pub mod binding;
+pub mod body;
+pub mod config;
+pub mod error;
+mod handler;
+pub mod router;
+mod server;
+mod tls;
+
+pub use backends::RpcBackends;
+pub use config::{ConfigError, GatewayConfig, RouteConfig, ServerSettings};
+pub use error::GatewayError;
+pub use handler::REQUEST_ID_HEADER;
+pub use router::{Route, RouteConflict, RouteTable, RouteTarget};
+pub use server::{DEFAULT_DRAIN_TIMEOUT, Gateway, StartError};

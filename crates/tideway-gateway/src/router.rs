@@ -1,0 +1,317 @@
+//! The route table: a radix tree (matchit) from path templates to per-method routes, so a lookup
+//! costs the same with ten routes or ten thousand.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use tideway_http_upstream::HttpUpstream;
+use tideway_rpc::ServiceDescriptor;
+
+use crate::binding::{Param, ParamKind};
+
+/// Where a route sends requests.
+#[derive(Debug, Clone)]
+pub enum RouteTarget {
+    /// An RPC method.
+    Rpc {
+        /// Service name, e.g. `logistics.Waybills`.
+        service: String,
+        /// `service/method`, as sent on the wire.
+        full_name: String,
+        /// The method's arguments.
+        params: Vec<Param>,
+    },
+    /// A plain HTTP service.
+    Http {
+        /// The pooled client for it.
+        upstream: HttpUpstream,
+        /// Removed from the request path before forwarding.
+        strip_prefix: Option<String>,
+    },
+}
+
+/// One route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// HTTP method; `None` matches any.
+    pub method: Option<Method>,
+    /// Path template, e.g. `/api/waybills/{id}`.
+    pub path: String,
+    /// Deadline for this route; `None` uses the server default.
+    pub timeout: Option<Duration>,
+    /// Where requests go.
+    pub target: RouteTarget,
+    /// Where the route came from, for diagnostics (`config routes[2]`, `service logistics.Waybills`).
+    pub origin: String,
+}
+
+impl Route {
+    /// Routes for every method of a service, from its published descriptor.
+    pub fn from_descriptor(descriptor: &ServiceDescriptor) -> Vec<Route> {
+        descriptor
+            .methods
+            .iter()
+            .map(|m| Route {
+                method: Method::from_bytes(m.http_method.as_bytes()).ok(),
+                path: m.path.to_owned(),
+                timeout: m.timeout_ms.map(Duration::from_millis),
+                target: RouteTarget::Rpc {
+                    service: descriptor.name.to_owned(),
+                    full_name: m.full_name.to_owned(),
+                    params: m
+                        .params
+                        .iter()
+                        .map(|p| Param {
+                            name: p.name.to_owned(),
+                            kind: ParamKind::from_rust_type(p.rust_type),
+                            body: p.body,
+                        })
+                        .collect(),
+                },
+                origin: format!("service {}", descriptor.name),
+            })
+            .collect()
+    }
+
+    /// A short label for logs and metrics: `GET /api/waybills/{id}`.
+    pub fn label(&self) -> String {
+        format!(
+            "{} {}",
+            self.method.as_ref().map_or("*", Method::as_str),
+            self.path
+        )
+    }
+}
+
+/// Two routes that cannot live in one table.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("route {route} ({origin}): {reason}")]
+pub struct RouteConflict {
+    /// The route that could not be added.
+    pub route: String,
+    /// Where it came from.
+    pub origin: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// What a lookup found.
+#[derive(Debug)]
+pub enum Match<'a> {
+    /// A route, with the path parameters it captured.
+    Found {
+        /// The route.
+        route: &'a Arc<Route>,
+        /// Captured `{name}` values, percent-decoded.
+        params: Vec<(String, String)>,
+    },
+    /// The path exists but not for this method; `allow` lists the methods that do.
+    MethodNotAllowed {
+        /// Value for the `Allow` header.
+        allow: String,
+    },
+    /// No route has this path.
+    NotFound,
+}
+
+#[derive(Debug, Default)]
+struct PathRoutes {
+    by_method: Vec<(Method, Arc<Route>)>,
+    any_method: Option<Arc<Route>>,
+}
+
+/// An immutable route table; a new one is built and swapped in when routes change.
+#[derive(Debug, Default)]
+pub struct RouteTable {
+    tree: matchit::Router<usize>,
+    paths: Vec<PathRoutes>,
+    routes: Vec<Arc<Route>>,
+}
+
+impl RouteTable {
+    /// Builds a table; fails on the first route that conflicts with an earlier one.
+    pub fn new(routes: impl IntoIterator<Item = Route>) -> Result<Self, RouteConflict> {
+        let mut table = RouteTable::default();
+        let mut index_of: BTreeMap<String, usize> = BTreeMap::new();
+        for route in routes {
+            let route = Arc::new(route);
+            let conflict = |reason: String| RouteConflict {
+                route: route.label(),
+                origin: route.origin.clone(),
+                reason,
+            };
+            let idx = match index_of.get(&route.path) {
+                Some(&idx) => idx,
+                None => {
+                    let idx = table.paths.len();
+                    table
+                        .tree
+                        .insert(route.path.clone(), idx)
+                        .map_err(|e| conflict(e.to_string()))?;
+                    table.paths.push(PathRoutes::default());
+                    index_of.insert(route.path.clone(), idx);
+                    idx
+                }
+            };
+            let entry = &mut table.paths[idx];
+            match &route.method {
+                Some(method) => {
+                    if let Some((_, other)) = entry.by_method.iter().find(|(m, _)| m == method) {
+                        return Err(conflict(format!("already routed by {}", other.origin)));
+                    }
+                    entry.by_method.push((method.clone(), Arc::clone(&route)));
+                }
+                None => {
+                    if let Some(other) = &entry.any_method {
+                        return Err(conflict(format!("already routed by {}", other.origin)));
+                    }
+                    entry.any_method = Some(Arc::clone(&route));
+                }
+            }
+            table.routes.push(route);
+        }
+        Ok(table)
+    }
+
+    /// Every route, in insertion order.
+    pub fn routes(&self) -> &[Arc<Route>] {
+        &self.routes
+    }
+
+    /// Finds the route for a method and path.
+    pub fn lookup(&self, method: &Method, path: &str) -> Match<'_> {
+        let Ok(found) = self.tree.at(path) else {
+            return Match::NotFound;
+        };
+        let entry = &self.paths[*found.value];
+        let route = entry
+            .by_method
+            .iter()
+            .find(|(m, _)| m == method)
+            .map(|(_, r)| r)
+            // HEAD is served by a GET route.
+            .or_else(|| {
+                (method == Method::HEAD)
+                    .then(|| entry.by_method.iter().find(|(m, _)| m == Method::GET))
+                    .flatten()
+                    .map(|(_, r)| r)
+            })
+            .or(entry.any_method.as_ref());
+        match route {
+            Some(route) => Match::Found {
+                route,
+                params: found
+                    .params
+                    .iter()
+                    .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+                    .collect(),
+            },
+            None => {
+                let mut allow: Vec<&str> =
+                    entry.by_method.iter().map(|(m, _)| m.as_str()).collect();
+                if allow.contains(&"GET") {
+                    allow.push("HEAD");
+                }
+                Match::MethodNotAllowed {
+                    allow: allow.join(", "),
+                }
+            }
+        }
+    }
+}
+
+/// Decodes `%XX` escapes in a path segment; invalid escapes and non-UTF-8 results are kept as
+/// they came.
+fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_owned();
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_owned())
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rpc(method: &str, path: &str) -> Route {
+        Route {
+            method: Some(Method::from_bytes(method.as_bytes()).unwrap()),
+            path: path.into(),
+            timeout: None,
+            target: RouteTarget::Rpc {
+                service: "s".into(),
+                full_name: format!("s/{method}{path}"),
+                params: vec![],
+            },
+            origin: "test".into(),
+        }
+    }
+
+    #[test]
+    fn matches_by_path_then_method() {
+        let t = RouteTable::new([
+            rpc("GET", "/api/waybills/{id}"),
+            rpc("DELETE", "/api/waybills/{id}"),
+            rpc("POST", "/api/waybills"),
+        ])
+        .unwrap();
+        match t.lookup(&Method::GET, "/api/waybills/WB%201") {
+            Match::Found { route, params } => {
+                assert_eq!(route.path, "/api/waybills/{id}");
+                assert_eq!(params, vec![("id".to_string(), "WB 1".to_string())]);
+            }
+            other => panic!("{other:?}"),
+        }
+        match t.lookup(&Method::PUT, "/api/waybills/1") {
+            Match::MethodNotAllowed { allow } => assert_eq!(allow, "GET, DELETE, HEAD"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(t.lookup(&Method::GET, "/nope"), Match::NotFound));
+        assert!(matches!(
+            t.lookup(&Method::HEAD, "/api/waybills/1"),
+            Match::Found { .. }
+        ));
+    }
+
+    #[test]
+    fn duplicate_routes_are_conflicts() {
+        let err = RouteTable::new([rpc("GET", "/a/{id}"), rpc("GET", "/a/{id}")]).unwrap_err();
+        assert!(err.reason.contains("already routed"), "{err}");
+        let err = RouteTable::new([rpc("GET", "/a/{id}"), rpc("GET", "/a/{name}")]).unwrap_err();
+        assert!(err.to_string().contains("/a/{name}"), "{err}");
+    }
+
+    #[test]
+    fn percent_decoding_is_lenient() {
+        assert_eq!(percent_decode("a%2Fb"), "a/b");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode("%ff"), "%ff");
+    }
+}

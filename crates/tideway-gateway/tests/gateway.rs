@@ -1,0 +1,693 @@
+//! The gateway end to end: real sockets on 127.0.0.1, a real RPC service behind it, hyper and curl
+//! as clients.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Map, Value, json};
+use tideway_gateway::config::ServerSettings;
+use tideway_gateway::{Gateway, Route, RouteTable, RpcBackends};
+use tideway_rpc::{ClientConfig, RpcError, Server, ServerHandle, Status};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+#[derive(Debug, Default)]
+struct Counters {
+    slow_started: AtomicUsize,
+    slow_cancelled: AtomicUsize,
+}
+
+/// The service behind the gateway in these tests.
+#[tideway_macros::service(name = "test.Probe")]
+trait Probe {
+    /// Fails with the named status.
+    #[route(GET, "/fail/{status}")]
+    async fn fail(&self, status: String) -> Result<(), RpcError>;
+
+    /// Echoes what it was bound to.
+    #[route(POST, "/echo/{id}")]
+    async fn echo(
+        &self,
+        id: String,
+        limit: Option<u32>,
+        flag: Option<bool>,
+        #[body] rest: Map<String, Value>,
+    ) -> Result<Value, RpcError>;
+
+    /// Sleeps; counts starts and cancellations.
+    #[route(GET, "/slow/{ms}")]
+    async fn slow(&self, ms: u64) -> Result<u64, RpcError>;
+
+    /// A route with its own short deadline.
+    #[route(GET, "/short/{ms}", timeout_ms = 200)]
+    async fn short(&self, ms: u64) -> Result<u64, RpcError>;
+}
+
+#[derive(Debug, Clone, Default)]
+struct ProbeImpl {
+    counters: Arc<Counters>,
+}
+
+struct CancelWatch(Arc<Counters>, bool);
+impl Drop for CancelWatch {
+    fn drop(&mut self) {
+        if !self.1 {
+            self.0.slow_cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Probe for ProbeImpl {
+    async fn fail(&self, status: String) -> Result<(), RpcError> {
+        let status = Status::ALL
+            .into_iter()
+            .find(|s| s.as_str() == status)
+            .ok_or_else(|| RpcError::invalid_argument(format!("status: unknown {status}")))?;
+        Err(RpcError::new(
+            status,
+            format!("asked to fail with {status}"),
+        ))
+    }
+
+    async fn echo(
+        &self,
+        id: String,
+        limit: Option<u32>,
+        flag: Option<bool>,
+        rest: Map<String, Value>,
+    ) -> Result<Value, RpcError> {
+        Ok(json!({"id": id, "limit": limit, "flag": flag, "rest": rest}))
+    }
+
+    async fn slow(&self, ms: u64) -> Result<u64, RpcError> {
+        self.counters.slow_started.fetch_add(1, Ordering::SeqCst);
+        let mut watch = CancelWatch(Arc::clone(&self.counters), false);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        watch.1 = true;
+        Ok(ms)
+    }
+
+    async fn short(&self, ms: u64) -> Result<u64, RpcError> {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok(ms)
+    }
+}
+
+struct Fixture {
+    gateway: Gateway,
+    _service: ServerHandle,
+    counters: Arc<Counters>,
+}
+
+impl Fixture {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gateway.local_addr())
+    }
+}
+
+async fn start(settings: ServerSettings, extra: Vec<Route>) -> Fixture {
+    let probe = ProbeImpl::default();
+    let counters = Arc::clone(&probe.counters);
+    let service = Server::builder()
+        .add_service(ProbeServer::new(probe))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut routes = Route::from_descriptor(&ProbeClient::DESCRIPTOR);
+    routes.extend(extra);
+    let mut backends = RpcBackends::new();
+    backends
+        .insert(
+            "test.Probe",
+            &[service.local_addr()],
+            &ClientConfig::default(),
+        )
+        .unwrap();
+    let settings = ServerSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..settings
+    };
+    let gateway = Gateway::start(settings, RouteTable::new(routes).unwrap(), backends)
+        .await
+        .unwrap();
+    Fixture {
+        gateway,
+        _service: service,
+        counters,
+    }
+}
+
+fn http_client() -> HttpClient<HttpConnector, Full<Bytes>> {
+    HttpClient::builder(TokioExecutor::new()).build_http()
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+async fn send(method: Method, url: &str, body: &'static str) -> Reply {
+    let req = Request::builder()
+        .method(method)
+        .uri(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap();
+    let resp = http_client().request(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cond()
+}
+
+#[tokio::test]
+async fn every_rpc_status_maps_to_its_http_status_with_a_json_error() {
+    let f = start(ServerSettings::default(), vec![]).await;
+    let cases = [
+        ("invalid_argument", 400),
+        ("unauthenticated", 401),
+        ("permission_denied", 403),
+        ("not_found", 404),
+        ("deadline_exceeded", 504),
+        ("overloaded", 503),
+        ("unavailable", 503),
+        ("internal", 500),
+        ("already_exists", 409),
+    ];
+    for (name, http) in cases {
+        let r = send(Method::GET, &f.url(&format!("/fail/{name}")), "").await;
+        assert_eq!(r.status.as_u16(), http, "{name}");
+        let body = r.json();
+        assert_eq!(body["code"], name);
+        assert!(body["message"].as_str().unwrap().contains(name));
+        let id = r.headers["x-request-id"].to_str().unwrap();
+        assert_eq!(body["request_id"], id);
+        assert_eq!(r.headers.contains_key("retry-after"), http == 503, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn binds_path_query_and_body_by_name() {
+    let f = start(ServerSettings::default(), vec![]).await;
+    let r = send(
+        Method::POST,
+        &f.url("/echo/WB%2042?limit=7&flag=true"),
+        r#"{"note":"fragile","id":"body-cannot-override"}"#,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.headers["content-type"], "application/json");
+    assert_eq!(
+        r.json(),
+        json!({"id":"WB 42","limit":7,"flag":true,"rest":{"note":"fragile"}})
+    );
+
+    let r = send(Method::POST, &f.url("/echo/1?limit=seven"), "{}").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.json()["message"].as_str().unwrap().contains("limit"));
+
+    // Malformed JSON forwarded as it came is rejected by the service's decoder: also a 400.
+    let r = send(Method::POST, &f.url("/echo/1"), "{nope").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["code"], "invalid_argument");
+
+    let r = send(Method::POST, &f.url("/echo/1"), "[1,2,3]").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("must be a JSON object"),
+        "{:?}",
+        r.json()
+    );
+}
+
+#[tokio::test]
+async fn unknown_path_is_404_and_wrong_method_is_405_with_allow() {
+    let f = start(ServerSettings::default(), vec![]).await;
+    let r = send(Method::GET, &f.url("/nowhere"), "").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.json()["code"], "route_not_found");
+    let r = send(Method::DELETE, &f.url("/echo/1"), "").await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.headers["allow"], "POST");
+}
+
+#[tokio::test]
+async fn oversized_body_is_413() {
+    let f = start(
+        ServerSettings {
+            max_body_bytes: 1024,
+            ..Default::default()
+        },
+        vec![],
+    )
+    .await;
+    let big: &'static str =
+        Box::leak(format!("{{\"x\":\"{}\"}}", "a".repeat(4096)).into_boxed_str());
+    let r = send(Method::POST, &f.url("/echo/1"), big).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.json()["code"], "payload_too_large");
+
+    // Chunked (no Content-Length): refused when the bytes read pass the limit.
+    let mut sock = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
+    let chunk = "a".repeat(2000);
+    let raw = format!(
+        "POST /echo/1 HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        chunk.len()
+    );
+    sock.write_all(raw.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 64];
+    let n = sock.read(&mut head).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+}
+
+#[tokio::test]
+async fn slow_service_past_the_route_deadline_is_504() {
+    let f = start(ServerSettings::default(), vec![]).await;
+    let t = Instant::now();
+    let r = send(Method::GET, &f.url("/short/5000"), "").await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(r.json()["code"], "deadline_exceeded");
+    assert!(
+        t.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(
+        eventually(Duration::from_secs(1), || f.gateway.pending_rpc_calls()
+            == 0)
+        .await
+    );
+    let r = send(Method::GET, &f.url("/short/10"), "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, "10");
+}
+
+#[tokio::test]
+async fn request_id_is_echoed_or_generated() {
+    let f = start(ServerSettings::default(), vec![]).await;
+    let req = Request::get(f.url("/slow/1"))
+        .header("x-request-id", "abc-123")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = http_client().request(req).await.unwrap();
+    assert_eq!(resp.headers()["x-request-id"], "abc-123");
+    let a = send(Method::GET, &f.url("/nowhere"), "").await;
+    let b = send(Method::GET, &f.url("/nowhere"), "").await;
+    let (a, b) = (&a.headers["x-request-id"], &b.headers["x-request-id"]);
+    assert_eq!(a.len(), 16);
+    assert_ne!(a, b);
+}
+
+#[tokio::test]
+async fn slowloris_is_cut_at_the_header_deadline() {
+    let f = start(
+        ServerSettings {
+            header_read_timeout: Duration::from_millis(300),
+            keep_alive_timeout: Duration::from_secs(30),
+            ..Default::default()
+        },
+        vec![],
+    )
+    .await;
+    let mut sock = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
+    let t = Instant::now();
+    sock.write_all(b"GET /slow/1 HTTP/1.1\r\n").await.unwrap();
+    // Trickle a header byte every 50 ms: never completes the head.
+    let mut closed_after = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if sock.write_all(b"x").await.is_err() {
+            closed_after = Some(t.elapsed());
+            break;
+        }
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0)) =
+            tokio::time::timeout(Duration::from_millis(1), sock.read(&mut probe)).await
+        {
+            closed_after = Some(t.elapsed());
+            break;
+        }
+    }
+    let closed_after = closed_after.expect("slow-loris connection was never closed");
+    assert!(
+        closed_after >= Duration::from_millis(250) && closed_after < Duration::from_millis(1500),
+        "{closed_after:?}"
+    );
+    assert!(eventually(Duration::from_secs(1), || f.gateway.open_connections() == 0).await);
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout_not_the_header_one() {
+    let f = start(
+        ServerSettings {
+            header_read_timeout: Duration::from_millis(100),
+            keep_alive_timeout: Duration::from_millis(600),
+            ..Default::default()
+        },
+        vec![],
+    )
+    .await;
+    let mut sock = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
+    sock.write_all(b"GET /slow/1 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = sock.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let t = Instant::now();
+    // Idle: still open well past the header deadline...
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(f.gateway.open_connections(), 1);
+    // ...and closed once the idle timeout passes.
+    let n = tokio::time::timeout(Duration::from_secs(3), sock.read(&mut buf))
+        .await
+        .expect("idle connection was not closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(
+        t.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn client_disconnect_cancels_the_rpc() {
+    let f = start(ServerSettings::default(), vec![]).await;
+    let mut sock = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
+    sock.write_all(b"GET /slow/60000 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(2), || f
+            .counters
+            .slow_started
+            .load(Ordering::SeqCst)
+            == 1)
+        .await
+    );
+    drop(sock);
+    assert!(
+        eventually(Duration::from_secs(2), || f
+            .counters
+            .slow_cancelled
+            .load(Ordering::SeqCst)
+            == 1)
+        .await,
+        "the service handler was not cancelled"
+    );
+    assert!(
+        eventually(Duration::from_secs(1), || f.gateway.pending_rpc_calls()
+            == 0)
+        .await
+    );
+}
+
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code} %{http_version}",
+        ])
+        .args(args)
+        .output()
+        .expect("curl is installed by scripts/test");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, meta) = text.rsplit_once('\n').unwrap_or((&text, ""));
+    (body.to_owned(), meta.to_owned())
+}
+
+#[tokio::test]
+async fn http2_cleartext_and_over_tls() {
+    let dir = std::env::temp_dir().join(format!("tideway-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+
+    // h2c with prior knowledge (curl) and HTTP/1.1 on the same listener.
+    let f = start(ServerSettings::default(), vec![]).await;
+    let url = f.url("/slow/1");
+    let (body, meta) =
+        tokio::task::spawn_blocking(move || curl(&["--http2-prior-knowledge", &url]))
+            .await
+            .unwrap();
+    assert_eq!((body.as_str(), meta.as_str()), ("1", "200 2"));
+    let url = f.url("/slow/2");
+    let (body, meta) = tokio::task::spawn_blocking(move || curl(&["--http1.1", &url]))
+        .await
+        .unwrap();
+    assert_eq!((body.as_str(), meta.as_str()), ("2", "200 1.1"));
+
+    // TLS with ALPN: h2 and http/1.1.
+    let tls = start(
+        ServerSettings {
+            tls: Some(tideway_gateway::config::TlsSettings {
+                cert: cert_path,
+                key: key_path,
+            }),
+            ..Default::default()
+        },
+        vec![],
+    )
+    .await;
+    let port = tls.gateway.local_addr().port();
+    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let url = format!("https://localhost:{port}/echo/x");
+        let (body, meta) = tokio::task::spawn_blocking(move || {
+            curl(&[
+                "-k",
+                flag,
+                "--resolve",
+                &format!("localhost:{port}:127.0.0.1"),
+                "-X",
+                "POST",
+                "-d",
+                "{\"a\":1}",
+                &url,
+            ])
+        })
+        .await
+        .unwrap();
+        assert_eq!(meta, format!("200 {version}"), "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["rest"], json!({"a": 1}));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_get_503() {
+    let f = start(
+        ServerSettings {
+            max_connections: 1,
+            ..Default::default()
+        },
+        vec![],
+    )
+    .await;
+    let mut first = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
+    first
+        .write_all(b"GET /slow/1 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let mut second = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), second.read_to_end(&mut all))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("retry-after: 1"), "{text}");
+}
+
+/// RSS of this process in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+async fn start_counting_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&received);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let counter = Arc::clone(&counter);
+                    async move {
+                        let want_bytes: usize = req
+                            .uri()
+                            .query()
+                            .and_then(|q| q.strip_prefix("bytes="))
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0);
+                        let xff = req
+                            .headers()
+                            .get("x-forwarded-for")
+                            .map(|v| v.to_str().unwrap().to_owned())
+                            .unwrap_or_default();
+                        let path = req.uri().path().to_owned();
+                        let mut body = req.into_body();
+                        while let Some(frame) = body.frame().await {
+                            if let Ok(data) = frame.unwrap().into_data() {
+                                counter.fetch_add(data.len(), Ordering::SeqCst);
+                            }
+                        }
+                        let chunk = Bytes::from(vec![b'z'; 64 * 1024]);
+                        let chunks = want_bytes / chunk.len();
+                        let stream = futures::stream::iter((0..chunks).map(move |_| {
+                            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(
+                                chunk.clone(),
+                            ))
+                        }));
+                        let resp = http::Response::builder()
+                            .header("x-seen-path", path)
+                            .header("x-seen-xff", xff)
+                            .header("connection", "x-private")
+                            .header("x-private", "secret")
+                            .body(http_body_util::StreamBody::new(stream))
+                            .unwrap();
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_upstream_streams_50_mb_each_way_without_growing_memory() {
+    let (backend, received) = start_counting_backend().await;
+    let route = |path: &str, strip: Option<&str>| Route {
+        method: None,
+        path: path.into(),
+        timeout: Some(Duration::from_secs(30)),
+        target: tideway_gateway::RouteTarget::Http {
+            upstream: tideway_http_upstream::HttpUpstream::new(
+                tideway_http_upstream::UpstreamConfig::new(format!("http://{backend}/base")),
+            )
+            .unwrap(),
+            strip_prefix: strip.map(str::to_owned),
+        },
+        origin: "test".into(),
+    };
+    let f = start(
+        ServerSettings::default(),
+        vec![route("/files/{*rest}", Some("/files"))],
+    )
+    .await;
+
+    // Headers and path first.
+    let r = send(Method::GET, &f.url("/files/a/b?bytes=0"), "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["x-seen-path"], "/base/a/b");
+    assert_eq!(r.headers["x-seen-xff"], "127.0.0.1");
+    assert!(
+        !r.headers.contains_key("x-private"),
+        "hop-by-hop header leaked"
+    );
+    assert!(r.headers.contains_key("x-request-id"));
+
+    // 50 MB up and 50 MB down, generated and consumed chunk by chunk.
+    const TOTAL: usize = 50 * 1024 * 1024;
+    let before = rss_kib();
+    let peak = Arc::new(AtomicUsize::new(before as usize));
+    let sampling = {
+        let peak = Arc::clone(&peak);
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kib() as usize, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let chunk = Bytes::from(vec![b'u'; 64 * 1024]);
+    let upload =
+        futures::stream::iter((0..TOTAL / chunk.len()).map(move |_| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone()))
+        }));
+    let req = Request::post(f.url(&format!("/files/big?bytes={TOTAL}")))
+        .body(http_body_util::StreamBody::new(upload))
+        .unwrap();
+    let client = HttpClient::builder(TokioExecutor::new()).build_http();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut downloaded = 0usize;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            downloaded += data.len();
+        }
+    }
+    sampling.abort();
+    assert_eq!(received.load(Ordering::SeqCst), TOTAL);
+    assert_eq!(downloaded, TOTAL);
+    let growth_kib = peak.load(Ordering::Relaxed) as u64 - before;
+    eprintln!("RSS growth while streaming 50 MB each way: {growth_kib} KiB");
+    assert!(growth_kib < 16 * 1024, "RSS grew by {growth_kib} KiB");
+}

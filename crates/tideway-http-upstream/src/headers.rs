@@ -1,0 +1,212 @@
+//! Header rules of a forwarding proxy: hop-by-hop removal (RFC 9110 §7.6.1) and the
+//! `X-Forwarded-*` fields.
+//!
+//! The functions here are what [`HttpUpstream::forward`](crate::HttpUpstream::forward) applies;
+//! they are public so that the gateway can apply the same rules on paths of its own.
+
+use std::net::SocketAddr;
+
+use http::header::{
+    CONNECTION, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
+    TRAILER, TRANSFER_ENCODING, UPGRADE,
+};
+
+/// `X-Forwarded-For`: the chain of client addresses.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`: the scheme of the client's connection to the gateway.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`: the `Host` the client asked for.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Fields that describe one connection and never cross a proxy, in either direction: RFC 9110
+/// §7.6.1's list plus the legacy `Keep-Alive` and `Proxy-Connection`, `Trailer` (RFC 2616's list)
+/// and the proxy authentication pair, which is meant for this hop only.
+pub const HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+];
+
+/// Removes every field named in `Connection` (all its values), then every [`HOP_BY_HOP`] field.
+///
+/// Names in `Connection` that are not valid field names are ignored.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let nominated: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim_ascii()).ok())
+        .collect();
+    for name in nominated {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Whether a `TE` field lists `trailers`: the client will accept trailer fields. Read this
+/// before [`remove_hop_by_hop`], which removes `TE`.
+pub fn te_allows_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|member| {
+            let token = member.split(|b| *b == b';').next().unwrap_or_default();
+            token.trim_ascii().eq_ignore_ascii_case(b"trailers")
+        })
+}
+
+/// Sets the `X-Forwarded-*` fields for a request from `client`:
+///
+/// - `X-Forwarded-For`: the client's IP (IPv4-mapped IPv6 shown as IPv4, IPv6 without brackets)
+///   appended to whatever the request already carried, all values joined into one field;
+/// - `X-Forwarded-Proto`: `http` or `https`, the client's connection, replacing any sent value;
+/// - `X-Forwarded-Host`: `original_host`, replacing any sent value (removed when `None`).
+///
+/// Incoming values of `X-Forwarded-For` are kept as they are: whether to trust them is for the
+/// upstream (or a gateway policy) to decide, with the last entry the one this hop vouches for.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: SocketAddr,
+    scheme: crate::Scheme,
+    original_host: Option<&HeaderValue>,
+) {
+    let ip = client.ip().to_canonical().to_string();
+    let mut chain: Vec<u8> = Vec::new();
+    for value in headers.get_all(&X_FORWARDED_FOR) {
+        let value = value.as_bytes().trim_ascii();
+        if value.is_empty() {
+            continue;
+        }
+        if !chain.is_empty() {
+            chain.extend_from_slice(b", ");
+        }
+        chain.extend_from_slice(value);
+    }
+    if !chain.is_empty() {
+        chain.extend_from_slice(b", ");
+    }
+    chain.extend_from_slice(ip.as_bytes());
+    // Valid field values joined by ", " stay valid; if that ever fails, vouch for the client only.
+    match HeaderValue::from_bytes(&chain).or_else(|_| HeaderValue::from_str(&ip)) {
+        Ok(v) => {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+        Err(_) => {
+            headers.remove(X_FORWARDED_FOR);
+        }
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(scheme.as_str()));
+    match original_host {
+        Some(host) => {
+            headers.insert(X_FORWARDED_HOST, host.clone());
+        }
+        None => {
+            headers.remove(X_FORWARDED_HOST);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Scheme;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn removes_listed_and_nominated_fields() {
+        let mut m = map(&[
+            ("connection", "keep-alive, X-Secret ,x-other"),
+            ("connection", "x-third, , bad name"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-checksum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authenticate", "Basic"),
+            ("proxy-authorization", "Basic Zm9v"),
+            ("x-secret", "1"),
+            ("x-other", "2"),
+            ("x-third", "3"),
+            ("x-end-to-end", "kept"),
+            ("content-type", "text/plain"),
+            ("authorization", "Bearer t"),
+        ]);
+        remove_hop_by_hop(&mut m);
+        let mut left: Vec<_> = m.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["authorization", "content-type", "x-end-to-end"]);
+    }
+
+    #[test]
+    fn te_trailers_is_detected() {
+        assert!(te_allows_trailers(&map(&[("te", "trailers")])));
+        assert!(te_allows_trailers(&map(&[("te", "gzip;q=0.5, Trailers")])));
+        assert!(te_allows_trailers(&map(&[
+            ("te", "gzip"),
+            ("te", "trailers;q=1")
+        ])));
+        assert!(!te_allows_trailers(&map(&[("te", "gzip, deflate")])));
+        assert!(!te_allows_trailers(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn forwarded_for_appends_and_others_replace() {
+        let mut m = map(&[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-for", " 198.51.100.1 "),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "spoofed"),
+        ]);
+        let host = HeaderValue::from_static("api.example.com");
+        set_forwarded(
+            &mut m,
+            "10.1.2.3:5555".parse().unwrap(),
+            Scheme::Http,
+            Some(&host),
+        );
+        assert_eq!(m["x-forwarded-for"], "203.0.113.7, 198.51.100.1, 10.1.2.3");
+        assert_eq!(m.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(m["x-forwarded-proto"], "http");
+        assert_eq!(m["x-forwarded-host"], "api.example.com");
+
+        let mut m = map(&[("x-forwarded-host", "spoofed")]);
+        set_forwarded(
+            &mut m,
+            "[::ffff:127.0.0.1]:1".parse().unwrap(),
+            Scheme::Https,
+            None,
+        );
+        assert_eq!(m["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(m["x-forwarded-proto"], "https");
+        assert!(!m.contains_key("x-forwarded-host"));
+
+        let mut m = HeaderMap::new();
+        set_forwarded(
+            &mut m,
+            "[2001:db8::1]:1".parse().unwrap(),
+            Scheme::Https,
+            None,
+        );
+        assert_eq!(m["x-forwarded-for"], "2001:db8::1");
+    }
+}

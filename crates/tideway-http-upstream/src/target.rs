@@ -1,0 +1,134 @@
+//! Building the upstream request URI from the base URL and the path the gateway passes.
+
+use http::Uri;
+use http::uri::{PathAndQuery, Scheme as UriScheme};
+
+use crate::config::BaseUrl;
+use crate::error::UpstreamError;
+
+/// `base` + `path_and_query` as an absolute `http://` URI.
+///
+/// Rules, with base path `/prefix`:
+/// - `""` gives the base path as configured, `"/"` gives `/prefix/`, `"a"` and `"/a"` both give
+///   `/prefix/a`: the boundary always has exactly one slash, whatever the leading slashes.
+/// - A query (from the first `?`) is appended unchanged, also to an empty path: `?q` gives
+///   `/prefix?q`.
+/// - Dot segments (`.`, `..` and their percent-encoded forms) are resolved (RFC 3986 §5.2.4)
+///   and clamped at the prefix, so a request can never reach above the base path.
+pub(crate) fn join(base: &BaseUrl, path_and_query: &str) -> Result<Uri, UpstreamError> {
+    let (path, query) = match path_and_query.find('?') {
+        Some(i) => path_and_query.split_at(i),
+        None => (path_and_query, ""),
+    };
+    let rest = path.trim_start_matches('/');
+    let mut out = String::with_capacity(base.prefix.len() + path_and_query.len() + 1);
+    out.push_str(&base.prefix);
+    if rest.is_empty() {
+        if !path.is_empty() || base.trailing_slash || out.is_empty() {
+            out.push('/');
+        }
+    } else {
+        let mut segments: Vec<&str> = Vec::new();
+        let mut trailing_slash = false;
+        let mut iter = rest.split('/').peekable();
+        while let Some(seg) = iter.next() {
+            let last = iter.peek().is_none();
+            if is_dot(seg) {
+                trailing_slash = last;
+            } else if is_dot_dot(seg) {
+                segments.pop();
+                trailing_slash = last;
+            } else {
+                segments.push(seg);
+                trailing_slash = false;
+            }
+        }
+        for seg in &segments {
+            out.push('/');
+            out.push_str(seg);
+        }
+        if trailing_slash || segments.is_empty() {
+            out.push('/');
+        }
+    }
+    out.push_str(query);
+    let pq =
+        PathAndQuery::try_from(out).map_err(|e| UpstreamError::InvalidUri { source: e.into() })?;
+    Uri::builder()
+        .scheme(UriScheme::HTTP)
+        .authority(base.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|source| UpstreamError::InvalidUri { source })
+}
+
+fn is_dot(seg: &str) -> bool {
+    seg == "." || seg.eq_ignore_ascii_case("%2e")
+}
+
+fn is_dot_dot(seg: &str) -> bool {
+    seg == ".."
+        || seg.eq_ignore_ascii_case(".%2e")
+        || seg.eq_ignore_ascii_case("%2e.")
+        || seg.eq_ignore_ascii_case("%2e%2e")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::UpstreamConfig;
+
+    fn joined(base: &str, pq: &str) -> String {
+        let base = UpstreamConfig::new(base).base().unwrap();
+        join(&base, pq).unwrap().to_string()
+    }
+
+    #[test]
+    fn joins_with_exactly_one_slash() {
+        let b = "http://h:1/prefix";
+        assert_eq!(joined(b, "/a/b"), "http://h:1/prefix/a/b");
+        assert_eq!(joined(b, "a/b"), "http://h:1/prefix/a/b");
+        assert_eq!(joined(b, "//a"), "http://h:1/prefix/a");
+        assert_eq!(joined(b, "/"), "http://h:1/prefix/");
+        assert_eq!(joined(b, ""), "http://h:1/prefix");
+        assert_eq!(joined(b, "/a/"), "http://h:1/prefix/a/");
+        assert_eq!(joined(b, "/a//b"), "http://h:1/prefix/a//b");
+        assert_eq!(joined("http://h:1/prefix/", "/a"), "http://h:1/prefix/a");
+        assert_eq!(joined("http://h:1/prefix/", ""), "http://h:1/prefix/");
+        assert_eq!(joined("http://h:1", "/a"), "http://h:1/a");
+        assert_eq!(joined("http://h:1/", "/a"), "http://h:1/a");
+        assert_eq!(joined("http://h:1", ""), "http://h:1/");
+        assert_eq!(
+            joined("http://h:1", "//evil.example/x"),
+            "http://h:1/evil.example/x"
+        );
+    }
+
+    #[test]
+    fn keeps_the_query() {
+        let b = "http://h:1/prefix";
+        assert_eq!(joined(b, "/a?x=1&y=%20"), "http://h:1/prefix/a?x=1&y=%20");
+        assert_eq!(joined(b, "?x=1"), "http://h:1/prefix?x=1");
+        assert_eq!(joined(b, "/?x=/../"), "http://h:1/prefix/?x=/../");
+        assert_eq!(joined("http://h:1", "?x"), "http://h:1/?x");
+    }
+
+    #[test]
+    fn dot_segments_cannot_escape_the_prefix() {
+        let b = "http://h:1/prefix";
+        assert_eq!(joined(b, "/../admin"), "http://h:1/prefix/admin");
+        assert_eq!(joined(b, "/a/../../../admin"), "http://h:1/prefix/admin");
+        assert_eq!(joined(b, "/%2e%2E/admin"), "http://h:1/prefix/admin");
+        assert_eq!(joined(b, "/a/./b/.."), "http://h:1/prefix/a/");
+        assert_eq!(joined(b, "/a/b/../c"), "http://h:1/prefix/a/c");
+        assert_eq!(joined(b, "/.."), "http://h:1/prefix/");
+        assert_eq!(joined(b, "/..."), "http://h:1/prefix/...");
+    }
+
+    #[test]
+    fn invalid_characters_are_a_typed_error() {
+        let base = UpstreamConfig::new("http://h:1/p").base().unwrap();
+        let err = join(&base, "/a b").unwrap_err();
+        assert!(matches!(err, UpstreamError::InvalidUri { .. }), "{err}");
+    }
+}

@@ -1,0 +1,262 @@
+//! [`HttpUpstream`]: the pooled client and the one forwarding function.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONNECTION, HOST, HeaderMap, HeaderValue, TE};
+use http::{Extensions, Request, Response, Uri, Version};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::{BaseUrl, UpstreamConfig, UpstreamConfigError};
+use crate::connect::CountingConnector;
+use crate::error::{BoxError, RequestBodyError, UpstreamError};
+use crate::{headers, target};
+
+/// The body type the pooled client sends: the caller's body, boxed, its error wrapped.
+type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The scheme of the downstream (client-to-gateway) connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+impl Scheme {
+    /// `"http"` or `"https"`, as `X-Forwarded-Proto` carries it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// What the gateway knows about the downstream connection a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The client's address (the TCP peer of the gateway).
+    pub addr: SocketAddr,
+    /// Whether the client's connection is TLS.
+    pub scheme: Scheme,
+}
+
+/// One HTTP upstream: a base URL and a pool of keep-alive connections to it.
+///
+/// Cheap to clone; clones share the pool. See the crate docs for what
+/// [`forward`](Self::forward) does to a request.
+#[derive(Clone, Debug)]
+pub struct HttpUpstream {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: Client<CountingConnector, UpstreamBody>,
+    base: BaseUrl,
+    base_url: String,
+    /// The `Host` value sent when the downstream one is not preserved.
+    host: HeaderValue,
+    preserve_host: bool,
+    http2: bool,
+    open: Arc<AtomicUsize>,
+}
+
+impl HttpUpstream {
+    /// Validates `config` and builds the client. No connection is opened until the first
+    /// request; nothing is spawned here, so this works inside or outside a tokio runtime, but
+    /// [`forward`](Self::forward) must run inside one (with time enabled).
+    pub fn new(config: UpstreamConfig) -> Result<Self, UpstreamConfigError> {
+        config.validate()?;
+        let base = config.base()?;
+        let host = HeaderValue::from_str(base.authority.as_str()).map_err(|e| {
+            UpstreamConfigError::InvalidBaseUrl {
+                url: config.base_url.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+
+        let mut http = HttpConnector::new();
+        http.enforce_http(true);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        let open = Arc::new(AtomicUsize::new(0));
+        let connector = CountingConnector::new(http, Arc::clone(&open));
+
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .http1_max_buf_size(config.http1_max_buf_size)
+            .http1_max_headers(config.max_response_headers)
+            .http2_only(config.http2_prior_knowledge)
+            .build(connector);
+
+        Ok(HttpUpstream {
+            inner: Arc::new(Inner {
+                client,
+                base,
+                base_url: config.base_url,
+                host,
+                preserve_host: config.preserve_host,
+                http2: config.http2_prior_knowledge,
+                open,
+            }),
+        })
+    }
+
+    /// The base URL requests go to, as configured.
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    /// Upstream connections open right now, busy or idle in the pool (a gauge for metrics).
+    pub fn open_connections(&self) -> usize {
+        self.inner.open.load(Ordering::Relaxed)
+    }
+
+    /// Forwards `req` to the upstream and returns its response head with the body unread.
+    ///
+    /// - `path_and_query` is appended to the base URL's path (see the crate docs for the joining
+    ///   rules); `req`'s own URI only supplies the original host.
+    /// - `client` describes the downstream connection, for the `X-Forwarded-*` fields.
+    /// - `timeout` bounds everything up to the response head: pool checkout, connect, sending the
+    ///   head, and as much of the request body as the upstream reads before it answers. Past it
+    ///   the result is [`UpstreamError::Timeout`]. Reading the returned body is not bounded by
+    ///   it: the caller bounds that (and its size).
+    ///
+    /// The request body is streamed as the upstream reads it; the response body is hyper's
+    /// `Incoming`, read from the socket only as the caller polls it. Neither is buffered whole.
+    ///
+    /// Cancel safety: dropping the future at any point is safe. A request in flight is abandoned
+    /// and its connection closed, never returned to the pool half-used.
+    pub async fn forward<B>(
+        &self,
+        req: Request<B>,
+        path_and_query: &str,
+        client: &ClientInfo,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let inner = &*self.inner;
+        let uri = target::join(&inner.base, path_and_query)?;
+        let (mut parts, body) = req.into_parts();
+        self.rewrite_request_headers(&mut parts.headers, &parts.uri, client);
+        tracing::debug!(
+            method = %parts.method,
+            uri = %uri,
+            client = %client.addr,
+            "forwarding to http upstream"
+        );
+        parts.uri = uri;
+        parts.version = if inner.http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        // Extensions belong to the downstream connection (hyper's upgrade handle, header case
+        // maps); none of them should steer the upstream request.
+        parts.extensions = Extensions::new();
+        let body: UpstreamBody = body
+            .map_err(|e| -> BoxError { Box::new(RequestBodyError(Arc::from(e.into()))) })
+            .boxed_unsync();
+
+        let sent = inner.client.request(Request::from_parts(parts, body));
+        let result = match tokio::time::timeout(timeout, sent).await {
+            Err(_elapsed) => Err(UpstreamError::Timeout { timeout }),
+            Ok(Err(e)) => Err(UpstreamError::from_client(e, inner.base.authority.as_str())),
+            Ok(Ok(mut response)) => {
+                headers::remove_hop_by_hop(response.headers_mut());
+                Ok(response)
+            }
+        };
+        match &result {
+            Ok(response) => tracing::debug!(status = %response.status(), "upstream answered"),
+            Err(error) => tracing::debug!(%error, status = %error.http_status(), "upstream failed"),
+        }
+        result
+    }
+
+    /// Hop-by-hop removal, `X-Forwarded-*`, `Host` and `TE` for the upstream request.
+    fn rewrite_request_headers(&self, headers: &mut HeaderMap, uri: &Uri, client: &ClientInfo) {
+        let inner = &*self.inner;
+        let original_host = original_host(uri, headers);
+        let trailers = headers::te_allows_trailers(headers);
+        headers::remove_hop_by_hop(headers);
+        headers::set_forwarded(headers, client.addr, client.scheme, original_host.as_ref());
+        match (&original_host, inner.preserve_host, inner.http2) {
+            (Some(host), true, _) => {
+                headers.insert(HOST, host.clone());
+            }
+            // HTTP/2 carries the authority in the URI (`:authority`), not in `Host`.
+            (_, _, true) => {
+                headers.remove(HOST);
+            }
+            _ => {
+                headers.insert(HOST, inner.host.clone());
+            }
+        }
+        // `TE: trailers` is the one TE value worth passing on: the client reads trailers, so the
+        // upstream may send them. HTTP/1.1 requires `TE` to be named in `Connection` too.
+        if trailers {
+            headers.insert(TE, HeaderValue::from_static("trailers"));
+            if !inner.http2 {
+                headers.insert(CONNECTION, HeaderValue::from_static("te"));
+            }
+        }
+    }
+}
+
+/// The host the client asked for: the request target's authority when it had one (absolute form
+/// or HTTP/2 `:authority`, which take precedence over `Host`), else the `Host` field. User info
+/// is never included.
+fn original_host(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
+    if let Some(authority) = uri.authority() {
+        let host_port = authority
+            .as_str()
+            .rsplit_once('@')
+            .map_or(authority.as_str(), |(_, hp)| hp);
+        if let Ok(v) = HeaderValue::from_str(host_port) {
+            return Some(v);
+        }
+    }
+    headers.get(HOST).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn original_host_prefers_the_uri_authority() {
+        let mut h = HeaderMap::new();
+        h.insert(HOST, HeaderValue::from_static("from-header"));
+        let origin_form: Uri = "/a".parse().unwrap();
+        assert_eq!(original_host(&origin_form, &h).unwrap(), "from-header");
+        let absolute: Uri = "http://user@from-uri:8080/a".parse().unwrap();
+        assert_eq!(original_host(&absolute, &h).unwrap(), "from-uri:8080");
+        assert!(original_host(&origin_form, &HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn new_works_outside_a_runtime_and_rejects_bad_config() {
+        let up = HttpUpstream::new(UpstreamConfig::new("http://127.0.0.1:1/p")).unwrap();
+        assert_eq!(up.base_url(), "http://127.0.0.1:1/p");
+        assert_eq!(up.open_connections(), 0);
+        assert!(HttpUpstream::new(UpstreamConfig::new("https://x")).is_err());
+    }
+}

@@ -1,0 +1,9 @@
+use tideway_macros::service;
+use tideway_rpc::RpcError;
+
+#[service]
+trait Echo<T> {
+    async fn say(&self, text: String) -> Result<String, RpcError>;
+}
+
+fn main() {}

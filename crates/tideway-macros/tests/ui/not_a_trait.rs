@@ -1,0 +1,6 @@
+use tideway_macros::service;
+
+#[service]
+struct Echo;
+
+fn main() {}
