@@ -23,6 +23,13 @@ pub const DEFAULT_HTTP1_MAX_BUF_SIZE: usize = 64 * 1024;
 /// Header fields accepted in one upstream response: hyper's default, kept explicit.
 pub const DEFAULT_MAX_RESPONSE_HEADERS: usize = 100;
 
+/// Kernel send buffer of upstream sockets: `None` leaves it to the kernel's autotuning, bounded
+/// by `net.ipv4.tcp_wmem`. Set it to bound the bytes a slow upstream leaves queued in the kernel.
+pub const DEFAULT_TCP_SEND_BUFFER_SIZE: Option<usize> = None;
+/// Kernel receive buffer of upstream sockets: `None` leaves it to the kernel's autotuning,
+/// bounded by `net.ipv4.tcp_rmem`.
+pub const DEFAULT_TCP_RECV_BUFFER_SIZE: Option<usize> = None;
+
 /// Smallest `http1_max_buf_size` hyper accepts (it panics below this).
 pub const MIN_HTTP1_MAX_BUF_SIZE: usize = 8 * 1024;
 /// Largest `http1_max_buf_size` accepted: past this one slow connection holds too much memory.
@@ -35,6 +42,10 @@ pub const MAX_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const MAX_POOL_MAX_IDLE_PER_HOST: usize = 10_000;
 /// Most response header fields accepted.
 pub const MAX_MAX_RESPONSE_HEADERS: usize = 1_000;
+/// Smallest socket buffer size accepted (one page).
+pub const MIN_TCP_BUFFER_SIZE: usize = 4 * 1024;
+/// Largest socket buffer size accepted.
+pub const MAX_TCP_BUFFER_SIZE: usize = 64 * 1024 * 1024;
 
 /// Settings of one HTTP upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +69,10 @@ pub struct UpstreamConfig {
     pub http1_max_buf_size: usize,
     /// Most header fields accepted in one response head (HTTP/1).
     pub max_response_headers: usize,
+    /// `SO_SNDBUF` for upstream sockets (the kernel doubles it); `None` for autotuning.
+    pub tcp_send_buffer_size: Option<usize>,
+    /// `SO_RCVBUF` for upstream sockets (the kernel doubles it); `None` for autotuning.
+    pub tcp_recv_buffer_size: Option<usize>,
 }
 
 impl Default for UpstreamConfig {
@@ -72,6 +87,8 @@ impl Default for UpstreamConfig {
             http2_prior_knowledge: false,
             http1_max_buf_size: DEFAULT_HTTP1_MAX_BUF_SIZE,
             max_response_headers: DEFAULT_MAX_RESPONSE_HEADERS,
+            tcp_send_buffer_size: DEFAULT_TCP_SEND_BUFFER_SIZE,
+            tcp_recv_buffer_size: DEFAULT_TCP_RECV_BUFFER_SIZE,
         }
     }
 }
@@ -112,6 +129,14 @@ impl UpstreamConfig {
             1,
             MAX_MAX_RESPONSE_HEADERS,
         )?;
+        for (field, value) in [
+            ("tcp_send_buffer_size", self.tcp_send_buffer_size),
+            ("tcp_recv_buffer_size", self.tcp_recv_buffer_size),
+        ] {
+            if let Some(size) = value {
+                range(field, size, MIN_TCP_BUFFER_SIZE, MAX_TCP_BUFFER_SIZE)?;
+            }
+        }
         Ok(())
     }
 
@@ -287,6 +312,10 @@ mod tests {
             },
             UpstreamConfig {
                 max_response_headers: 0,
+                ..base.clone()
+            },
+            UpstreamConfig {
+                tcp_send_buffer_size: Some(0),
                 ..base.clone()
             },
         ];

@@ -90,6 +90,8 @@ impl HttpUpstream {
         http.enforce_http(true);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_send_buffer_size(config.tcp_send_buffer_size);
+        http.set_recv_buffer_size(config.tcp_recv_buffer_size);
         let open = Arc::new(AtomicUsize::new(0));
         let connector = CountingConnector::new(http, Arc::clone(&open));
 

@@ -299,6 +299,12 @@ async fn silent_upstream_times_out_with_504() {
     assert_eq!(err.http_status(), StatusCode::GATEWAY_TIMEOUT);
     assert!(!err.is_retry_safe());
     assert_eq!(b.accepted(), 1);
+    // The abandoned request's connection is closed, not pooled.
+    let deadline = Instant::now() + WAIT;
+    while up.open_connections() != 0 {
+        assert!(Instant::now() < deadline, "abandoned connection still open");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{backend, client, empty, full, read_all};
+use common::{backend, backend_with_recv_buffer, client, empty, full, read_all};
 use futures::{StreamExt, stream};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
@@ -23,6 +23,12 @@ const CHUNKS: u64 = 800;
 const TOTAL: u64 = CHUNK as u64 * CHUNKS;
 /// Allowed RSS growth over the warmed-up baseline.
 const RSS_BUDGET: u64 = 16 * 1024 * 1024;
+/// `SO_RCVBUF`/`SO_SNDBUF` of the slow exchange's sockets (the kernel doubles them).
+const KERNEL_BUFFER: usize = 128 * 1024;
+/// Bytes produced but not yet read that the slow exchange may have in flight: both kernel
+/// buffers (doubled), hyper's buffers on both sides (≤ 64 KiB client, ~400 KiB server) and a
+/// chunk, with room to spare. Without backpressure it would be all 50 MiB.
+const IN_FLIGHT_BOUND: u64 = 4 * 1024 * 1024;
 /// How long the slow backend stops reading after its first frame.
 const STALL: Duration = Duration::from_millis(300);
 
@@ -114,39 +120,48 @@ async fn fifty_mib_each_way_with_bounded_memory_and_backpressure() {
     let report = Arc::clone(&stall_report);
     let producer_in_backend = Arc::new(AtomicU64::new(0));
     let producer = Arc::clone(&producer_in_backend);
-    let b = backend(move |req: Request<Incoming>| {
-        let report = Arc::clone(&report);
-        let producer = Arc::clone(&producer);
-        async move {
-            match (req.method().clone(), req.uri().path()) {
-                (Method::POST, "/upload") => {
-                    let n = count_body(req.into_body()).await.unwrap_or(0);
-                    Response::new(full(n.to_string()))
-                }
-                (Method::POST, "/slow") => {
-                    let mut body = req.into_body();
-                    let mut n = 0u64;
-                    if let Some(Ok(f)) = body.frame().await {
-                        n += f.into_data().map(|d| d.len() as u64).unwrap_or(0);
-                    }
-                    tokio::time::sleep(STALL).await;
-                    report.set(n, producer.load(Ordering::SeqCst));
-                    n += count_body(body).await.unwrap_or(0);
-                    Response::new(full(n.to_string()))
-                }
-                (Method::GET, "/download") => {
-                    let frames = stream::iter(0..CHUNKS)
-                        .map(|_| Ok::<_, BoxError>(Frame::data(Bytes::from(vec![0xCD; CHUNK]))));
-                    Response::new(StreamBody::new(frames).boxed_unsync())
-                }
-                _ => Response::builder()
-                    .status(StatusCode::NOT_FOUND)
-                    .body(empty())
-                    .unwrap(),
+    let b = backend(|req: Request<Incoming>| async move {
+        match (req.method().clone(), req.uri().path()) {
+            (Method::POST, "/upload") => {
+                let n = count_body(req.into_body()).await.unwrap_or(0);
+                Response::new(full(n.to_string()))
             }
+            (Method::GET, "/download") => {
+                let frames = stream::iter(0..CHUNKS)
+                    .map(|_| Ok::<_, BoxError>(Frame::data(Bytes::from(vec![0xCD; CHUNK]))));
+                Response::new(StreamBody::new(frames).boxed_unsync())
+            }
+            _ => Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .body(empty())
+                .unwrap(),
         }
     })
     .await;
+    // Reads one frame, stops reading for STALL, reports, then reads the rest. Its socket has a
+    // fixed receive buffer, and so has the client's (below), so the bytes the kernel may hold
+    // are small and known; all the rest of what the client produced would be in this process.
+    let slow = backend_with_recv_buffer(KERNEL_BUFFER as u32, move |req: Request<Incoming>| {
+        let report = Arc::clone(&report);
+        let producer = Arc::clone(&producer);
+        async move {
+            let mut body = req.into_body();
+            let mut n = 0u64;
+            if let Some(Ok(f)) = body.frame().await {
+                n += f.into_data().map(|d| d.len() as u64).unwrap_or(0);
+            }
+            tokio::time::sleep(STALL).await;
+            report.set(n, producer.load(Ordering::SeqCst));
+            n += count_body(body).await.unwrap_or(0);
+            Response::new(full(n.to_string()))
+        }
+    })
+    .await;
+    let slow_up = HttpUpstream::new(UpstreamConfig {
+        tcp_send_buffer_size: Some(KERNEL_BUFFER),
+        ..UpstreamConfig::new(slow.url(""))
+    })
+    .unwrap();
     let up = HttpUpstream::new(UpstreamConfig::new(b.url(""))).unwrap();
     let head_deadline = Duration::from_secs(15);
 
@@ -191,7 +206,7 @@ async fn fifty_mib_each_way_with_bounded_memory_and_backpressure() {
     let req = Request::post("/")
         .body(generated_body(Arc::clone(&producer_in_backend)))
         .unwrap();
-    let resp = up
+    let resp = slow_up
         .forward(req, "/slow", &client(), head_deadline)
         .await
         .unwrap();
@@ -225,10 +240,10 @@ async fn fifty_mib_each_way_with_bounded_memory_and_backpressure() {
         mib(growth)
     );
     // Without backpressure the generator would have produced all 50 MiB during the stall; with
-    // it, only what fits in hyper's buffers and the loopback socket buffers is in flight.
+    // it, only what fits in hyper's buffers and the socket buffers is in flight.
     let in_flight = produced_at_stall.saturating_sub(received_at_stall);
     assert!(
-        in_flight < RSS_BUDGET,
+        in_flight < IN_FLIGHT_BOUND,
         "{:.1} MiB produced but not read during the stall",
         mib(in_flight)
     );

@@ -91,7 +91,10 @@ pub(crate) fn runtime_path(explicit: Option<&Path>) -> TokenStream {
 
 /// A path as text without spaces, for `#[serde(crate = "..")]`.
 pub(crate) fn path_string(path: &TokenStream) -> String {
-    path.to_string().chars().filter(|c| !c.is_whitespace()).collect()
+    path.to_string()
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect()
 }
 
 #[cfg(test)]
@@ -102,7 +105,10 @@ mod tests {
     fn parses_name_and_crate() {
         let args = ServiceArgs::parse(quote!(name = "a.B", crate = "::x::y")).unwrap();
         assert_eq!(args.name.unwrap().value(), "a.B");
-        assert_eq!(path_string(&args.krate.unwrap().to_token_stream()), "::x::y");
+        assert_eq!(
+            path_string(&args.krate.unwrap().to_token_stream()),
+            "::x::y"
+        );
         let args = ServiceArgs::parse(quote!()).unwrap();
         assert!(args.name.is_none() && args.krate.is_none());
     }
@@ -110,11 +116,18 @@ mod tests {
     #[test]
     fn rejects_unknown_and_repeated_keys() {
         let err = ServiceArgs::parse(quote!(version = "1")).unwrap_err();
-        assert!(err.to_string().contains("unknown `#[service]` option `version`"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("unknown `#[service]` option `version`"),
+            "{err}"
+        );
         let err = ServiceArgs::parse(quote!(name = "a", name = "b")).unwrap_err();
         assert!(err.to_string().contains("twice"), "{err}");
         let err = ServiceArgs::parse(quote!(crate = "not a path")).unwrap_err();
-        assert!(err.to_string().contains("path to the Tideway runtime"), "{err}");
+        assert!(
+            err.to_string().contains("path to the Tideway runtime"),
+            "{err}"
+        );
     }
 
     #[test]

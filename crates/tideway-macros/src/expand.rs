@@ -4,7 +4,8 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote};
 use syn::{
-    Error, FnArg, Ident, Item, ItemTrait, Lifetime, ReturnType, TraitItem, Type, TypeParamBound,
+    Error, FnArg, Ident, Item, ItemTrait, Lifetime, Pat, PatWild, ReturnType, TraitItem, Type,
+    TypeParamBound,
 };
 
 use crate::args::{ServiceArgs, path_string, runtime_path};
@@ -56,7 +57,8 @@ fn with_errors(item: impl quote::ToTokens, err: Error) -> TokenStream {
     quote!(#errors #item)
 }
 
-/// The trait without `#[route]` on methods and `#[body]` on arguments.
+/// The trait without `#[route]` on methods and `#[body]` on arguments, and with argument
+/// patterns (an error of ours already) replaced by `_`, which a method without a body accepts.
 fn strip_helpers(mut item: ItemTrait) -> ItemTrait {
     for trait_item in &mut item.items {
         if let TraitItem::Fn(f) = trait_item {
@@ -64,6 +66,12 @@ fn strip_helpers(mut item: ItemTrait) -> ItemTrait {
             for input in &mut f.sig.inputs {
                 if let FnArg::Typed(arg) = input {
                     arg.attrs.retain(|a| !a.path().is_ident("body"));
+                    if !matches!(*arg.pat, Pat::Ident(_)) {
+                        *arg.pat = Pat::Wild(PatWild {
+                            attrs: Vec::new(),
+                            underscore_token: Default::default(),
+                        });
+                    }
                 }
             }
         }
@@ -247,7 +255,7 @@ impl Generator<'_> {
             m.path
         );
         if !docs.is_empty() {
-            call_doc.insert_str(0, "\n");
+            call_doc.insert(0, '\n');
         }
         let args = m.params.iter().map(|p| {
             let (ident, ty) = (&p.ident, &p.ty);
@@ -477,8 +485,14 @@ mod tests {
         ] {
             assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
         }
-        assert!(!out.contains("# [route"), "helper attributes are stripped:\n{out}");
-        assert!(!out.contains("# [body]"), "helper attributes are stripped:\n{out}");
+        assert!(
+            !out.contains("# [route"),
+            "helper attributes are stripped:\n{out}"
+        );
+        assert!(
+            !out.contains("# [body]"),
+            "helper attributes are stripped:\n{out}"
+        );
         let (service_trait, _) = out.split_once("Client of").unwrap();
         assert!(!service_trait.contains("async"), "{service_trait}");
     }
@@ -493,7 +507,10 @@ mod tests {
                 }
             },
         );
-        assert!(out.contains("trait Echo : Send + Sync + 'static {"), "{out}");
+        assert!(
+            out.contains("trait Echo : Send + Sync + 'static {"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -517,7 +534,12 @@ mod tests {
 
     #[test]
     fn only_traits_are_accepted() {
-        let out = expand(quote!(), quote!(struct NotATrait;));
+        let out = expand(
+            quote!(),
+            quote!(
+                struct NotATrait;
+            ),
+        );
         assert!(out.contains("`#[service]` goes on a trait"), "{out}");
         assert!(out.contains("struct NotATrait"), "{out}");
     }

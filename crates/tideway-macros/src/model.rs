@@ -86,10 +86,16 @@ impl Service {
     pub(crate) fn from_trait(args: &ServiceArgs, item: &ItemTrait) -> syn::Result<Service> {
         let mut errors = Errors::default();
         if let Some(token) = &item.unsafety {
-            errors.push(Error::new_spanned(token, "a service trait cannot be `unsafe`"));
+            errors.push(Error::new_spanned(
+                token,
+                "a service trait cannot be `unsafe`",
+            ));
         }
         if let Some(token) = &item.auto_token {
-            errors.push(Error::new_spanned(token, "a service trait cannot be an auto trait"));
+            errors.push(Error::new_spanned(
+                token,
+                "a service trait cannot be an auto trait",
+            ));
         }
         if !item.generics.params.is_empty() {
             errors.push(Error::new_spanned(
@@ -199,16 +205,28 @@ impl Method {
             ));
         }
         if let Some(token) = &sig.constness {
-            errors.push(Error::new_spanned(token, "service methods cannot be `const`"));
+            errors.push(Error::new_spanned(
+                token,
+                "service methods cannot be `const`",
+            ));
         }
         if let Some(token) = &sig.unsafety {
-            errors.push(Error::new_spanned(token, "service methods cannot be `unsafe`"));
+            errors.push(Error::new_spanned(
+                token,
+                "service methods cannot be `unsafe`",
+            ));
         }
         if let Some(abi) = &sig.abi {
-            errors.push(Error::new_spanned(abi, "service methods cannot have an ABI"));
+            errors.push(Error::new_spanned(
+                abi,
+                "service methods cannot have an ABI",
+            ));
         }
         if let Some(variadic) = &sig.variadic {
-            errors.push(Error::new_spanned(variadic, "service methods cannot be variadic"));
+            errors.push(Error::new_spanned(
+                variadic,
+                "service methods cannot be variadic",
+            ));
         }
         if !sig.generics.params.is_empty() {
             errors.push(Error::new_spanned(
@@ -303,10 +321,7 @@ impl Method {
 
 /// `POST /api/{service}/{method}`: the service name lower-cased with `.` as `/`.
 pub(crate) fn conventional_path(service: &str, method: &str) -> String {
-    format!(
-        "/api/{}/{method}",
-        service.to_lowercase().replace('.', "/")
-    )
+    format!("/api/{}/{method}", service.to_lowercase().replace('.', "/"))
 }
 
 /// The first input must be a plain `&self`.
@@ -376,7 +391,11 @@ fn params(f: &TraitItemFn, errors: &mut Errors) -> Vec<(Param, Option<Span>)> {
                 } else if body_span.is_some() {
                     errors.push(Error::new_spanned(attr, "duplicate `#[body]`"));
                 }
-                body_span = Some(attr.path().get_ident().map_or(arg.colon_token.span, Ident::span));
+                body_span = Some(
+                    attr.path()
+                        .get_ident()
+                        .map_or(arg.colon_token.span, Ident::span),
+                );
             } else if attr.path().is_ident("cfg") || attr.path().is_ident("cfg_attr") {
                 errors.push(Error::new_spanned(
                     attr,
@@ -459,8 +478,10 @@ fn check_route_against_params(
                 let known = if params.is_empty() {
                     format!("`{name}` has no arguments")
                 } else {
-                    let list: Vec<String> =
-                        params.iter().map(|(p, _)| format!("`{}`", p.name)).collect();
+                    let list: Vec<String> = params
+                        .iter()
+                        .map(|(p, _)| format!("`{}`", p.name))
+                        .collect();
                     format!("the arguments are {}", list.join(", "))
                 };
                 errors.push(Error::new(
@@ -487,12 +508,7 @@ fn result_type(output: &ReturnType, method: &Ident) -> syn::Result<Type> {
             ));
         }
     };
-    let wrong = || {
-        Error::new_spanned(
-            ty,
-            format!("{SHAPE}, found `{}`", type_string(ty)),
-        )
-    };
+    let wrong = || Error::new_spanned(ty, format!("{SHAPE}, found `{}`", type_string(ty)));
     let Type::Path(path) = ty else {
         return Err(wrong());
     };
@@ -510,17 +526,27 @@ fn result_type(output: &ReturnType, method: &Ident) -> syn::Result<Type> {
             _ => None,
         })
         .collect();
-    if path.qself.is_some() || last.ident != "Result" || types.len() != 2 || args.args.len() != 2
-    {
+    if last.ident == "Result" && types.len() == 1 && args.args.len() == 1 {
+        return Err(Error::new_spanned(
+            ty,
+            format!(
+                "{SHAPE} written out, found `{}`: the macro cannot see through `Result` aliases",
+                type_string(ty)
+            ),
+        ));
+    }
+    if path.qself.is_some() || last.ident != "Result" || types.len() != 2 || args.args.len() != 2 {
         return Err(wrong());
     }
     let is_rpc_error = match types[1] {
-        Type::Path(err) => err.qself.is_none()
-            && err
-                .path
-                .segments
-                .last()
-                .is_some_and(|seg| seg.ident == "RpcError" && seg.arguments.is_none()),
+        Type::Path(err) => {
+            err.qself.is_none()
+                && err
+                    .path
+                    .segments
+                    .last()
+                    .is_some_and(|seg| seg.ident == "RpcError" && seg.arguments.is_none())
+        }
         _ => false,
     };
     if !is_rpc_error {
@@ -564,7 +590,9 @@ fn check_owned(ty: &Type, what: &str, why: &str) -> syn::Result<()> {
                 TokenTree::Ident(i) if i == "Self" => {
                     return Err(Error::new(
                         i.span(),
-                        format!("{what} cannot mention `Self`: every implementation of a service speaks the same types"),
+                        format!(
+                            "{what} cannot mention `Self`: every implementation of a service speaks the same types"
+                        ),
                     ));
                 }
                 TokenTree::Group(g) => scan(g.stream(), what, why)?,
@@ -581,11 +609,10 @@ fn is_option(ty: &Type) -> bool {
     let Type::Path(path) = ty else {
         return false;
     };
-    path.qself.is_none()
-        && path.path.segments.last().is_some_and(|seg| {
-            seg.ident == "Option"
-                && matches!(&seg.arguments, PathArguments::AngleBracketed(args) if args.args.len() == 1)
-        })
+    path.qself.is_none() && path.path.segments.last().is_some_and(|seg| {
+        seg.ident == "Option"
+            && matches!(&seg.arguments, PathArguments::AngleBracketed(args) if args.args.len() == 1)
+    })
 }
 
 /// A type as text with rustfmt-like spacing: `Option<Vec<u8>>`, `(u32, String)`,
@@ -688,14 +715,23 @@ mod tests {
     fn type_strings_are_normalised() {
         let cases: [(Type, &str); 9] = [
             (parse_quote!(Option<Vec<u8>>), "Option<Vec<u8>>"),
-            (parse_quote!(std::collections::HashMap<String, u64>), "std::collections::HashMap<String, u64>"),
+            (
+                parse_quote!(std::collections::HashMap<String, u64>),
+                "std::collections::HashMap<String, u64>",
+            ),
             (parse_quote!((u32, String)), "(u32, String)"),
             (parse_quote!((u32,)), "(u32,)"),
             (parse_quote!([u8; 4]), "[u8; 4]"),
-            (parse_quote!(Box<dyn Fn(u8) -> u8 + Send>), "Box<dyn Fn(u8) -> u8 + Send>"),
+            (
+                parse_quote!(Box<dyn Fn(u8) -> u8 + Send>),
+                "Box<dyn Fn(u8) -> u8 + Send>",
+            ),
             (parse_quote!(Cow<'static, str>), "Cow<'static, str>"),
-            (parse_quote!(::core::option::Option<T>), "::core::option::Option<T>"),
-            (parse_quote!(Vec<Option<String> >), "Vec<Option<String>>"),
+            (
+                parse_quote!(::core::option::Option<T>),
+                "::core::option::Option<T>",
+            ),
+            (parse_quote!(Vec<Option<String>>), "Vec<Option<String>>"),
         ];
         for (ty, want) in cases {
             assert_eq!(type_string(&ty), want);
@@ -720,10 +756,16 @@ mod tests {
             panic!("three methods")
         };
         assert_eq!(create.docs.len(), 1);
-        assert_eq!((create.http_method, create.path.as_str()), (HttpMethod::Post, "/api/waybills"));
+        assert_eq!(
+            (create.http_method, create.path.as_str()),
+            (HttpMethod::Post, "/api/waybills")
+        );
         assert!(create.params[0].body && !create.params[0].optional);
         assert!(!create.params[1].body && create.params[1].optional);
-        assert_eq!((get.http_method, get.timeout_ms), (HttpMethod::Get, Some(2000)));
+        assert_eq!(
+            (get.http_method, get.timeout_ms),
+            (HttpMethod::Get, Some(2000))
+        );
         assert!(!get.conventional);
         assert_eq!(list.name, "list");
         assert_eq!(list.path, "/api/waybills/list");

@@ -66,7 +66,8 @@ pub(crate) struct Route {
 /// The only key `#[route(..)]` accepts after the method and path.
 const TIMEOUT_KEY: &str = "timeout_ms";
 
-const ROUTE_SHAPE: &str = "expected `#[route(METHOD, \"/path\")]`, optionally followed by `, timeout_ms = N`";
+const ROUTE_SHAPE: &str =
+    "expected `#[route(METHOD, \"/path\")]`, optionally followed by `, timeout_ms = N`";
 
 impl Route {
     /// Parses one `#[route(..)]` attribute.
@@ -90,9 +91,8 @@ impl Parse for Route {
             let ident = input.call(Ident::parse_any)?;
             (ident.unraw().to_string(), ident.span())
         } else {
-            return Err(input.error(
-                "expected the route's HTTP method first: GET, POST, PUT, PATCH or DELETE",
-            ));
+            return Err(input
+                .error("expected the route's HTTP method first: GET, POST, PUT, PATCH or DELETE"));
         };
         let method = HttpMethod::parse(&method_name).ok_or_else(|| {
             Error::new(
@@ -112,14 +112,12 @@ impl Parse for Route {
         }
         input.parse::<Token![,]>()?;
         if !input.peek(LitStr) {
-            return Err(input.error(
-                "expected the route's path as a string literal, e.g. \"/api/items/{id}\"",
-            ));
+            return Err(input
+                .error("expected the route's path as a string literal, e.g. \"/api/items/{id}\""));
         }
         let path_lit: LitStr = input.parse()?;
         let path = path_lit.value();
-        let path_params =
-            parse_template(&path).map_err(|msg| Error::new(path_lit.span(), msg))?;
+        let path_params = parse_template(&path).map_err(|msg| Error::new(path_lit.span(), msg))?;
 
         let mut timeout_ms = None;
         while !input.is_empty() {
@@ -186,7 +184,9 @@ pub(crate) fn parse_template(path: &str) -> Result<Vec<String>, String> {
     let mut rest = path;
     while let Some(open) = rest.find(['{', '}']) {
         if rest[open..].starts_with('}') {
-            return Err(format!("route path `{path}` has a `}}` without a matching `{{`"));
+            return Err(format!(
+                "route path `{path}` has a `}}` without a matching `{{`"
+            ));
         }
         let after = &rest[open + 1..];
         let close = after
@@ -255,7 +255,10 @@ mod tests {
         assert_eq!(r.method, HttpMethod::Patch);
         assert_eq!(r.method.as_str(), "PATCH");
         let err = route(quote::quote!(FETCH, "/a")).unwrap_err();
-        assert!(err.to_string().contains("unknown HTTP method `FETCH`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown HTTP method `FETCH`"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -264,7 +267,11 @@ mod tests {
         assert_eq!(r.timeout_ms, Some(2000));
         assert_eq!(r.path_params, ["id"]);
         let err = route(quote::quote!(GET, "/a", cache = 1)).unwrap_err();
-        assert!(err.to_string().contains("unknown `#[route]` option `cache`"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("unknown `#[route]` option `cache`"),
+            "{err}"
+        );
         let err = route(quote::quote!(GET, "/a", timeout_ms = 0)).unwrap_err();
         assert!(err.to_string().contains("at least 1"), "{err}");
         let err = route(quote::quote!(GET, "/a", timeout_ms = 1, timeout_ms = 2)).unwrap_err();

@@ -182,7 +182,10 @@ async fn bad_payloads_are_invalid_arguments_that_name_the_problem() {
             .await
             .unwrap_err();
         assert_eq!(err.status(), Status::InvalidArgument, "{codec}: {err}");
-        assert!(err.message().contains("argument `offset`"), "{codec}: {err}");
+        assert!(
+            err.message().contains("argument `offset`"),
+            "{codec}: {err}"
+        );
 
         let err = call(&server, "create", codec, &json!({ "sender": "ACME" }))
             .await
@@ -229,7 +232,11 @@ async fn methods_without_arguments_accept_an_empty_payload_or_an_object() {
 async fn raw_identifiers_dispatch_by_their_plain_name() {
     let server = WaybillsServer::new(Store::default());
     let () = call_ok(&server, "move", Codec::Json, &json!({ "id": "WB1" })).await;
-    assert!(server.dispatch("r#move", Codec::Json, Bytes::new()).is_none());
+    assert!(
+        server
+            .dispatch("r#move", Codec::Json, Bytes::new())
+            .is_none()
+    );
 }
 
 #[test]
@@ -293,7 +300,10 @@ fn descriptor_lists_routes_and_params() {
     assert!(count.params.is_empty());
 
     let moved = descriptor.method("move").unwrap();
-    assert_eq!((moved.http_method, moved.path), ("DELETE", "/api/waybills/{id}"));
+    assert_eq!(
+        (moved.http_method, moved.path),
+        ("DELETE", "/api/waybills/{id}")
+    );
     assert_eq!(moved.full_name, "logistics.Waybills/move");
 }
 

@@ -5,13 +5,34 @@
 //! (`tideway-rpc`: [`Server`], [`Client`], [`RpcError`], ...) and the [`service`] macro
 //! (`tideway-macros`), and the wire protocol as [`wire`].
 //!
-//! ```ignore
-//! #[tideway::service(name = "logistics.Waybills")]
-//! pub trait Waybills {
-//!     #[route(GET, "/api/waybills/{id}")]
-//!     async fn get(&self, id: String) -> Result<Waybill, tideway::RpcError>;
+//! ```
+//! use tideway::{Client, ClientConfig, RpcError, Server};
+//!
+//! #[tideway::service(name = "demo.Greeter")]
+//! pub trait Greeter {
+//!     #[route(GET, "/api/greet/{name}")]
+//!     async fn greet(&self, name: String) -> Result<String, RpcError>;
 //! }
-//! // generates WaybillsClient (typed stub) and WaybillsServer<T> (dispatch)
+//!
+//! struct Polite;
+//! impl Greeter for Polite {
+//!     async fn greet(&self, name: String) -> Result<String, RpcError> {
+//!         Ok(format!("Hello, {name}"))
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = Server::builder()
+//!     .add_service(GreeterServer::new(Polite))
+//!     .bind("127.0.0.1:0".parse()?)
+//!     .await?;
+//! let greeter = GreeterClient::new(Client::new(server.local_addr(), ClientConfig::default())?);
+//! assert_eq!(greeter.greet("Ada".into()).await?, "Hello, Ada");
+//! assert_eq!(GreeterClient::DESCRIPTOR.methods[0].path, "/api/greet/{name}");
+//! server.shutdown().await;
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! The `tideway` binary (`src/main.rs`) runs the demo and, later, the gateway.

@@ -1,27 +1,27 @@
 //! The `tideway` command.
 //!
-//! `tideway demo` starts the logistics services on a Tideway RPC server, runs a short scripted
-//! session of typed client calls against them (printing each request and answer), then keeps
-//! serving until Ctrl-C, when it drains and stops.
+//! - `tideway demo`: the logistics services on a Tideway RPC server and the gateway in front of
+//!   them on 127.0.0.1:8080, in one process; prints curl commands to try.
+//! - `tideway gateway --config FILE`: the gateway alone, routing to the services and upstreams
+//!   the file names.
+//! - `tideway check-config FILE`: validates a config file and reports every problem with its line.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use serde::Serialize;
+use tideway_gateway::config::ServerSettings;
+use tideway_gateway::{DEFAULT_DRAIN_TIMEOUT, Gateway, GatewayConfig, RouteTable, RpcBackends, assemble};
 use tideway_logistics::{
-    Logistics, NewTrackingEvent, NewWaybill, Party, PricingClient, PricingServer, QuoteRequest,
-    ServiceLevel, TrackingClient, TrackingServer, WaybillStatus, WaybillsClient, WaybillsServer,
+    Logistics, PricingClient, PricingServer, TrackingClient, TrackingServer, WaybillsClient,
+    WaybillsServer,
 };
-use tideway_rpc::{Client, ClientConfig, RpcError, Server, ServerConfig, ServiceDescriptor};
+use tideway_rpc::{ClientConfig, Server, ServerConfig, ServiceDescriptor};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "tideway",
-    version,
-    about = "Tideway microservice engine and API gateway"
-)]
+#[command(name = "tideway", version, about = "Tideway microservice engine and API gateway")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,39 +29,95 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the logistics demo services and a scripted client session against them.
+    /// Run the logistics demo: RPC services and the gateway in one process.
     Demo {
-        /// Address of the RPC server.
-        #[arg(long, default_value = "127.0.0.1:7070", env = "TIDEWAY_DEMO_RPC_ADDR")]
+        /// Where the gateway listens.
+        #[arg(long, default_value = "127.0.0.1:8080", env = "TIDEWAY_DEMO_LISTEN")]
+        listen: SocketAddr,
+        /// Where the RPC server of the demo services listens (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0", env = "TIDEWAY_DEMO_RPC_ADDR")]
         rpc_addr: SocketAddr,
-        /// Exit after the scripted session instead of serving until Ctrl-C.
-        #[arg(long)]
-        exit_after_session: bool,
+    },
+    /// Run the gateway with a configuration file.
+    Gateway {
+        /// TOML configuration (see README); TIDEWAY__SECTION__KEY variables override keys.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and report every problem with its location.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
         )
+        .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    match cli.command {
-        Command::Demo {
-            rpc_addr,
-            exit_after_session,
-        } => runtime.block_on(demo(rpc_addr, exit_after_session)),
+    let result = match cli.command {
+        Command::Demo { listen, rpc_addr } => {
+            runtime(0).and_then(|rt| rt.block_on(demo(listen, rpc_addr)))
+        }
+        Command::Gateway { config } => gateway(config),
+        Command::CheckConfig { file } => return check_config(&file),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 
-async fn demo(rpc_addr: SocketAddr, exit_after_session: bool) -> anyhow::Result<()> {
+fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if worker_threads > 0 {
+        builder.worker_threads(worker_threads);
+    }
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn stop_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+const DEMO_SERVICES: [ServiceDescriptor; 3] = [
+    WaybillsClient::DESCRIPTOR,
+    TrackingClient::DESCRIPTOR,
+    PricingClient::DESCRIPTOR,
+];
+
+async fn demo(listen: SocketAddr, rpc_addr: SocketAddr) -> anyhow::Result<()> {
     let services = Logistics::default();
-    let server = Server::builder()
+    let rpc = Server::builder()
         .config(ServerConfig::default())
         .add_service(WaybillsServer::new(services.clone()))
         .add_service(TrackingServer::new(services.clone()))
@@ -69,125 +125,102 @@ async fn demo(rpc_addr: SocketAddr, exit_after_session: bool) -> anyhow::Result<
         .bind(rpc_addr)
         .await
         .with_context(|| format!("cannot serve RPC on {rpc_addr}"))?;
-    let addr = server.local_addr();
-    println!("Tideway RPC server listening on {addr}\n");
-    for descriptor in [
-        WaybillsClient::DESCRIPTOR,
-        TrackingClient::DESCRIPTOR,
-        PricingClient::DESCRIPTOR,
-    ] {
-        print_routes(descriptor);
-    }
 
-    let client = Client::new(addr, ClientConfig::default())?;
-    session(&client).await?;
-
-    if exit_after_session {
-        server.shutdown().await;
-        return Ok(());
-    }
-    println!("\nServing on {addr}; press Ctrl-C to stop.");
-    tokio::signal::ctrl_c()
-        .await
-        .context("cannot listen for Ctrl-C")?;
-    println!("Draining in-flight calls and stopping...");
-    server.shutdown().await;
-    Ok(())
-}
-
-fn print_routes(descriptor: ServiceDescriptor) {
-    println!("service {}", descriptor.name);
-    for m in descriptor.methods {
-        println!("  {:<6} {:<40} -> {}", m.http_method, m.path, m.full_name);
-    }
-}
-
-fn show<T: Serialize>(what: &str, result: &Result<T, RpcError>) {
-    match result {
-        Ok(value) => println!(
-            "\n{what}\n  -> {}",
-            serde_json::to_string(value).unwrap_or_else(|e| format!("<unprintable: {e}>"))
-        ),
-        Err(err) => println!("\n{what}\n  -> error {err}"),
-    }
-}
-
-/// A short tour of the services through the generated typed clients.
-async fn session(client: &Client) -> anyhow::Result<()> {
-    let waybills = WaybillsClient::new(client.clone());
-    let tracking = TrackingClient::new(client.clone());
-    let pricing = PricingClient::new(client.clone());
-
-    let new = NewWaybill {
-        sender: Party {
-            name: "Harbour Books".into(),
-            address: "1 Quay Street, Port Town".into(),
-            zone: 1,
+    let config = GatewayConfig {
+        server: ServerSettings {
+            listen,
+            ..Default::default()
         },
-        recipient: Party {
-            name: "Ada Lovelace".into(),
-            address: "12 Hill Road, Upton".into(),
-            zone: 3,
-        },
-        weight_grams: 1_250,
-        service_level: ServiceLevel::Express,
+        ..Default::default()
     };
-    let created = waybills.create(new.clone()).await;
-    show("Waybills/create (express, 1.25 kg, zone 1 -> 3)", &created);
-    let id = created.context("the demo's first call failed")?.id;
-
-    show(
-        &format!("Waybills/get {id}"),
-        &waybills.get(id.clone()).await,
-    );
-    for (status, location) in [
-        (WaybillStatus::PickedUp, "Port Town depot"),
-        (WaybillStatus::InTransit, "Central hub"),
-    ] {
-        let event = NewTrackingEvent {
-            status,
-            location: location.into(),
-            note: None,
-        };
-        show(
-            &format!("Tracking/append {id} {status:?} at {location}"),
-            &tracking.append(id.clone(), event).await,
-        );
+    let routes = assemble::route_table(&config, &DEMO_SERVICES)?;
+    let mut backends = RpcBackends::new();
+    for descriptor in DEMO_SERVICES {
+        backends.insert(descriptor.name, &[rpc.local_addr()], &ClientConfig::default())?;
     }
-    show(
-        &format!("Tracking/history {id}"),
-        &tracking.history(id.clone()).await,
+    let gateway = Gateway::start(config.server, routes, backends)
+        .await
+        .context("cannot start the gateway")?;
+    let base = format!("http://{}", gateway.local_addr());
+    println!("Tideway gateway listening on {base}");
+    println!("Logistics RPC services on {}", rpc.local_addr());
+    print_routes(&gateway.routes());
+    println!("\nTry:");
+    println!(
+        r#"  curl -s -X POST {base}/api/waybills -H 'content-type: application/json' \
+    -d '{{"sender":{{"name":"Harbour Books","address":"1 Quay St","zone":1}},"recipient":{{"name":"Ada","address":"12 Hill Rd","zone":3}},"weight_grams":1250,"service_level":"express"}}'"#
     );
-    show(
-        "Pricing/quote (2 kg, zone 1 -> 4, standard)",
-        &pricing
-            .quote(QuoteRequest {
-                weight_grams: 2_000,
-                from_zone: 1,
-                to_zone: 4,
-                service_level: ServiceLevel::Standard,
-            })
-            .await,
+    println!("  curl -s {base}/api/waybills/WB0000000001");
+    println!(
+        r#"  curl -s -X POST {base}/api/waybills/WB0000000001/events -H 'content-type: application/json' -d '{{"status":"picked_up","location":"Port Town depot"}}'"#
     );
-    show(
-        "Waybills/list (offset 0, limit 10)",
-        &waybills.list(Some(0), Some(10)).await,
+    println!("  curl -s {base}/api/waybills/WB0000000001/events");
+    println!("  curl -s '{base}/api/waybills?offset=0&limit=10'");
+    println!(
+        r#"  curl -s -X POST {base}/api/quotes -H 'content-type: application/json' -d '{{"weight_grams":2000,"from_zone":1,"to_zone":4,"service_level":"standard"}}'"#
     );
-    let mut invalid = new;
-    invalid.weight_grams = 0;
-    show(
-        "Waybills/create with weight 0 (rejected, field named)",
-        &waybills.create(invalid).await,
+    println!(
+        r#"  curl -s -i -X POST {base}/api/waybills -H 'content-type: application/json' -d '{{"weight_grams":0}}'   # 400, field named"#
     );
-    show(
-        "Waybills/get WB-missing (not found)",
-        &waybills
-            .clone()
-            .with_options(tideway_rpc::CallOptions::with_timeout(Duration::from_secs(
-                1,
-            )))
-            .get("WB-missing".into())
-            .await,
-    );
+    println!("\nPress Ctrl-C to stop.");
+
+    stop_signal().await;
+    println!("Draining and stopping...");
+    gateway.shutdown(DEFAULT_DRAIN_TIMEOUT).await;
+    rpc.shutdown().await;
     Ok(())
+}
+
+fn print_routes(table: &RouteTable) {
+    println!("\nRoutes:");
+    for route in table.routes() {
+        let target = match &route.target {
+            tideway_gateway::RouteTarget::Rpc { full_name, .. } => format!("rpc {full_name}"),
+            tideway_gateway::RouteTarget::Http { .. } => "http upstream".to_owned(),
+        };
+        println!("  {:<48} -> {target}", route.label());
+    }
+}
+
+fn load(path: &PathBuf) -> anyhow::Result<(GatewayConfig, RouteTable, RpcBackends)> {
+    let config = GatewayConfig::load(path)?;
+    let routes = assemble::route_table(&config, &[])?;
+    let backends = assemble::backends(&config, &ClientConfig::default())?;
+    Ok((config, routes, backends))
+}
+
+fn gateway(path: PathBuf) -> anyhow::Result<()> {
+    // The runtime is built after the config is read: worker_threads comes from it.
+    let config = GatewayConfig::load(&path)?;
+    let rt = runtime(config.server.worker_threads)?;
+    rt.block_on(async move {
+        let (config, routes, backends) = load(&path)?;
+        let gateway = Gateway::start(config.server, routes, backends).await?;
+        println!("Tideway gateway listening on http://{}", gateway.local_addr());
+        print_routes(&gateway.routes());
+        stop_signal().await;
+        gateway.shutdown(DEFAULT_DRAIN_TIMEOUT).await;
+        Ok(())
+    })
+}
+
+fn check_config(path: &PathBuf) -> ExitCode {
+    // Route assembly needs a runtime for the upstream clients' connection pools.
+    let checked = runtime(1).and_then(|rt| rt.block_on(async { load(path) }));
+    match checked {
+        Ok((config, routes, _)) => {
+            println!(
+                "{}: OK ({} routes, {} services, listen {})",
+                path.display(),
+                routes.routes().len(),
+                config.services.len(),
+                config.server.listen
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

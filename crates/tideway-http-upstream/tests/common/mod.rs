@@ -57,7 +57,27 @@ where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Response<BoxBody>> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve(TcpListener::bind("127.0.0.1:0").await.unwrap(), handler)
+}
+
+/// Like [`backend`], with `SO_RCVBUF` fixed on accepted sockets (no kernel autotuning), so
+/// the bytes a non-reading backend lets queue in the kernel are bounded.
+pub async fn backend_with_recv_buffer<F, Fut>(recv_buffer: u32, handler: F) -> Backend
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<BoxBody>> + Send + 'static,
+{
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(recv_buffer).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    serve(socket.listen(128).unwrap(), handler)
+}
+
+fn serve<F, Fut>(listener: TcpListener, handler: F) -> Backend
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<BoxBody>> + Send + 'static,
+{
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
     let handler = Arc::new(handler);
