@@ -349,7 +349,11 @@ impl Generator<'_> {
                 type __TidewayPayload =
                     <<#rt::HandlerFuture as ::core::future::Future>::Output as __TidewayOk>::Ok;
 
-                impl<T: #trait_ident> #rt::ServiceDispatch for #server<T> {
+                // Not `T`: the arms name the user's types, and a type of theirs called `T`
+                // would resolve to this parameter.
+                impl<__TidewayService: #trait_ident> #rt::ServiceDispatch
+                    for #server<__TidewayService>
+                {
                     fn descriptor(&self) -> &'static #rt::ServiceDescriptor {
                         #client::descriptor()
                     }
@@ -440,7 +444,11 @@ impl Generator<'_> {
                 ::core::option::Option::Some(::std::boxed::Box::pin(async move {
                     #decode
                     let __tideway_out =
-                        <T as #trait_ident>::#ident(&*__tideway_this, #(#call_args),*).await?;
+                        <__TidewayService as #trait_ident>::#ident(
+                            &*__tideway_this,
+                            #(#call_args),*
+                        )
+                        .await?;
                     #rt::__private::encode_reply(__tideway_codec, &__tideway_out)
                 }))
             }
@@ -474,7 +482,7 @@ mod tests {
             "fn create (& self , req : Create) -> impl :: core :: future :: Future < Output = Result < Waybill , RpcError > > + :: core :: marker :: Send ;",
             "pub struct WaybillsClient",
             "pub struct WaybillsServer < T >",
-            "impl < T : Waybills > :: rt :: ServiceDispatch for WaybillsServer < T >",
+            "impl < __TidewayService : Waybills > :: rt :: ServiceDispatch for WaybillsServer < __TidewayService >",
             "full_name : \"logistics.Waybills/create\"",
             "path : \"/api/logistics/waybills/list\"",
             "# [serde (crate = \"::rt::__private::serde\")]",

@@ -152,11 +152,23 @@ impl Service {
     }
 }
 
-/// No two methods may share a name or a route.
+/// Names the generated client already uses for its own items.
+const CLIENT_ITEMS: [&str; 4] = ["new", "with_options", "descriptor", "DESCRIPTOR"];
+
+/// No two methods may share a name or a route, nor take a name the client uses itself.
 fn check_unique(service: &str, methods: &[Method], errors: &mut Errors) {
     let mut names: HashMap<&str, &Method> = HashMap::new();
     let mut routes: HashMap<(HttpMethod, String), &Method> = HashMap::new();
     for method in methods {
+        if CLIENT_ITEMS.contains(&method.name.as_str()) {
+            errors.push(Error::new(
+                method.ident.span(),
+                format!(
+                    "a service method cannot be named `{}`: the generated client has an item of that name",
+                    method.name
+                ),
+            ));
+        }
         if names.insert(&method.name, method).is_some() {
             errors.push(Error::new(
                 method.ident.span(),
@@ -864,5 +876,17 @@ mod tests {
         });
         assert!(err.contains("not associated types"), "{err}");
         assert!(err.contains("not macro invocations"), "{err}");
+    }
+
+    #[test]
+    fn names_of_client_items_are_reserved() {
+        let err = error_of(parse_quote! {
+            trait Clash {
+                async fn new(&self) -> Result<(), RpcError>;
+                async fn descriptor(&self) -> Result<(), RpcError>;
+            }
+        });
+        assert!(err.contains("cannot be named `new`"), "{err}");
+        assert!(err.contains("cannot be named `descriptor`"), "{err}");
     }
 }

@@ -53,9 +53,13 @@ pub trait Waybills {
     /// How many calls this instance served.
     async fn count(&self) -> Result<u64, RpcError>;
 
-    /// A raw identifier as a method name.
-    #[route(delete, "/api/waybills/{id}")]
-    async fn r#move(&self, id: String) -> Result<(), RpcError>;
+    /// Raw identifiers as method and argument names.
+    #[route(delete, "/api/waybills/{type}")]
+    async fn r#move(
+        &self,
+        r#type: String,
+        r#for: Option<String>,
+    ) -> Result<Option<String>, RpcError>;
 }
 
 #[derive(Debug, Default)]
@@ -89,8 +93,12 @@ impl Waybills for Store {
         Ok(self.calls.load(Ordering::Relaxed))
     }
 
-    async fn r#move(&self, _id: String) -> Result<(), RpcError> {
-        Ok(())
+    async fn r#move(
+        &self,
+        r#type: String,
+        r#for: Option<String>,
+    ) -> Result<Option<String>, RpcError> {
+        Ok(r#for.map(|f| format!("{type} for {f}")))
     }
 }
 
@@ -231,7 +239,11 @@ async fn methods_without_arguments_accept_an_empty_payload_or_an_object() {
 #[tokio::test]
 async fn raw_identifiers_dispatch_by_their_plain_name() {
     let server = WaybillsServer::new(Store::default());
-    let () = call_ok(&server, "move", Codec::Json, &json!({ "id": "WB1" })).await;
+    for codec in CODECS {
+        let args = json!({ "type": "WB1", "for": "ACME" });
+        let out: Option<String> = call_ok(&server, "move", codec, &args).await;
+        assert_eq!(out.as_deref(), Some("WB1 for ACME"), "{codec}");
+    }
     assert!(
         server
             .dispatch("r#move", Codec::Json, Bytes::new())
@@ -302,9 +314,11 @@ fn descriptor_lists_routes_and_params() {
     let moved = descriptor.method("move").unwrap();
     assert_eq!(
         (moved.http_method, moved.path),
-        ("DELETE", "/api/waybills/{id}")
+        ("DELETE", "/api/waybills/{type}")
     );
     assert_eq!(moved.full_name, "logistics.Waybills/move");
+    assert_eq!(moved.params[0].name, "type");
+    assert_eq!(moved.params[1].name, "for");
 }
 
 #[test]
@@ -323,8 +337,8 @@ fn server_is_clone_and_debug_without_requiring_them_of_the_service() {
         async fn count(&self) -> Result<u64, RpcError> {
             Ok(0)
         }
-        async fn r#move(&self, _: String) -> Result<(), RpcError> {
-            Ok(())
+        async fn r#move(&self, _: String, _: Option<String>) -> Result<Option<String>, RpcError> {
+            Ok(None)
         }
     }
     let server = WaybillsServer::new(Opaque);

@@ -7,13 +7,15 @@
 //! - `tideway check-config FILE`: validates a config file and reports every problem with its line.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tideway_gateway::config::ServerSettings;
-use tideway_gateway::{DEFAULT_DRAIN_TIMEOUT, Gateway, GatewayConfig, RouteTable, RpcBackends, assemble};
+use tideway_gateway::{
+    DEFAULT_DRAIN_TIMEOUT, Gateway, GatewayConfig, RouteTable, RpcBackends, assemble,
+};
 use tideway_logistics::{
     Logistics, PricingClient, PricingServer, TrackingClient, TrackingServer, WaybillsClient,
     WaybillsServer,
@@ -21,7 +23,11 @@ use tideway_logistics::{
 use tideway_rpc::{ClientConfig, Server, ServerConfig, ServiceDescriptor};
 
 #[derive(Debug, Parser)]
-#[command(name = "tideway", version, about = "Tideway microservice engine and API gateway")]
+#[command(
+    name = "tideway",
+    version,
+    about = "Tideway microservice engine and API gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -54,8 +60,7 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -136,7 +141,11 @@ async fn demo(listen: SocketAddr, rpc_addr: SocketAddr) -> anyhow::Result<()> {
     let routes = assemble::route_table(&config, &DEMO_SERVICES)?;
     let mut backends = RpcBackends::new();
     for descriptor in DEMO_SERVICES {
-        backends.insert(descriptor.name, &[rpc.local_addr()], &ClientConfig::default())?;
+        backends.insert(
+            descriptor.name,
+            &[rpc.local_addr()],
+            &ClientConfig::default(),
+        )?;
     }
     let gateway = Gateway::start(config.server, routes, backends)
         .await
@@ -182,7 +191,7 @@ fn print_routes(table: &RouteTable) {
     }
 }
 
-fn load(path: &PathBuf) -> anyhow::Result<(GatewayConfig, RouteTable, RpcBackends)> {
+fn load(path: &Path) -> anyhow::Result<(GatewayConfig, RouteTable, RpcBackends)> {
     let config = GatewayConfig::load(path)?;
     let routes = assemble::route_table(&config, &[])?;
     let backends = assemble::backends(&config, &ClientConfig::default())?;
@@ -196,7 +205,10 @@ fn gateway(path: PathBuf) -> anyhow::Result<()> {
     rt.block_on(async move {
         let (config, routes, backends) = load(&path)?;
         let gateway = Gateway::start(config.server, routes, backends).await?;
-        println!("Tideway gateway listening on http://{}", gateway.local_addr());
+        println!(
+            "Tideway gateway listening on http://{}",
+            gateway.local_addr()
+        );
         print_routes(&gateway.routes());
         stop_signal().await;
         gateway.shutdown(DEFAULT_DRAIN_TIMEOUT).await;
@@ -204,7 +216,7 @@ fn gateway(path: PathBuf) -> anyhow::Result<()> {
     })
 }
 
-fn check_config(path: &PathBuf) -> ExitCode {
+fn check_config(path: &Path) -> ExitCode {
     // Route assembly needs a runtime for the upstream clients' connection pools.
     let checked = runtime(1).and_then(|rt| rt.block_on(async { load(path) }));
     match checked {

@@ -77,7 +77,11 @@ fn demo_serves_the_logistics_api_over_http() {
         "-d",
         r#"{"status":"picked_up","location":"Depot"}"#,
     ]);
-    assert_eq!((code, event["sequence"].as_u64()), (200, Some(1)), "{event}");
+    assert_eq!(
+        (code, event["sequence"].as_u64()),
+        (200, Some(1)),
+        "{event}"
+    );
     let (code, history) = curl(&[&format!("{base}/api/waybills/{id}/events")]);
     assert_eq!((code, history.as_array().map(Vec::len)), (200, Some(1)));
 
@@ -91,7 +95,11 @@ fn demo_serves_the_logistics_api_over_http() {
         "-d",
         r#"{"weight_grams":2000,"from_zone":1,"to_zone":4,"service_level":"standard"}"#,
     ]);
-    assert_eq!((code, quote["currency"].as_str()), (200, Some("EUR")), "{quote}");
+    assert_eq!(
+        (code, quote["currency"].as_str()),
+        (200, Some("EUR")),
+        "{quote}"
+    );
 
     let (code, err) = curl(&["-X", "POST", &create, "-d", r#"{"weight_grams":0}"#]);
     assert_eq!(code, 400, "{err}");
@@ -100,7 +108,10 @@ fn demo_serves_the_logistics_api_over_http() {
     bad["weight_grams"] = 0.into();
     let (code, err) = curl(&["-X", "POST", &create, "-d", &bad.to_string()]);
     assert_eq!(code, 400);
-    assert!(err["message"].as_str().unwrap().starts_with("weight_grams"), "{err}");
+    assert!(
+        err["message"].as_str().unwrap().starts_with("weight_grams"),
+        "{err}"
+    );
 
     let (code, err) = curl(&[&format!("{base}/api/waybills/WB404")]);
     assert_eq!((code, err["code"].as_str()), (404, Some("not_found")));
@@ -112,7 +123,13 @@ fn demo_serves_the_logistics_api_over_http() {
 fn demo_stops_cleanly_on_sigterm() {
     let mut demo = start_demo();
     let pid = demo.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(status) = demo.child.try_wait().unwrap() {
@@ -125,7 +142,8 @@ fn demo_stops_cleanly_on_sigterm() {
 }
 
 fn check_config(text: &str) -> (bool, String) {
-    let dir = std::env::temp_dir().join(format!("tideway-cli-{}-{}", std::process::id(), text.len()));
+    let dir =
+        std::env::temp_dir().join(format!("tideway-cli-{}-{}", std::process::id(), text.len()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("gateway.toml");
     std::fs::write(&file, text).unwrap();

@@ -57,6 +57,34 @@ pub(crate) trait Echo: Send + Sync {
     async fn say(&self, text: String) -> Result<String, RpcError>;
 }
 
+/// Argument types whose names would clash with names in generated code.
+pub mod clashing_names {
+    use serde::{Deserialize, Serialize};
+    use tideway_macros::service;
+    use tideway_rpc::RpcError;
+
+    /// A type called `T`.
+    #[derive(Debug, Serialize, Deserialize)]
+    pub struct T(pub u32);
+
+    /// A service with no methods yet.
+    #[service]
+    pub trait Empty {}
+
+    /// Uses `T`.
+    #[service]
+    pub trait Generic {
+        /// Takes a `T` and arguments named like generated locals.
+        async fn take(
+            &self,
+            t: T,
+            codec: u8,
+            payload: Option<String>,
+            method: String,
+        ) -> Result<T, RpcError>;
+    }
+}
+
 mod private {
     use tideway_macros::service;
     use tideway_rpc::RpcError;
