@@ -338,17 +338,6 @@ impl Generator<'_> {
             }
 
             const _: () = {
-                // Names the payload type (`bytes::Bytes`) through `HandlerFuture`, so that the
-                // calling crate needs no dependency on `bytes`.
-                trait __TidewayOk {
-                    type Ok;
-                }
-                impl<T, E> __TidewayOk for ::core::result::Result<T, E> {
-                    type Ok = T;
-                }
-                type __TidewayPayload =
-                    <<#rt::HandlerFuture as ::core::future::Future>::Output as __TidewayOk>::Ok;
-
                 // Not `T`: the arms name the user's types, and a type of theirs called `T`
                 // would resolve to this parameter.
                 impl<__TidewayService: #trait_ident> #rt::ServiceDispatch
@@ -362,7 +351,7 @@ impl Generator<'_> {
                         &self,
                         __tideway_method: &str,
                         __tideway_codec: #rt::Codec,
-                        __tideway_payload: __TidewayPayload,
+                        __tideway_payload: #rt::__private::Bytes,
                     ) -> ::core::option::Option<#rt::HandlerFuture> {
                         match __tideway_method {
                             #(#arms)*

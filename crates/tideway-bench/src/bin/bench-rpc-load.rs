@@ -118,7 +118,7 @@ impl Caller {
                 if let Some(n) = args.max_in_flight {
                     config.max_in_flight_per_connection = n;
                 }
-                // Held calls must outlive the default timeout's margin.
+                // Held calls must not time out: give them twice the hold time (at least).
                 config.default_timeout = config
                     .default_timeout
                     .max(Duration::from_secs_f64(args.hold_secs * 2.0));
