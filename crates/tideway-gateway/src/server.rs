@@ -21,9 +21,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::{Bytes, BytesMut};
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tideway_http_upstream::Scheme;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backends::RpcBackends;
+use crate::body::GatewayBody;
 use crate::config::ServerSettings;
 use crate::handler::{Downstream, GatewayState, RequestIds, handle};
 use crate::router::RouteTable;
@@ -50,6 +52,10 @@ const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// Bounds of the connection watchdog's tick.
 const MIN_WATCH_TICK: Duration = Duration::from_millis(10);
 const MAX_WATCH_TICK: Duration = Duration::from_secs(1);
+/// An HTTP/1.1 keep-alive connection quiet for this long is parked: hyper's state and buffers
+/// are freed until the next request arrives. Long enough that busy clients never pay for
+/// rebuilding the connection state; short enough that idle connections cost little.
+const PARK_AFTER_IDLE: Duration = Duration::from_secs(1);
 /// The HTTP/2 connection preface starts with these bytes.
 const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
 
@@ -75,6 +81,7 @@ pub enum StartError {
 pub struct Gateway {
     local_addr: SocketAddr,
     state: Arc<GatewayState>,
+    protocols: Arc<Protocols>,
     shutdown: CancellationToken,
     connections: TaskTracker,
     connection_permits: Arc<Semaphore>,
@@ -112,9 +119,11 @@ impl Gateway {
         });
         let shutdown = CancellationToken::new();
         let connections = TaskTracker::new();
+        let protocols = Arc::new(Protocols::new(&state.settings));
         let accept = tokio::spawn(accept_loop(
             listener,
             Arc::clone(&state),
+            Arc::clone(&protocols),
             tls,
             Arc::clone(&connection_permits),
             shutdown.clone(),
@@ -123,6 +132,7 @@ impl Gateway {
         Ok(Gateway {
             local_addr,
             state,
+            protocols,
             shutdown,
             connections,
             connection_permits,
@@ -155,6 +165,11 @@ impl Gateway {
         self.state.backends.load().pending_calls()
     }
 
+    /// Idle HTTP/1.1 connections parked now (holding a socket and no buffers).
+    pub fn parked_connections(&self) -> usize {
+        self.protocols.parked.load(Ordering::Relaxed)
+    }
+
     /// Client connections open now.
     pub fn open_connections(&self) -> usize {
         self.state.settings.max_connections - self.connection_permits.available_permits()
@@ -180,6 +195,7 @@ impl Gateway {
 async fn accept_loop(
     listener: TcpListener,
     state: Arc<GatewayState>,
+    protocols: Arc<Protocols>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     permits: Arc<Semaphore>,
     shutdown: CancellationToken,
@@ -214,6 +230,7 @@ async fn accept_loop(
             stream,
             peer,
             Arc::clone(&state),
+            Arc::clone(&protocols),
             tls.clone(),
             permit,
             shutdown.clone(),
@@ -236,98 +253,322 @@ async fn refuse(mut stream: TcpStream, _refusal: OwnedSemaphorePermit) {
     .await;
 }
 
+/// The HTTP/1 and HTTP/2 connection settings, built once per listener.
+#[derive(Debug)]
+struct Protocols {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+    header_timeout: Duration,
+    keep_alive: Duration,
+    tick: Duration,
+    /// Connections parked now.
+    parked: AtomicUsize,
+}
+
+impl Protocols {
+    fn new(settings: &ServerSettings) -> Self {
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            .max_buf_size(settings.max_header_bytes.max(8192))
+            .keep_alive(true);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .max_concurrent_streams(settings.http2_max_concurrent_streams)
+            .max_header_list_size(settings.max_header_bytes as u32);
+        let tick = (settings
+            .header_read_timeout
+            .min(settings.keep_alive_timeout)
+            / 4)
+        .clamp(MIN_WATCH_TICK, MAX_WATCH_TICK);
+        Protocols {
+            h1,
+            h2,
+            header_timeout: settings.header_read_timeout,
+            keep_alive: settings.keep_alive_timeout,
+            tick,
+            parked: AtomicUsize::new(0),
+        }
+    }
+}
+
+type BoxedResponseFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<GatewayBody>, Infallible>> + Send>>;
+
+/// The per-connection service: marks the request in service for the watchdog while it runs.
+/// Its future is boxed so that hyper's HTTP/1 connection can be taken apart when parked.
+fn connection_service(
+    state: &Arc<GatewayState>,
+    watch: &Arc<ConnWatch>,
+    downstream: Downstream,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<GatewayBody>,
+    Error = Infallible,
+    Future = BoxedResponseFuture,
+> + Clone
++ Send
++ Unpin
++ 'static {
+    let state = Arc::clone(state);
+    let watch = Arc::clone(watch);
+    service_fn(move |req| {
+        let in_service = watch.request_started();
+        let state = Arc::clone(&state);
+        Box::pin(async move {
+            let response = handle(state, downstream, req).await;
+            drop(in_service);
+            Ok(response)
+        }) as BoxedResponseFuture
+    })
+}
+
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     state: Arc<GatewayState>,
+    protocols: Arc<Protocols>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     _permit: OwnedSemaphorePermit,
     shutdown: CancellationToken,
 ) {
-    let settings = &state.settings;
+    match tls {
+        None => serve_plain(stream, peer, &state, &protocols, &shutdown).await,
+        // Boxed: a TLS handshake's state is large and must not size every connection's task.
+        Some(acceptor) => {
+            Box::pin(serve_tls(
+                stream, peer, &state, &protocols, acceptor, &shutdown,
+            ))
+            .await
+        }
+    }
+}
+
+/// Cleartext: HTTP/2 by its connection preface, else HTTP/1.1. An HTTP/1.1 connection that has
+/// been idle for [`PARK_AFTER_IDLE`] is *parked*: hyper's connection state and buffers are freed
+/// and only the socket is kept until the next request's first byte arrives.
+async fn serve_plain(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    state: &Arc<GatewayState>,
+    protocols: &Protocols,
+    shutdown: &CancellationToken,
+) {
+    let watch = Arc::new(ConnWatch::new());
+    let downstream = Downstream {
+        peer,
+        scheme: Scheme::Http,
+    };
+    let service = connection_service(state, &watch, downstream);
+    match sniff_h2_preface(&stream, protocols.header_timeout).await {
+        None => return,
+        Some(true) => {
+            watch.is_h2.store(true, Ordering::Relaxed);
+            let io = WatchedIo {
+                inner: stream,
+                watch: Arc::clone(&watch),
+            };
+            let conn = protocols.h2.serve_connection(TokioIo::new(io), service);
+            Box::pin(drive_h2(conn, &watch, protocols, shutdown, peer)).await;
+            return;
+        }
+        Some(false) => {}
+    }
+    let mut leftover = Bytes::new();
+    let mut parked = false;
+    loop {
+        if parked && leftover.is_empty() {
+            let idle_left = protocols.keep_alive.saturating_sub(watch.idle_for());
+            protocols.parked.fetch_add(1, Ordering::Relaxed);
+            let woken = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => false,
+                ready = tokio::time::timeout(idle_left, stream.readable()) => matches!(ready, Ok(Ok(()))),
+            };
+            protocols.parked.fetch_sub(1, Ordering::Relaxed);
+            if !woken {
+                tracing::trace!(%peer, "parked keep-alive connection idle or shutting down; closing");
+                return;
+            }
+        }
+        let io = WatchedIo {
+            inner: Prefixed {
+                prefix: leftover,
+                inner: stream,
+            },
+            watch: Arc::clone(&watch),
+        };
+        let conn = Box::new(
+            protocols
+                .h1
+                .serve_connection(TokioIo::new(io), service.clone()),
+        );
+        // Boxed, so a parked connection's task keeps none of the serving state.
+        match Box::pin(drive_h1(conn, &watch, protocols, shutdown, peer, true)).await {
+            Some((io, read_buf)) => {
+                let Prefixed { prefix, inner } = io.into_inner().inner;
+                stream = inner;
+                // An empty `Bytes` cut from hyper's buffer would keep that whole buffer alive
+                // while parked, so empties are replaced, not kept.
+                leftover = if read_buf.is_empty() {
+                    prefix
+                } else if prefix.is_empty() {
+                    read_buf
+                } else {
+                    let mut joined = BytesMut::from(&prefix[..]);
+                    joined.extend_from_slice(&read_buf);
+                    joined.freeze()
+                };
+                parked = true;
+            }
+            None => return,
+        }
+    }
+}
+
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: &Arc<GatewayState>,
+    protocols: &Protocols,
+    acceptor: tokio_rustls::TlsAcceptor,
+    shutdown: &CancellationToken,
+) {
     let watch = Arc::new(ConnWatch::new());
     let io = WatchedIo {
         inner: stream,
         watch: Arc::clone(&watch),
     };
-    let scheme = if tls.is_some() {
-        Scheme::Https
-    } else {
-        Scheme::Http
-    };
-    let downstream = Downstream { peer, scheme };
-    let service = {
-        let state = Arc::clone(&state);
-        let watch = Arc::clone(&watch);
-        service_fn(move |req| {
-            let in_service = watch.request_started();
-            let state = Arc::clone(&state);
-            async move {
-                let response = handle(state, downstream, req).await;
-                drop(in_service);
-                Ok::<_, Infallible>(response)
-            }
-        })
-    };
-
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .max_buf_size(settings.max_header_bytes.max(8192))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(settings.http2_max_concurrent_streams)
-        .max_header_list_size(settings.max_header_bytes as u32);
-
-    match tls {
-        None => {
-            let conn = builder.serve_connection(TokioIo::new(io), service);
-            drive(conn, &watch, settings, &shutdown, peer).await;
+    // The handshake counts as header time.
+    let stream = match tokio::time::timeout(protocols.header_timeout, acceptor.accept(io)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
         }
-        Some(acceptor) => {
-            // The handshake counts as header time.
-            let handshake =
-                tokio::time::timeout(settings.header_read_timeout, acceptor.accept(io)).await;
-            let stream = match handshake {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                watch.is_h2.store(true, Ordering::Relaxed);
-            }
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            drive(conn, &watch, settings, &shutdown, peer).await;
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let downstream = Downstream {
+        peer,
+        scheme: Scheme::Https,
+    };
+    let service = connection_service(state, &watch, downstream);
+    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+        watch.is_h2.store(true, Ordering::Relaxed);
+        let conn = protocols.h2.serve_connection(TokioIo::new(stream), service);
+        drive_h2(conn, &watch, protocols, shutdown, peer).await;
+    } else {
+        // TLS sessions keep their own buffers, so parking would save little; no parking here.
+        let conn = Box::new(protocols.h1.serve_connection(TokioIo::new(stream), service));
+        drive_h1(conn, &watch, protocols, shutdown, peer, false).await;
+    }
+}
+
+/// Waits for the first bytes of a connection and tells whether they are the HTTP/2 preface.
+/// `None`: the peer closed or sent nothing within `within`.
+async fn sniff_h2_preface(stream: &TcpStream, within: Duration) -> Option<bool> {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; H2_PREFACE_START.len()];
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if buf[..n] != H2_PREFACE_START[..n] {
+            return Some(false);
+        }
+        if n == H2_PREFACE_START.len() {
+            return Some(true);
+        }
+        // A piece of the preface so far: wait for the rest (peek would return at once).
+        tokio::time::sleep(MIN_WATCH_TICK).await;
+        if Instant::now() >= deadline {
+            return None;
         }
     }
 }
 
-/// Drives a hyper connection to its end, closing it early when the watchdog says so and
-/// gracefully when the gateway shuts down.
-async fn drive<C>(
-    conn: C,
+/// Drives an HTTP/1 connection. Returns its socket and unread bytes when it was parked (only if
+/// `may_park`); `None` when the connection is finished.
+async fn drive_h1<I, S>(
+    mut conn: Box<http1::Connection<I, S>>,
     watch: &ConnWatch,
-    settings: &ServerSettings,
+    protocols: &Protocols,
+    shutdown: &CancellationToken,
+    peer: SocketAddr,
+    may_park: bool,
+) -> Option<(I, Bytes)>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = GatewayBody> + Unpin,
+    S::Future: Unpin,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut ticker = tokio::time::interval(protocols.tick);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut draining = false;
+    let mut parking = false;
+    loop {
+        tokio::select! {
+            result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
+                if let Err(e) = result {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    return None;
+                }
+                if parking && !draining {
+                    let parts = conn.into_parts();
+                    return Some((parts.io, parts.read_buf));
+                }
+                // Finished on its own (Connection: close, or draining): close the socket.
+                let mut io = conn.into_parts().io;
+                let _ = std::future::poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
+                return None;
+            }
+            () = shutdown.cancelled(), if !draining => {
+                draining = true;
+                Pin::new(&mut *conn).graceful_shutdown();
+            }
+            _ = ticker.tick() => {
+                match watch.verdict(protocols.header_timeout, protocols.keep_alive) {
+                    Verdict::Keep => {}
+                    Verdict::HeaderTimeout => {
+                        tracing::debug!(%peer, "request head not complete within the header deadline; closing");
+                        return None;
+                    }
+                    Verdict::Idle => {
+                        tracing::trace!(%peer, "keep-alive connection idle; closing");
+                        return None;
+                    }
+                }
+                if may_park && !parking && watch.parkable(PARK_AFTER_IDLE) {
+                    parking = true;
+                    Pin::new(&mut *conn).graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// Drives an HTTP/2 connection to its end, closing it early when the watchdog says so and
+/// gracefully when the gateway shuts down.
+async fn drive_h2<I, S>(
+    conn: http2::Connection<I, S, TokioExecutor>,
+    watch: &ConnWatch,
+    protocols: &Protocols,
     shutdown: &CancellationToken,
     peer: SocketAddr,
 ) where
-    C: Future<Output = Result<(), Box<dyn std::error::Error + Send + Sync>>> + GracefulConn,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = GatewayBody>,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let tick = (settings
-        .header_read_timeout
-        .min(settings.keep_alive_timeout)
-        / 4)
-    .clamp(MIN_WATCH_TICK, MAX_WATCH_TICK);
-    let mut ticker = tokio::time::interval(tick);
+    let mut ticker = tokio::time::interval(protocols.tick);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut conn = std::pin::pin!(conn);
     let mut draining = false;
@@ -344,39 +585,12 @@ async fn drive<C>(
                 conn.as_mut().graceful_shutdown();
             }
             _ = ticker.tick() => {
-                match watch.verdict(settings.header_read_timeout, settings.keep_alive_timeout) {
-                    Verdict::Keep => {}
-                    Verdict::HeaderTimeout => {
-                        tracing::debug!(%peer, "request head not complete within the header deadline; closing");
-                        return;
-                    }
-                    Verdict::Idle => {
-                        tracing::trace!(%peer, "keep-alive connection idle; closing");
-                        return;
-                    }
+                if watch.verdict(protocols.header_timeout, protocols.keep_alive) == Verdict::Idle {
+                    tracing::trace!(%peer, "HTTP/2 connection idle; closing");
+                    return;
                 }
             }
         }
-    }
-}
-
-/// hyper-util's auto connections have an inherent `graceful_shutdown`; this trait lets [`drive`]
-/// take either IO type.
-trait GracefulConn {
-    fn graceful_shutdown(self: Pin<&mut Self>);
-}
-
-impl<I, S, E> GracefulConn for auto::Connection<'_, I, S, E>
-where
-    S: hyper::service::HttpService<hyper::body::Incoming>,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::ResBody: http_body::Body + Send + 'static,
-    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
-{
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        auto::Connection::graceful_shutdown(self);
     }
 }
 
@@ -399,8 +613,6 @@ struct ConnWatch {
     last_activity: AtomicU64,
     /// HTTP/2 has no per-request head phase on the connection; only the idle timer applies.
     is_h2: AtomicBool,
-    /// Bytes seen at the start of the connection, to recognise the HTTP/2 preface.
-    sniffed: AtomicUsize,
 }
 
 impl ConnWatch {
@@ -411,7 +623,6 @@ impl ConnWatch {
             head_started: AtomicU64::new(0),
             last_activity: AtomicU64::new(0),
             is_h2: AtomicBool::new(false),
-            sniffed: AtomicUsize::new(0),
         }
     }
 
@@ -421,6 +632,13 @@ impl ConnWatch {
 
     fn touch(&self) {
         self.last_activity.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        Duration::from_millis(
+            self.now_ms()
+                .saturating_sub(self.last_activity.load(Ordering::Relaxed)),
+        )
     }
 
     fn request_started(self: &Arc<Self>) -> InService {
@@ -434,19 +652,6 @@ impl ConnWatch {
             return;
         }
         self.touch();
-        let seen = self.sniffed.load(Ordering::Relaxed);
-        if seen < H2_PREFACE_START.len() {
-            let n = bytes.len().min(H2_PREFACE_START.len() - seen);
-            if bytes[..n] == H2_PREFACE_START[seen..seen + n] {
-                self.sniffed.store(seen + n, Ordering::Relaxed);
-                if seen + n == H2_PREFACE_START.len() {
-                    self.is_h2.store(true, Ordering::Relaxed);
-                }
-            } else {
-                // Not HTTP/2; stop looking.
-                self.sniffed.store(usize::MAX, Ordering::Relaxed);
-            }
-        }
         if self.in_service.load(Ordering::Acquire) == 0
             && self.head_started.load(Ordering::Relaxed) == 0
         {
@@ -455,21 +660,25 @@ impl ConnWatch {
         }
     }
 
+    /// Nothing in service, no request head arriving, and quiet for `after`.
+    fn parkable(&self, after: Duration) -> bool {
+        self.in_service.load(Ordering::Acquire) == 0
+            && self.head_started.load(Ordering::Relaxed) == 0
+            && self.idle_for() >= after
+    }
+
     fn verdict(&self, header_timeout: Duration, idle_timeout: Duration) -> Verdict {
-        let now = self.now_ms();
-        let busy = self.in_service.load(Ordering::Acquire) > 0;
-        if busy {
+        if self.in_service.load(Ordering::Acquire) > 0 {
             return Verdict::Keep;
         }
         let head = self.head_started.load(Ordering::Relaxed);
         if head != 0 && !self.is_h2.load(Ordering::Relaxed) {
-            if now.saturating_sub(head - 1) >= header_timeout.as_millis() as u64 {
+            if self.now_ms().saturating_sub(head - 1) >= header_timeout.as_millis() as u64 {
                 return Verdict::HeaderTimeout;
             }
             return Verdict::Keep;
         }
-        let last = self.last_activity.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= idle_timeout.as_millis() as u64 {
+        if self.idle_for() >= idle_timeout {
             return Verdict::Idle;
         }
         Verdict::Keep
@@ -483,6 +692,64 @@ impl Drop for InService {
     fn drop(&mut self) {
         self.0.in_service.fetch_sub(1, Ordering::AcqRel);
         self.0.touch();
+    }
+}
+
+/// A socket with bytes already read from it in front: what hyper had buffered but not parsed
+/// when its connection was parked.
+#[derive(Debug)]
+struct Prefixed<T> {
+    prefix: Bytes,
+    inner: T,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let chunk = self.prefix.split_to(n);
+            buf.put_slice(&chunk);
+            if self.prefix.is_empty() {
+                // Release the buffer the prefix was cut from.
+                self.prefix = Bytes::new();
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -554,18 +821,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn h2_preface_is_recognised_across_reads() {
-        let w = ConnWatch::new();
-        w.on_read(b"PRI * HT");
-        assert!(!w.is_h2.load(Ordering::Relaxed));
-        w.on_read(b"TP/2.0\r\n\r\nSM\r\n\r\n");
-        assert!(w.is_h2.load(Ordering::Relaxed));
-        let w = ConnWatch::new();
-        w.on_read(b"GET / HTTP/1.1\r\n");
-        assert!(!w.is_h2.load(Ordering::Relaxed));
-    }
-
-    #[test]
     fn in_service_requests_are_never_timed_out() {
         let w = Arc::new(ConnWatch::new());
         w.on_read(b"GET /");
@@ -581,5 +836,42 @@ mod tests {
             w.verdict(Duration::ZERO, Duration::from_secs(5)),
             Verdict::HeaderTimeout
         );
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connection_task_is_small() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let _client = client.unwrap();
+        let (stream, peer) = accepted.unwrap();
+        let settings = ServerSettings::default();
+        let protocols = Arc::new(Protocols::new(&settings));
+        let state = Arc::new(GatewayState {
+            settings,
+            routes: ArcSwap::from_pointee(RouteTable::default()),
+            backends: ArcSwap::from_pointee(RpcBackends::new()),
+            ids: RequestIds::new(),
+        });
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        let fut = serve_connection(
+            stream,
+            peer,
+            state,
+            protocols,
+            None,
+            permit,
+            CancellationToken::new(),
+        );
+        let size = std::mem::size_of_val(&fut);
+        eprintln!("serve_connection future: {size} bytes");
+        // What an idle, parked connection keeps besides its socket: this future and the task
+        // header. Everything used while serving is boxed and freed when parked.
+        assert!(size < 1024, "connection task future is {size} bytes");
     }
 }

@@ -691,3 +691,47 @@ async fn http_upstream_streams_50_mb_each_way_without_growing_memory() {
     eprintln!("RSS growth while streaming 50 MB each way: {growth_kib} KiB");
     assert!(growth_kib < 16 * 1024, "RSS grew by {growth_kib} KiB");
 }
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_parked_and_wake_for_the_next_request() {
+    let f = start(ServerSettings::default(), vec![]).await;
+    let mut sock = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    for round in 0..3 {
+        sock.write_all(format!("GET /slow/{round} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let n = sock.read(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(
+            !text.to_ascii_lowercase().contains("connection: close"),
+            "{text}"
+        );
+        assert!(text.ends_with(&round.to_string()), "{text}");
+        // Quiet for longer than the parking delay: the connection gives up hyper's state.
+        assert!(
+            eventually(Duration::from_secs(3), || f.gateway.parked_connections()
+                == 1)
+            .await,
+            "connection was not parked"
+        );
+    }
+    // Two pipelined requests in one write after parking: both answered, in order.
+    sock.write_all(
+        b"GET /slow/7 HTTP/1.1\r\nhost: x\r\n\r\nGET /slow/8 HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = String::new();
+    let end = Instant::now() + Duration::from_secs(3);
+    while !(got.contains("\r\n\r\n7") && got.ends_with("\r\n\r\n8")) && Instant::now() < end {
+        let n = tokio::time::timeout(Duration::from_secs(3), sock.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert_eq!(got.matches("HTTP/1.1 200").count(), 2, "{got}");
+    assert_eq!(f.gateway.open_connections(), 1);
+}

@@ -22,6 +22,12 @@ use tideway_logistics::{
 };
 use tideway_rpc::{ClientConfig, Server, ServerConfig, ServiceDescriptor};
 
+/// jemalloc returns freed memory to the OS (background purging), so RSS falls back after a
+/// burst instead of staying at its peak as with glibc's malloc.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "tideway",
@@ -64,6 +70,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    #[cfg(not(target_env = "msvc"))]
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!(error = %e, "cannot enable jemalloc background purging");
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo { listen, rpc_addr } => {

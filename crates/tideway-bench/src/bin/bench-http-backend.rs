@@ -1,0 +1,108 @@
+//! The plain HTTP backend of the HTTP benchmark: a hyper HTTP/1.1 server on one current-thread
+//! runtime that answers `GET /api/item` with [`Item::sample`] as JSON, keep-alive on.
+//!
+//! It is what nginx and the gateway proxy to, and it is measured directly as a baseline. The
+//! response is encoded once at start, so the server does no per-request serialization.
+//!
+//! Prints `LISTENING <addr>` once bound, then serves until SIGTERM or Ctrl-C.
+//!
+//! ```text
+//! bench-http-backend [--addr 127.0.0.1:0]
+//! ```
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Parser;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tideway_bench::items::{ITEM_PATH, Item};
+use tokio::net::TcpListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Pause after a failed accept (such as running out of file descriptors), so the loop does not
+/// spin.
+const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Command line.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    addr: SocketAddr,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.addr).await?;
+    tideway_bench::announce_listening(listener.local_addr()?)?;
+    let item = Bytes::from(Item::sample_json());
+    let mut term = signal(SignalKind::terminate())?;
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = term.recv() => return Ok(()),
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                eprintln!("bench-http-backend: accept failed: {e}");
+                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let item = item.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let response = respond(&req, &item);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            // Errors are clients going away mid-request; nothing to do about them here.
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn respond(req: &Request<Incoming>, item: &Bytes) -> Response<Full<Bytes>> {
+    let (status, body) = if req.uri().path() != ITEM_PATH {
+        (StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n"))
+    } else if req.method() != Method::GET {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            Bytes::from_static(b"GET only\n"),
+        )
+    } else {
+        (StatusCode::OK, item.clone())
+    };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    let content_type = if status == StatusCode::OK {
+        "application/json"
+    } else {
+        "text/plain"
+    };
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
+}

@@ -1,0 +1,690 @@
+#!/usr/bin/env bash
+# HTTP: Tideway gateway vs nginx on a small JSON GET with wrk (req/s, p50/p99, req per proxy CPU-s); memory per idle connection.
+#
+# S1: `wrk -t1 -c64 --latency` fetches an 88-byte JSON document from four targets:
+#   (a) backend    bench-http-backend (hyper, one current-thread runtime) directly;
+#   (b) nginx      nginx from Debian (worker_processes 1, upstream keep-alive) proxying to it;
+#   (c) tideway-http  the real `tideway gateway` (worker_threads = 1) proxying to it as an HTTP
+#                  upstream route;
+#   (d) tideway-rpc   the same gateway routing the request to bench-items-server (`bench.Items`,
+#                  one current-thread runtime), which answers the same JSON over Tideway RPC.
+# CPU layout: the process under test (the nginx worker, the gateway, or for (a) the backend)
+# runs on CPU $SERVER_CPU; wrk, the backend (when it is not under test) and the RPC service
+# run on CPU $LOAD_CPU. The backend is moved between the two with `taskset -a -p`. For every
+# round and target, a short wrk warm-up is followed by the measured wrk run; the CPU time
+# (utime+stime, /proc/PID/stat, all threads) of the process under test is read just before and
+# just after the measured run. For nginx that is the worker process; the master's CPU time is
+# recorded too. Rounds interleave the four targets; the table shows medians over rounds.
+#
+# S3: on a fresh process per target, a Python client opens $BENCH_IDLE_CONNS keep-alive
+# connections, sends one GET on each and reads the answer, then leaves them idle. VmRSS of the
+# process under test (gateway; nginx worker; plain hyper backend for reference) is read before
+# the connections are opened and, after $BENCH_IDLE_WAIT_SECS of idleness, a few more times; the
+# smallest of those samples counts: (idle - before) / N.
+#
+# Knobs (environment): BENCH_SECS BENCH_WARMUP_SECS BENCH_ROUNDS BENCH_CONNECTIONS BENCH_TARGETS
+# BENCH_IDLE_CONNS BENCH_IDLE_WAIT_SECS BENCH_IDLE_SAMPLES BENCH_IDLE_TARGETS SERVER_CPU LOAD_CPU
+# CARGO_TARGET_DIR.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+
+secs="${BENCH_SECS:-10}"
+warmup="${BENCH_WARMUP_SECS:-1}"
+rounds="${BENCH_ROUNDS:-3}"
+conns="${BENCH_CONNECTIONS:-64}"
+targets="${BENCH_TARGETS:-backend nginx tideway-http tideway-rpc}"
+idle_conns="${BENCH_IDLE_CONNS:-5000}"
+idle_wait="${BENCH_IDLE_WAIT_SECS:-5}"
+idle_samples="${BENCH_IDLE_SAMPLES:-3}"
+idle_targets="${BENCH_IDLE_TARGETS:-tideway nginx hyper}"
+server_cpu="${SERVER_CPU:-0}"
+load_cpu="${LOAD_CPU:-1}"
+# Requests nginx serves on one keep-alive connection (client side and upstream side) before it
+# closes it. nginx's default is 1000, which would make wrk reconnect every few hundred ms here;
+# the gateway and the backend have no such cap, so nginx gets none either.
+nginx_keepalive_requests=1000000
+
+log() { echo "bench http: $*" >&2; }
+
+if [ "$(nproc)" -lt 2 ]; then
+    log "needs at least 2 CPUs (the proxy and the load generator each get one); have $(nproc)"
+    exit 1
+fi
+
+# Thousands of idle connections need as many descriptors, in the client and in the server; the
+# processes started below inherit this limit.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+nofile="$(ulimit -n)"
+if [ "$nofile" != unlimited ] && [ "$nofile" -lt $((idle_conns + 256)) ]; then
+    log "open-file limit is $nofile, too low for $idle_conns idle connections; lower BENCH_IDLE_CONNS"
+    exit 1
+fi
+
+"$root/scripts/install-deps" wrk=wrk nginx=nginx curl=curl
+nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
+
+log "building (cargo build --release -p tideway -p tideway-bench)"
+cargo build --release -p tideway -p tideway-bench >&2
+bin="${CARGO_TARGET_DIR:-$root/target}/release"
+
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+out="$root/bench-results/http-$stamp"
+mkdir -p "$out"
+results="$out/results.jsonl"
+: >"$results"
+tmp="$(mktemp -d /tmp/tideway-bench-http.XXXXXX)"
+clk_tck="$(getconf CLK_TCK)"
+
+procs=()
+cleanup() {
+    for pid in "${procs[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${procs[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    # Logs of the servers are kept with the results.
+    cp "$tmp"/*.log "$tmp"/*.toml "$out"/ 2>/dev/null || true
+    for d in "$tmp"/nginx-*; do
+        [ -d "$d" ] || continue
+        cp "$d/nginx.conf" "$out/$(basename "$d").conf" 2>/dev/null || true
+        cp "$d/error.log" "$out/$(basename "$d")-error.log" 2>/dev/null || true
+    done
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+stop() {
+    kill "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
+}
+
+# stop_nginx: SIGTERM to the master, which stops its worker; then makes sure the worker is gone.
+stop_nginx() {
+    stop "$nginx_pid"
+    for _ in $(seq 50); do
+        kill -0 "$nginx_worker" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -9 "$nginx_worker" 2>/dev/null || true
+}
+
+# cpu_ticks PID: utime+stime of the whole process (all threads), in clock ticks.
+cpu_ticks() {
+    # Field 2 (the command) is in parentheses; utime and stime are fields 12 and 13 after it.
+    sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+
+# free_port: a TCP port on 127.0.0.1 that was free a moment ago (for nginx, which cannot listen
+# on port 0 and report it).
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_bench NAME CPU TAG: starts $bin/NAME pinned to CPU on port 0 and sets $started_pid and
+# $started_addr from its first stdout line, `LISTENING <addr>`.
+start_bench() {
+    local name="$1" cpu="$2"
+    local log_file="$tmp/$name-$3.log"
+    taskset -c "$cpu" "$bin/$name" --addr 127.0.0.1:0 >"$log_file" 2>&1 &
+    started_pid=$!
+    procs+=("$started_pid")
+    started_addr=""
+    for _ in $(seq 100); do
+        started_addr="$(sed -n '1s/^LISTENING //p' "$log_file")"
+        [ -n "$started_addr" ] && return 0
+        kill -0 "$started_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    log "$name did not start:"
+    cat "$log_file" >&2
+    return 1
+}
+
+# start_gateway TAG: writes the gateway config and starts `tideway gateway` on $server_cpu; sets
+# $gateway_pid and $gateway_addr.
+start_gateway() {
+    local config="$tmp/gateway.toml"
+    cat >"$config" <<EOF
+# Generated by scripts/bench.d/http.sh
+[server]
+listen = "127.0.0.1:0"
+worker_threads = 1
+
+[[services]]
+name = "bench.Items"
+endpoints = ["$items_addr"]
+
+[[routes]]
+path = "/rpc/item"
+service = "bench.Items"
+rpc_method = "item"
+methods = ["GET"]
+
+[[routes]]
+path = "/proxy/{*rest}"
+upstream = "http://$backend_addr"
+strip_prefix = "/proxy"
+EOF
+    "$bin/tideway" check-config "$config" >&2
+    local log_file="$tmp/gateway-$1.log"
+    RUST_LOG=warn taskset -c "$server_cpu" "$bin/tideway" gateway --config "$config" \
+        >"$log_file" 2>"$tmp/gateway-$1.stderr.log" &
+    gateway_pid=$!
+    procs+=("$gateway_pid")
+    gateway_addr=""
+    for _ in $(seq 100); do
+        gateway_addr="$(sed -n '1s|^Tideway gateway listening on http://||p' "$log_file")"
+        [ -n "$gateway_addr" ] && return 0
+        kill -0 "$gateway_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    log "tideway gateway did not start:"
+    cat "$log_file" "$tmp/gateway-$1.stderr.log" >&2
+    return 1
+}
+
+# start_nginx TAG: writes nginx.conf (one worker, upstream keep-alive to the backend) and runs
+# nginx in the foreground on $server_cpu, with $tmp/nginx-TAG/ as its prefix; sets $nginx_pid
+# (master), $nginx_worker and $nginx_addr.
+start_nginx() {
+    local prefix="$tmp/nginx-$1"
+    mkdir -p "$prefix"
+    local port
+    port="$(free_port)"
+    cat >"$prefix/nginx.conf" <<EOF
+# Generated by scripts/bench.d/http.sh
+worker_processes 1;
+worker_rlimit_nofile $nofile;
+pid $prefix/nginx.pid;
+error_log $prefix/error.log warn;
+
+events {
+    worker_connections $((idle_conns + 1024));
+}
+
+http {
+    access_log off;
+    default_type text/plain;
+    keepalive_requests $nginx_keepalive_requests;
+    keepalive_timeout 75s;
+
+    upstream backend {
+        server $backend_addr;
+        keepalive 64;
+        keepalive_requests $nginx_keepalive_requests;
+    }
+
+    server {
+        listen 127.0.0.1:$port;
+
+        location /api/ {
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            # The same forwarding headers the gateway adds.
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+            proxy_set_header X-Forwarded-Host \$host;
+        }
+
+        location = /idle {
+            return 200 "ok";
+        }
+    }
+}
+EOF
+    taskset -c "$server_cpu" "$nginx_bin" -p "$prefix/" -c "$prefix/nginx.conf" -g 'daemon off;' \
+        >"$prefix/stdout.log" 2>&1 &
+    nginx_pid=$!
+    procs+=("$nginx_pid")
+    nginx_addr="127.0.0.1:$port"
+    nginx_worker=""
+    for _ in $(seq 100); do
+        nginx_worker="$(pgrep -P "$nginx_pid" | head -n1 || true)"
+        if [ -n "$nginx_worker" ] &&
+            curl -fsS --max-time 2 -o /dev/null "http://$nginx_addr/idle" 2>/dev/null; then
+            return 0
+        fi
+        kill -0 "$nginx_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    log "nginx did not start:"
+    cat "$prefix/stdout.log" "$prefix/error.log" >&2 2>/dev/null || true
+    return 1
+}
+
+# check URL: the target must answer 200 with exactly the backend's document.
+check() {
+    local body code
+    body="$tmp/check-body"
+    code="$(curl -sS --max-time 5 -o "$body" -w '%{http_code}' "$1" || echo 000)"
+    if [ "$code" != 200 ] || ! cmp -s "$body" "$tmp/expected.json"; then
+        log "GET $1 answered $code with: $(head -c 300 "$body" 2>/dev/null)"
+        return 1
+    fi
+}
+
+cat >"$tmp/report.lua" <<'EOF'
+-- Prints wrk's totals and latency percentiles (microseconds) as one JSON line.
+done = function(summary, latency, requests)
+    local e = summary.errors
+    io.write(string.format(
+        'WRK_JSON {"requests":%d,"duration_us":%d,"bytes":%d,"p50_us":%.1f,"p90_us":%.1f,' ..
+        '"p99_us":%.1f,"p999_us":%.1f,"max_us":%.1f,"mean_us":%.1f,"err_connect":%d,' ..
+        '"err_read":%d,"err_write":%d,"err_status":%d,"err_timeout":%d}\n',
+        summary.requests, summary.duration, summary.bytes, latency:percentile(50),
+        latency:percentile(90), latency:percentile(99), latency:percentile(99.9), latency.max,
+        latency.mean, e.connect, e.read, e.write, e.status, e.timeout))
+end
+EOF
+
+cat >"$tmp/idle.py" <<'EOF'
+"""Opens N keep-alive HTTP/1.1 connections, one GET on each, leaves them idle and reports how
+much the server's VmRSS grew per connection. Prints one JSON line."""
+import json
+import resource
+import select
+import socket
+import sys
+import time
+
+target, host, port, path, n, pid, wait_secs, samples = sys.argv[1:9]
+port, n, pid, wait_secs, samples = int(port), int(n), int(pid), float(wait_secs), int(samples)
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+request = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: bench-idle\r\n\r\n" % (path, host, port)).encode()
+
+
+def rss(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS for pid %d" % pid)
+
+
+def exchange(sock):
+    """Sends the GET and reads one whole response (Content-Length bodies only)."""
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise RuntimeError("connection closed before the response head")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise RuntimeError("connection closed in the body")
+        body += chunk
+    return status
+
+
+def connect():
+    s = socket.create_connection((host, port), timeout=10)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+# Warm-up on one connection, so that lazily built state (route tables, the RPC connection,
+# upstream pools) exists before the baseline is read.
+warm = connect()
+for _ in range(3):
+    if exchange(warm) != 200:
+        raise SystemExit("warm-up request was not answered 200")
+warm.close()
+time.sleep(1.0)
+rss_before = rss(pid)
+
+socks, bad = [], 0
+t0 = time.monotonic()
+for _ in range(n):
+    s = connect()
+    if exchange(s) != 200:
+        bad += 1
+    socks.append(s)
+open_secs = time.monotonic() - t0
+rss_open = rss(pid)
+
+time.sleep(wait_secs)
+series = []
+for i in range(samples):
+    if i:
+        time.sleep(1.0)
+    series.append(rss(pid))
+rss_idle = min(series)
+
+# Which connections did the server close while they were idle?
+closed = 0
+for s in socks:
+    r, _, _ = select.select([s], [], [], 0)
+    if r:
+        try:
+            if s.recv(1, socket.MSG_PEEK) == b"":
+                closed += 1
+        except OSError:
+            closed += 1
+for s in socks:
+    s.close()
+
+print(json.dumps({
+    "mode": "idle",
+    "target": target,
+    "connections": n,
+    "non_200": bad,
+    "closed_by_server": closed,
+    "open_secs": open_secs,
+    "wait_secs": wait_secs,
+    "rss_before": rss_before,
+    "rss_open": rss_open,
+    "rss_idle_samples": series,
+    "rss_idle": rss_idle,
+    "kib_per_conn_open": (rss_open - rss_before) / 1024 / n,
+    "kib_per_conn": (rss_idle - rss_before) / 1024 / n,
+}))
+EOF
+
+log "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "{\"loadavg_before\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}" >>"$results"
+# What was measured: the binaries are built from the working tree, which may be ahead of HEAD.
+source_state="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+dirty="$(git status --porcelain -- crates examples Cargo.toml Cargo.lock 2>/dev/null | awk '{ print $2 }' | tr '\n' ' ')"
+[ -n "$dirty" ] && source_state="$source_state + uncommitted changes in: ${dirty% }"
+python3 -c 'import json, sys; print(json.dumps({"source": sys.argv[1]}))' "$source_state" >>"$results"
+
+# The servers that are not under test, on the load generator's CPU.
+start_bench bench-http-backend "$load_cpu" s1
+backend_pid="$started_pid"
+backend_addr="$started_addr"
+start_bench bench-items-server "$load_cpu" s1
+items_addr="$started_addr"
+curl -sS --max-time 5 -o "$tmp/expected.json" "http://$backend_addr/api/item"
+log "backend pid $backend_pid at $backend_addr; items service at $items_addr"
+
+start_nginx s1
+log "nginx master pid $nginx_pid, worker pid $nginx_worker at $nginx_addr ($("$nginx_bin" -v 2>&1))"
+start_gateway s1
+log "gateway pid $gateway_pid at $gateway_addr"
+
+declare -A url_of pid_of
+url_of[backend]="http://$backend_addr/api/item"
+pid_of[backend]="$backend_pid"
+url_of[nginx]="http://$nginx_addr/api/item"
+pid_of[nginx]="$nginx_worker"
+url_of[tideway-http]="http://$gateway_addr/proxy/api/item"
+pid_of[tideway-http]="$gateway_pid"
+url_of[tideway-rpc]="http://$gateway_addr/rpc/item"
+pid_of[tideway-rpc]="$gateway_pid"
+for target in $targets; do
+    [ -n "${url_of[$target]:-}" ] || { log "unknown target '$target'"; exit 2; }
+    check "${url_of[$target]}"
+done
+
+# measure ROUND TARGET: warm-up, then the measured wrk run; appends one JSON line.
+measure() {
+    local round="$1" target="$2"
+    local url="${url_of[$target]}" pid="${pid_of[$target]}"
+    local wrk_out="$out/wrk-$target-r$round.txt"
+    if [ "$target" = backend ]; then
+        taskset -a -p -c "$server_cpu" "$backend_pid" >/dev/null
+    fi
+    taskset -c "$load_cpu" wrk -t1 -c"$conns" -d"${warmup}s" "$url" >/dev/null || true
+    local t0 t1 m0=0 m1=0
+    t0="$(cpu_ticks "$pid")"
+    [ "$target" = nginx ] && m0="$(cpu_ticks "$nginx_pid")"
+    taskset -c "$load_cpu" wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$tmp/report.lua" "$url" \
+        >"$wrk_out" || true
+    t1="$(cpu_ticks "$pid")"
+    [ "$target" = nginx ] && m1="$(cpu_ticks "$nginx_pid")"
+    if [ "$target" = backend ]; then
+        taskset -a -p -c "$load_cpu" "$backend_pid" >/dev/null
+    fi
+    local line
+    line="$(sed -n 's/^WRK_JSON //p' "$wrk_out")"
+    if [ -z "$line" ]; then
+        log "wrk printed no summary for $target:"
+        cat "$wrk_out" >&2
+        echo "{\"failed\": \"wrk $target round $round\"}" >>"$results"
+        return 0
+    fi
+    python3 - "$line" "$target" "$round" "$conns" "$((t1 - t0))" "$((m1 - m0))" "$clk_tck" \
+        >>"$results" <<'PY'
+import json, sys
+r = json.loads(sys.argv[1])
+target, rnd, conns, ticks, master_ticks, clk = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
+secs = r["duration_us"] / 1e6
+cpu_s = ticks / clk
+r.update({
+    "mode": "throughput", "target": target, "round": rnd, "connections": conns, "secs": secs,
+    "req_per_s": r["requests"] / secs, "proxy_cpu_s": cpu_s,
+    "req_per_cpu_s": r["requests"] / cpu_s if cpu_s > 0 else None,
+    "nginx_master_cpu_s": master_ticks / clk if target == "nginx" else None,
+    "errors": r["err_connect"] + r["err_read"] + r["err_write"] + r["err_status"] + r["err_timeout"],
+})
+print(json.dumps(r))
+PY
+}
+
+for round in $(seq "$rounds"); do
+    for target in $targets; do
+        log "round $round/$rounds: $target (${secs}s)"
+        measure "$round" "$target"
+    done
+done
+
+# S3 on fresh processes: what the earlier load left in the allocator must not absorb the idle
+# connections' memory.
+stop "$gateway_pid"
+stop_nginx
+
+# idle TARGET ADDR PATH PID: runs the idle-connection client against ADDR and appends its line.
+idle() {
+    local host="${2%:*}" port="${2##*:}"
+    log "$1: $idle_conns idle connections to $2$3 (about $((idle_wait + idle_samples + 3)) s)"
+    if ! taskset -c "$load_cpu" python3 "$tmp/idle.py" "$1" "$host" "$port" "$3" "$idle_conns" \
+        "$4" "$idle_wait" "$idle_samples" >>"$results"; then
+        log "idle-connection client failed against $1"
+        echo "{\"failed\": \"idle $1\"}" >>"$results"
+    fi
+}
+
+for target in $idle_targets; do
+    case "$target" in
+        tideway)
+            start_gateway s3
+            idle tideway "$gateway_addr" /rpc/item "$gateway_pid"
+            stop "$gateway_pid"
+            ;;
+        nginx)
+            start_nginx s3
+            idle nginx "$nginx_addr" /idle "$nginx_worker"
+            stop_nginx
+            ;;
+        hyper)
+            start_bench bench-http-backend "$server_cpu" s3
+            idle hyper "$started_addr" /api/item "$started_pid"
+            stop "$started_pid"
+            ;;
+        *)
+            log "unknown idle target '$target'"
+            exit 2
+            ;;
+    esac
+done
+
+echo "{\"loadavg_after\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}" >>"$results"
+
+python3 - "$results" "$out/summary.txt" "$(wc -c <"$tmp/expected.json")" <<'PY'
+import json
+import statistics
+import sys
+
+results_path, summary_path, body_bytes = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rows = [json.loads(line) for line in open(results_path) if line.strip()]
+lines = []
+say = lines.append
+
+failed = [r["failed"] for r in rows if "failed" in r]
+runs = [r for r in rows if r.get("mode") == "throughput"]
+idle = {r["target"]: r for r in rows if r.get("mode") == "idle"}
+load_before = next((r["loadavg_before"] for r in rows if "loadavg_before" in r), "?")
+load_after = next((r["loadavg_after"] for r in rows if "loadavg_after" in r), "?")
+source = next((r["source"] for r in rows if "source" in r), "?")
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def fmt(x, spec=",.0f"):
+    return "-" if x is None else format(x, spec)
+
+
+order = ["backend", "nginx", "tideway-http", "tideway-rpc"]
+label = {
+    "backend": "(a) backend, direct",
+    "nginx": "(b) nginx -> backend",
+    "tideway-http": "(c) Tideway -> backend (HTTP)",
+    "tideway-rpc": "(d) Tideway -> RPC service",
+}
+measured = {
+    "backend": "backend",
+    "nginx": "nginx worker",
+    "tideway-http": "gateway",
+    "tideway-rpc": "gateway",
+}
+groups = {}
+for r in runs:
+    groups.setdefault(r["target"], []).append(r)
+
+summary = {}
+n_rounds = max((len(g) for g in groups.values()), default=0)
+conns = runs[0]["connections"] if runs else 0
+secs = runs[0]["secs"] if runs else 0
+say("S1: GET of a %d-byte JSON document, wrk -t1 -c%d, %.0f s per run; medians of %d round(s)"
+    % (body_bytes, conns, secs, n_rounds))
+say("")
+head = ("target", "req/s", "p50 ms", "p99 ms", "measured", "CPU", "req/CPU-s", "(min..max)", "errors")
+say("%-30s %9s %7s %7s %13s %5s %10s %17s %6s" % head)
+for target in sorted(groups, key=lambda t: order.index(t) if t in order else 99):
+    g = groups[target]
+    per_cpu = [r["req_per_cpu_s"] for r in g if r.get("req_per_cpu_s")]
+    s = {
+        "req_per_s": med(r["req_per_s"] for r in g),
+        "p50_us": med(r["p50_us"] for r in g),
+        "p99_us": med(r["p99_us"] for r in g),
+        "cpu_util": med(r["proxy_cpu_s"] / r["secs"] for r in g),
+        "per_cpu": med(per_cpu),
+        "errors": sum(r["errors"] for r in g),
+    }
+    summary[target] = s
+    spread = "%s..%s" % (fmt(min(per_cpu)), fmt(max(per_cpu))) if per_cpu else "-"
+    ms = lambda us: None if us is None else us / 1000
+    say("%-30s %9s %7s %7s %13s %4s%% %10s %17s %6d" % (
+        label.get(target, target), fmt(s["req_per_s"]), fmt(ms(s["p50_us"]), ".2f"),
+        fmt(ms(s["p99_us"]), ".2f"), measured.get(target, "?"),
+        fmt(None if s["cpu_util"] is None else 100 * s["cpu_util"], ".0f"), fmt(s["per_cpu"]),
+        spread, s["errors"]))
+master = [r["nginx_master_cpu_s"] for r in groups.get("nginx", []) if r.get("nginx_master_cpu_s") is not None]
+if master:
+    say("nginx: CPU and req/CPU-s are the worker's alone; the master used %.2f CPU-s over all its runs."
+        % sum(master))
+say("CPU = CPU time of the measured process / wall time of the run (the gateway: all its threads).")
+
+
+def ratio(a, b, key):
+    a, b = summary.get(a), summary.get(b)
+    if a and b and a[key] and b[key]:
+        return a[key] / b[key]
+    return None
+
+
+rpc_vs_nginx = ratio("tideway-rpc", "nginx", "per_cpu")
+proxy_vs_nginx = ratio("tideway-http", "nginx", "per_cpu")
+p99_vs_nginx = ratio("tideway-http", "nginx", "p99_us")
+p99_rpc_vs_nginx = ratio("tideway-rpc", "nginx", "p99_us")
+say("")
+say("Ratios to nginx (b):")
+say("  requests per CPU-second, HTTP->RPC (d) / (b):   %s" % fmt(rpc_vs_nginx, ".2f"))
+say("  requests per CPU-second, HTTP proxy (c) / (b):  %s" % fmt(proxy_vs_nginx, ".2f"))
+say("  p99, HTTP proxy (c) / (b):                      %s" % fmt(p99_vs_nginx, ".2f"))
+say("  p99, HTTP->RPC (d) / (b):                       %s" % fmt(p99_rpc_vs_nginx, ".2f"))
+
+if idle:
+    say("")
+    say("S3: memory per idle keep-alive client connection (VmRSS after the idle wait minus before, / N)")
+    say("%-24s %6s %9s %9s %13s %17s %8s %6s" % (
+        "process", "N", "KiB/conn", "(at open)", "RSS before MiB", "RSS open->idle MiB", "closed", "non200"))
+    mib = lambda b: b / 2**20
+    names = {"tideway": "Tideway gateway", "nginx": "nginx worker", "hyper": "plain hyper (backend)"}
+    for target in sorted(idle, key=lambda t: ["tideway", "nginx", "hyper"].index(t) if t in names else 9):
+        r = idle[target]
+        say("%-24s %6d %9.2f %9.2f %13.1f %8.1f -> %6.1f %8d %6d" % (
+            names.get(target, target), r["connections"], r["kib_per_conn"], r["kib_per_conn_open"],
+            mib(r["rss_before"]), mib(r["rss_open"]), mib(r["rss_idle"]), r["closed_by_server"],
+            r["non_200"]))
+    say("(at open) = right after the last response; KiB/conn = smallest of the samples taken after %.0f s idle."
+        % next(iter(idle.values()))["wait_secs"])
+
+say("")
+say("load average before/after: %s / %s (the proxy and wrk each want a whole core)" % (load_before, load_after))
+say("built from: %s" % source)
+for f in failed:
+    say("FAILED: %s" % f)
+
+
+def target_line(what, value, goal, ok):
+    if value is not None:
+        say("target: %s %s: %s (%s)" % (what, goal, "met" if ok(value) else "NOT met", fmt(value, ".2f")))
+
+
+tw = idle.get("tideway")
+idle_kib = tw["kib_per_conn"] if tw else None
+target_line("HTTP->RPC requests per CPU-second vs nginx", rpc_vs_nginx, ">= 1.5x", lambda v: v >= 1.5)
+target_line("HTTP proxy requests per CPU-second vs nginx", proxy_vs_nginx, ">= 1.0x", lambda v: v >= 1.0)
+target_line("HTTP proxy p99 vs nginx", p99_vs_nginx, "<= 1.0x", lambda v: v <= 1.0)
+target_line("KiB per idle connection (gateway)", idle_kib, "<= 2", lambda v: v <= 2.0)
+
+say("")
+
+
+def result(key, value, spec=".2f"):
+    if value is not None:
+        say("RESULT %s=%s" % (key, format(value, spec)))
+
+
+result("http_rpc_vs_nginx_per_cpu", rpc_vs_nginx)
+result("http_proxy_vs_nginx_per_cpu", proxy_vs_nginx)
+result("p99_vs_nginx", p99_vs_nginx)
+result("idle_kib_per_conn", idle_kib)
+for target, key in (("backend", "backend"), ("nginx", "nginx"), ("tideway-http", "tideway_http"),
+                    ("tideway-rpc", "tideway_rpc")):
+    s = summary.get(target)
+    if s:
+        result("%s_req_per_cpu_s" % key, s["per_cpu"], ".0f")
+        result("%s_req_per_s" % key, s["req_per_s"], ".0f")
+        result("%s_p99_us" % key, s["p99_us"], ".0f")
+result("p99_rpc_vs_nginx", p99_rpc_vs_nginx)
+for target in ("nginx", "hyper"):
+    if target in idle:
+        result("%s_idle_kib_per_conn" % target, idle[target]["kib_per_conn"])
+
+text = "\n".join(lines)
+print(text)
+with open(summary_path, "w") as f:
+    f.write(text + "\n")
+sys.exit(1 if failed else 0)
+PY
