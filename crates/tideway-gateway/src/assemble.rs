@@ -138,6 +138,8 @@ fn config_routes(
         }
     };
     let is_rpc = matches!(target, RouteTarget::Rpc { .. });
+    // One limit shared by all methods of the route.
+    let limit = rc.max_in_flight.map(crate::router::ConcurrencyLimit::new);
     let methods: Vec<Option<Method>> = if rc.methods.is_empty() {
         vec![is_rpc.then_some(Method::GET)]
     } else {
@@ -160,6 +162,7 @@ fn config_routes(
             timeout,
             target: target.clone(),
             origin: origin.clone(),
+            limit: limit.clone(),
         })
         .collect())
 }

@@ -42,6 +42,9 @@ use crate::binding::ParamKind;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Open client connections; more are answered 503 and closed.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Requests the gateway serves at once; more are answered 503 at once (ARCHITECTURE.md: 10,000
+/// then shed).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
 /// Whole-header read deadline: a client must send a complete request head within this time of
 /// its first byte (slowloris defence; hyper and pingora use the same idea).
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,6 +86,8 @@ pub struct ServerSettings {
     pub worker_threads: usize,
     /// Open client connections at most.
     pub max_connections: usize,
+    /// Requests served at once at most; more get 503 + Retry-After without waiting.
+    pub max_in_flight: usize,
     /// Whole-header read deadline.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
@@ -108,6 +113,7 @@ impl Default for ServerSettings {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             worker_threads: 0,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             keep_alive_timeout: DEFAULT_KEEP_ALIVE_TIMEOUT,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
@@ -176,6 +182,8 @@ pub struct RouteConfig {
     /// Send the client's `Host` to the upstream instead of the upstream's.
     #[serde(default)]
     pub preserve_host: bool,
+    /// Requests this route serves at once; more get 503 + Retry-After without waiting.
+    pub max_in_flight: Option<usize>,
 }
 
 /// One problem found in a configuration, with where it is.
@@ -306,6 +314,11 @@ impl GatewayConfig {
             "must be at least 1".into(),
         );
         check(
+            s.max_in_flight > 0,
+            "server.max_in_flight",
+            "must be at least 1".into(),
+        );
+        check(
             !s.header_read_timeout.is_zero(),
             "server.header_read_timeout",
             "must be longer than zero".into(),
@@ -367,6 +380,13 @@ impl GatewayConfig {
         }
         for (i, route) in self.routes.iter().enumerate() {
             let p = format!("routes[{i}]");
+            if route.max_in_flight == Some(0) {
+                check(
+                    false,
+                    &format!("{p}.max_in_flight"),
+                    "must be at least 1".into(),
+                );
+            }
             if !route.path.starts_with('/') {
                 check(false, &format!("{p}.path"), "must start with '/'".into());
             }

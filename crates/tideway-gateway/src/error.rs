@@ -44,6 +44,9 @@ pub enum GatewayError {
     /// The route names a service the gateway knows no endpoint for.
     #[error("no endpoint for service {0}")]
     NoEndpoint(String),
+    /// A concurrency limit was reached; the request was refused without any work done.
+    #[error("{0}")]
+    Overloaded(String),
     /// The HTTP upstream failed.
     #[error(transparent)]
     Upstream(#[from] tideway_http_upstream::UpstreamError),
@@ -64,6 +67,7 @@ impl GatewayError {
             GatewayError::BodyRead(_) => (StatusCode::BAD_REQUEST, "bad_request_body"),
             GatewayError::Rpc(e) => (rpc_http_status(e.status()), e.status().as_str()),
             GatewayError::NoEndpoint(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            GatewayError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             GatewayError::Upstream(e) => (e.http_status(), upstream_code(e.http_status())),
         }
     }

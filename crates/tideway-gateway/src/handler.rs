@@ -41,6 +41,8 @@ pub(crate) struct GatewayState {
     pub(crate) routes: ArcSwap<RouteTable>,
     pub(crate) backends: ArcSwap<RpcBackends>,
     pub(crate) ids: RequestIds,
+    /// Caps requests served at once, gateway-wide.
+    pub(crate) in_flight: crate::router::ConcurrencyLimit,
 }
 
 /// The downstream connection a request came on.
@@ -58,6 +60,18 @@ pub(crate) async fn handle(
 ) -> Response<GatewayBody> {
     let request_id = state.ids.for_request(&req);
     let started = Instant::now();
+    // Refused before anything else is done: no body read, no route lookup.
+    let Some(_in_flight) = state.in_flight.try_acquire() else {
+        let limit = state.in_flight.max();
+        let mut response = GatewayError::Overloaded(format!(
+            "the gateway is serving its limit of {limit} requests; retry later"
+        ))
+        .into_response(&request_id);
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID_HEADER, v);
+        }
+        return response;
+    };
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let mut response = match dispatch(&state, downstream, req, &request_id).await {
@@ -103,6 +117,16 @@ async fn dispatch(
                 )));
             }
         }
+    };
+    let _route_permit = match &route.limit {
+        Some(limit) => Some(limit.try_acquire().ok_or_else(|| {
+            GatewayError::Overloaded(format!(
+                "route {} is serving its limit of {} requests; retry later",
+                route.label(),
+                limit.max()
+            ))
+        })?),
+        None => None,
     };
     let budget = route.timeout.unwrap_or(state.settings.request_timeout);
     let deadline = Instant::now() + budget;

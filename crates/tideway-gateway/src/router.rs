@@ -45,6 +45,40 @@ pub struct Route {
     pub target: RouteTarget,
     /// Where the route came from, for diagnostics (`config routes[2]`, `service logistics.Waybills`).
     pub origin: String,
+    /// Caps the requests this route serves at once.
+    pub limit: Option<ConcurrencyLimit>,
+}
+
+/// A cap on concurrent requests that refuses rather than waits.
+#[derive(Debug, Clone)]
+pub struct ConcurrencyLimit {
+    permits: Arc<tokio::sync::Semaphore>,
+    max: usize,
+}
+
+impl ConcurrencyLimit {
+    /// A limit of `max` concurrent requests.
+    pub fn new(max: usize) -> Self {
+        ConcurrencyLimit {
+            permits: Arc::new(tokio::sync::Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// A permit, or `None` at once when `max` are taken.
+    pub fn try_acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.permits).try_acquire_owned().ok()
+    }
+
+    /// The cap.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Permits taken now.
+    pub fn in_use(&self) -> usize {
+        self.max - self.permits.available_permits()
+    }
 }
 
 impl Route {
@@ -71,6 +105,7 @@ impl Route {
                         .collect(),
                 },
                 origin: format!("service {}", descriptor.name),
+                limit: None,
             })
             .collect()
     }
@@ -270,6 +305,7 @@ mod tests {
                 params: vec![],
             },
             origin: "test".into(),
+            limit: None,
         }
     }
 

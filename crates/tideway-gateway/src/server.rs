@@ -112,6 +112,7 @@ impl Gateway {
         };
         let connection_permits = Arc::new(Semaphore::new(settings.max_connections));
         let state = Arc::new(GatewayState {
+            in_flight: crate::router::ConcurrencyLimit::new(settings.max_in_flight),
             settings,
             routes: ArcSwap::from_pointee(routes),
             backends: ArcSwap::from_pointee(backends),
@@ -168,6 +169,11 @@ impl Gateway {
     /// Idle HTTP/1.1 connections parked now (holding a socket and no buffers).
     pub fn parked_connections(&self) -> usize {
         self.protocols.parked.load(Ordering::Relaxed)
+    }
+
+    /// Requests being served now.
+    pub fn in_flight(&self) -> usize {
+        self.state.in_flight.in_use()
     }
 
     /// Client connections open now.
@@ -853,6 +859,7 @@ mod size_tests {
         let settings = ServerSettings::default();
         let protocols = Arc::new(Protocols::new(&settings));
         let state = Arc::new(GatewayState {
+            in_flight: crate::router::ConcurrencyLimit::new(settings.max_in_flight),
             settings,
             routes: ArcSwap::from_pointee(RouteTable::default()),
             backends: ArcSwap::from_pointee(RpcBackends::new()),

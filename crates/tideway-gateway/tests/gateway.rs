@@ -635,6 +635,7 @@ async fn http_upstream_streams_50_mb_each_way_without_growing_memory() {
             strip_prefix: strip.map(str::to_owned),
         },
         origin: "test".into(),
+        limit: None,
     };
     let f = start(
         ServerSettings::default(),
@@ -734,4 +735,62 @@ async fn idle_keep_alive_connections_are_parked_and_wake_for_the_next_request() 
     }
     assert_eq!(got.matches("HTTP/1.1 200").count(), 2, "{got}");
     assert_eq!(f.gateway.open_connections(), 1);
+}
+
+#[tokio::test]
+async fn over_the_in_flight_limits_requests_get_503_at_once() {
+    let limited = Route {
+        method: Some(Method::GET),
+        path: "/limited/{ms}".into(),
+        timeout: None,
+        target: tideway_gateway::RouteTarget::Rpc {
+            service: "test.Probe".into(),
+            full_name: "test.Probe/slow".into(),
+            params: vec![tideway_gateway::binding::Param {
+                name: "ms".into(),
+                kind: tideway_gateway::binding::ParamKind::Integer,
+                body: false,
+            }],
+        },
+        origin: "test".into(),
+        limit: Some(tideway_gateway::router::ConcurrencyLimit::new(1)),
+    };
+    let f = start(
+        ServerSettings {
+            max_in_flight: 3,
+            ..Default::default()
+        },
+        vec![limited],
+    )
+    .await;
+    let hold =
+        |path: String| tokio::spawn(async move { send(Method::GET, &path, "").await.status });
+    // The route's own limit: one at a time.
+    let first = hold(f.url("/limited/400"));
+    assert!(eventually(Duration::from_secs(2), || f.gateway.in_flight() == 1).await);
+    let t = Instant::now();
+    let r = send(Method::GET, &f.url("/limited/1"), "").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.json()["code"], "overloaded");
+    assert_eq!(r.headers["retry-after"], "1");
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
+    // The gateway-wide limit: 3 in flight, the 4th refused.
+    let others = [hold(f.url("/slow/400")), hold(f.url("/slow/400"))];
+    assert!(eventually(Duration::from_secs(2), || f.gateway.in_flight() == 3).await);
+    let r = send(Method::GET, &f.url("/slow/1"), "").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.json()["message"].as_str().unwrap().contains("limit of 3"));
+    assert_eq!(first.await.unwrap(), StatusCode::OK);
+    for h in others {
+        assert_eq!(h.await.unwrap(), StatusCode::OK);
+    }
+    assert!(eventually(Duration::from_secs(1), || f.gateway.in_flight() == 0).await);
+    assert_eq!(
+        send(Method::GET, &f.url("/limited/1"), "").await.status,
+        StatusCode::OK
+    );
 }

@@ -4,6 +4,9 @@
 //! It is what nginx and the gateway proxy to, and it is measured directly as a baseline. The
 //! response is encoded once at start, so the server does no per-request serialization.
 //!
+//! `GET /stats` answers `{"accepted":N}`, the connections accepted since start (that request's
+//! own included), so the harness can tell how many upstream connections a proxy opened.
+//!
 //! Prints `LISTENING <addr>` once bound, then serves until SIGTERM or Ctrl-C.
 //!
 //! ```text
@@ -12,6 +15,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,6 +34,8 @@ use tokio::signal::unix::{SignalKind, signal};
 /// Pause after a failed accept (such as running out of file descriptors), so the loop does not
 /// spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+/// Where the connection count is served.
+const STATS_PATH: &str = "/stats";
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -50,6 +57,7 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.addr).await?;
     tideway_bench::announce_listening(listener.local_addr()?)?;
     let item = Bytes::from(Item::sample_json());
+    let accepted = Arc::new(AtomicU64::new(0));
     let mut term = signal(SignalKind::terminate())?;
     loop {
         let accepted = tokio::select! {
@@ -65,11 +73,13 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 continue;
             }
         };
+        accepted.fetch_add(1, Ordering::Relaxed);
         let _ = stream.set_nodelay(true);
         let item = item.clone();
+        let accepted = Arc::clone(&accepted);
         tokio::spawn(async move {
             let service = service_fn(move |req| {
-                let response = respond(&req, &item);
+                let response = respond(&req, &item, &accepted);
                 async move { Ok::<_, Infallible>(response) }
             });
             // Errors are clients going away mid-request; nothing to do about them here.
@@ -82,14 +92,18 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     }
 }
 
-fn respond(req: &Request<Incoming>, item: &Bytes) -> Response<Full<Bytes>> {
-    let (status, body) = if req.uri().path() != ITEM_PATH {
+fn respond(req: &Request<Incoming>, item: &Bytes, accepted: &AtomicU64) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    let (status, body) = if path != ITEM_PATH && path != STATS_PATH {
         (StatusCode::NOT_FOUND, Bytes::from_static(b"not found\n"))
     } else if req.method() != Method::GET {
         (
             StatusCode::METHOD_NOT_ALLOWED,
             Bytes::from_static(b"GET only\n"),
         )
+    } else if path == STATS_PATH {
+        let stats = format!(r#"{{"accepted":{}}}"#, accepted.load(Ordering::Relaxed));
+        (StatusCode::OK, Bytes::from(stats))
     } else {
         (StatusCode::OK, item.clone())
     };
