@@ -371,6 +371,7 @@ async fn serve_plain(
             watch.is_h2.store(true, Ordering::Relaxed);
             let io = WatchedIo {
                 inner: stream,
+                prefix: Bytes::new(),
                 watch: Arc::clone(&watch),
             };
             let conn = protocols.h2.serve_connection(TokioIo::new(io), service);
@@ -397,10 +398,8 @@ async fn serve_plain(
             }
         }
         let io = WatchedIo {
-            inner: Prefixed {
-                prefix: leftover,
-                inner: stream,
-            },
+            inner: stream,
+            prefix: leftover,
             watch: Arc::clone(&watch),
         };
         let conn = Box::new(
@@ -411,7 +410,7 @@ async fn serve_plain(
         // Boxed, so a parked connection's task keeps none of the serving state.
         match Box::pin(drive_h1(conn, &watch, protocols, shutdown, peer, true)).await {
             Some((io, read_buf)) => {
-                let Prefixed { prefix, inner } = io.into_inner().inner;
+                let WatchedIo { inner, prefix, .. } = io.into_inner();
                 stream = inner;
                 // An empty `Bytes` cut from hyper's buffer would keep that whole buffer alive
                 // while parked, so empties are replaced, not kept.
@@ -442,6 +441,7 @@ async fn serve_tls(
     let watch = Arc::new(ConnWatch::new());
     let io = WatchedIo {
         inner: stream,
+        prefix: Bytes::new(),
         watch: Arc::clone(&watch),
     };
     // The handshake counts as header time.
@@ -701,15 +701,16 @@ impl Drop for InService {
     }
 }
 
-/// A socket with bytes already read from it in front: what hyper had buffered but not parsed
+/// A socket that reports reads and writes to its [`ConnWatch`]. `prefix` holds bytes already
+/// read from the socket that must be read again first: what hyper had buffered but not parsed
 /// when its connection was parked.
-#[derive(Debug)]
-struct Prefixed<T> {
-    prefix: Bytes,
+struct WatchedIo<T> {
     inner: T,
+    prefix: Bytes,
+    watch: Arc<ConnWatch>,
 }
 
-impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
+impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -725,52 +726,6 @@ impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
             }
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Prefixed<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-/// A socket that reports reads and writes to its [`ConnWatch`].
-struct WatchedIo<T> {
-    inner: T,
-    watch: Arc<ConnWatch>,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = &result {
