@@ -19,11 +19,14 @@
 # S3: on a fresh process per target, a Python client opens $BENCH_IDLE_CONNS keep-alive
 # connections, sends one GET on each and reads the answer, then leaves them idle. VmRSS of the
 # process under test (gateway; nginx worker; plain hyper backend for reference) is read before
-# the connections are opened and, after $BENCH_IDLE_WAIT_SECS of idleness, a few more times; the
-# smallest of those samples counts: (idle - before) / N.
+# the connections are opened and, from $BENCH_IDLE_WAIT_SECS (5) of idleness on,
+# $BENCH_IDLE_SAMPLES (3) times 1 s apart; the smallest of those samples counts:
+# (idle - before) / N. Further samples until $BENCH_IDLE_SETTLE_SECS (15) show where the memory
+# settles (allocators return freed pages with a delay); that figure is reported separately.
 #
 # Knobs (environment): BENCH_SECS BENCH_WARMUP_SECS BENCH_ROUNDS BENCH_CONNECTIONS BENCH_TARGETS
-# BENCH_IDLE_CONNS BENCH_IDLE_WAIT_SECS BENCH_IDLE_SAMPLES BENCH_IDLE_TARGETS SERVER_CPU LOAD_CPU
+# BENCH_IDLE_CONNS BENCH_IDLE_WAIT_SECS BENCH_IDLE_SAMPLES BENCH_IDLE_SETTLE_SECS BENCH_IDLE_TARGETS
+# (BENCH_TARGETS=none or BENCH_IDLE_TARGETS=none skips S1 or S3) SERVER_CPU LOAD_CPU
 # CARGO_TARGET_DIR.
 set -euo pipefail
 
@@ -38,7 +41,11 @@ targets="${BENCH_TARGETS:-backend nginx tideway-http tideway-rpc}"
 idle_conns="${BENCH_IDLE_CONNS:-5000}"
 idle_wait="${BENCH_IDLE_WAIT_SECS:-5}"
 idle_samples="${BENCH_IDLE_SAMPLES:-3}"
+idle_settle="${BENCH_IDLE_SETTLE_SECS:-15}"
 idle_targets="${BENCH_IDLE_TARGETS:-tideway nginx hyper}"
+# `none` skips a part.
+[ "$targets" = none ] && targets=""
+[ "$idle_targets" = none ] && idle_targets=""
 server_cpu="${SERVER_CPU:-0}"
 load_cpu="${LOAD_CPU:-1}"
 # Requests nginx serves on one keep-alive connection (client side and upstream side) before it
@@ -287,13 +294,13 @@ cat >"$tmp/idle.py" <<'EOF'
 much the server's VmRSS grew per connection. Prints one JSON line."""
 import json
 import resource
-import select
 import socket
 import sys
 import time
 
-target, host, port, path, n, pid, wait_secs, samples = sys.argv[1:9]
-port, n, pid, wait_secs, samples = int(port), int(n), int(pid), float(wait_secs), int(samples)
+target, host, port, path, n, pid, wait_secs, samples, settle_secs = sys.argv[1:10]
+port, n, pid, samples = int(port), int(n), int(pid), int(samples)
+wait_secs, settle_secs = float(wait_secs), float(settle_secs)
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 request = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: bench-idle\r\n\r\n" % (path, host, port)).encode()
@@ -355,27 +362,37 @@ for _ in range(n):
     if exchange(s) != 200:
         bad += 1
     socks.append(s)
-open_secs = time.monotonic() - t0
+t_open = time.monotonic()
+open_secs = t_open - t0
 rss_open = rss(pid)
 
-time.sleep(wait_secs)
+# The headline samples: `samples` readings 1 s apart from `wait_secs` after the last response.
+# Then, to show where memory settles (the allocator returns pages with a delay), readings every
+# 2 s until `settle_secs`.
 series = []
 for i in range(samples):
-    if i:
-        time.sleep(1.0)
-    series.append(rss(pid))
-rss_idle = min(series)
+    time.sleep(max(0.0, t_open + wait_secs + i - time.monotonic()))
+    series.append((round(time.monotonic() - t_open, 1), rss(pid)))
+rss_idle = min(v for _, v in series)
+while time.monotonic() - t_open + 2.0 <= settle_secs + 0.01:
+    time.sleep(2.0)
+    series.append((round(time.monotonic() - t_open, 1), rss(pid)))
+rss_settled = series[-1][1]
 
 # Which connections did the server close while they were idle?
-closed = 0
+# (Non-blocking: on a socket with a timeout, Python waits for readability even with MSG_DONTWAIT.)
+closed, unexpected_data = 0, 0
 for s in socks:
-    r, _, _ = select.select([s], [], [], 0)
-    if r:
-        try:
-            if s.recv(1, socket.MSG_PEEK) == b"":
-                closed += 1
-        except OSError:
+    s.setblocking(False)
+    try:
+        if s.recv(1, socket.MSG_PEEK) == b"":
             closed += 1
+        else:
+            unexpected_data += 1
+    except BlockingIOError:
+        pass  # open and quiet, as it should be
+    except OSError:
+        closed += 1  # reset
 for s in socks:
     s.close()
 
@@ -385,14 +402,19 @@ print(json.dumps({
     "connections": n,
     "non_200": bad,
     "closed_by_server": closed,
+    "unexpected_data": unexpected_data,
     "open_secs": open_secs,
     "wait_secs": wait_secs,
+    "samples": samples,
     "rss_before": rss_before,
     "rss_open": rss_open,
     "rss_idle_samples": series,
     "rss_idle": rss_idle,
+    "rss_settled": rss_settled,
+    "settled_secs": series[-1][0],
     "kib_per_conn_open": (rss_open - rss_before) / 1024 / n,
     "kib_per_conn": (rss_idle - rss_before) / 1024 / n,
+    "kib_per_conn_settled": (rss_settled - rss_before) / 1024 / n,
 }))
 EOF
 
@@ -432,7 +454,13 @@ for target in $targets; do
     check "${url_of[$target]}"
 done
 
-# measure ROUND TARGET: warm-up, then the measured wrk run; appends one JSON line.
+# backend_accepted: connections the backend has accepted so far, this request's own included.
+backend_accepted() {
+    curl -sS --max-time 5 "http://$backend_addr/stats" | sed -n 's/.*"accepted":\([0-9]*\).*/\1/p'
+}
+
+# measure ROUND TARGET: warm-up, then the measured wrk run; appends one JSON line. For the two
+# proxies it also counts the connections they opened to the backend during the measured run.
 measure() {
     local round="$1" target="$2"
     local url="${url_of[$target]}" pid="${pid_of[$target]}"
@@ -441,13 +469,20 @@ measure() {
         taskset -a -p -c "$server_cpu" "$backend_pid" >/dev/null
     fi
     taskset -c "$load_cpu" wrk -t1 -c"$conns" -d"${warmup}s" "$url" >/dev/null || true
-    local t0 t1 m0=0 m1=0
+    local t0 t1 m0=0 m1=0 a0=0 a1=0 upstream_conns=-1
+    case "$target" in nginx | tideway-http) a0="$(backend_accepted)" ;; esac
     t0="$(cpu_ticks "$pid")"
     [ "$target" = nginx ] && m0="$(cpu_ticks "$nginx_pid")"
     taskset -c "$load_cpu" wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$tmp/report.lua" "$url" \
         >"$wrk_out" || true
     t1="$(cpu_ticks "$pid")"
     [ "$target" = nginx ] && m1="$(cpu_ticks "$nginx_pid")"
+    case "$target" in
+        nginx | tideway-http)
+            a1="$(backend_accepted)"
+            upstream_conns=$((a1 - a0 - 1))
+            ;;
+    esac
     if [ "$target" = backend ]; then
         taskset -a -p -c "$load_cpu" "$backend_pid" >/dev/null
     fi
@@ -460,10 +495,10 @@ measure() {
         return 0
     fi
     python3 - "$line" "$target" "$round" "$conns" "$((t1 - t0))" "$((m1 - m0))" "$clk_tck" \
-        >>"$results" <<'PY'
+        "$upstream_conns" >>"$results" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1])
-target, rnd, conns, ticks, master_ticks, clk = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
+target, rnd, conns, ticks, master_ticks, clk, upstream_conns = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
 secs = r["duration_us"] / 1e6
 cpu_s = ticks / clk
 r.update({
@@ -472,6 +507,7 @@ r.update({
     "req_per_cpu_s": r["requests"] / cpu_s if cpu_s > 0 else None,
     "nginx_master_cpu_s": master_ticks / clk if target == "nginx" else None,
     "errors": r["err_connect"] + r["err_read"] + r["err_write"] + r["err_status"] + r["err_timeout"],
+    "upstream_conns_opened": upstream_conns if upstream_conns >= 0 else None,
 })
 print(json.dumps(r))
 PY
@@ -492,9 +528,9 @@ stop_nginx
 # idle TARGET ADDR PATH PID: runs the idle-connection client against ADDR and appends its line.
 idle() {
     local host="${2%:*}" port="${2##*:}"
-    log "$1: $idle_conns idle connections to $2$3 (about $((idle_wait + idle_samples + 3)) s)"
+    log "$1: $idle_conns idle connections to $2$3 (about $((idle_settle + 4)) s)"
     if ! taskset -c "$load_cpu" python3 "$tmp/idle.py" "$1" "$host" "$port" "$3" "$idle_conns" \
-        "$4" "$idle_wait" "$idle_samples" >>"$results"; then
+        "$4" "$idle_wait" "$idle_samples" "$idle_settle" >>"$results"; then
         log "idle-connection client failed against $1"
         echo "{\"failed\": \"idle $1\"}" >>"$results"
     fi
@@ -574,11 +610,14 @@ summary = {}
 n_rounds = max((len(g) for g in groups.values()), default=0)
 conns = runs[0]["connections"] if runs else 0
 secs = runs[0]["secs"] if runs else 0
+# The S1 part of the summary is printed only when S1 ran (BENCH_TARGETS=none skips it).
+say = lines.append if runs else (lambda _line: None)
 say("S1: GET of a %d-byte JSON document, wrk -t1 -c%d, %.0f s per run; medians of %d round(s)"
     % (body_bytes, conns, secs, n_rounds))
 say("")
-head = ("target", "req/s", "p50 ms", "p99 ms", "measured", "CPU", "req/CPU-s", "(min..max)", "errors")
-say("%-30s %9s %7s %7s %13s %5s %10s %17s %6s" % head)
+head = ("target", "req/s", "p50 ms", "p99 ms", "measured", "CPU", "req/CPU-s", "(min..max)", "errors",
+        "new upstream conns")
+say("%-30s %9s %7s %7s %13s %5s %10s %17s %6s %18s" % head)
 for target in sorted(groups, key=lambda t: order.index(t) if t in order else 99):
     g = groups[target]
     per_cpu = [r["req_per_cpu_s"] for r in g if r.get("req_per_cpu_s")]
@@ -589,20 +628,22 @@ for target in sorted(groups, key=lambda t: order.index(t) if t in order else 99)
         "cpu_util": med(r["proxy_cpu_s"] / r["secs"] for r in g),
         "per_cpu": med(per_cpu),
         "errors": sum(r["errors"] for r in g),
+        "upstream_conns": med(r.get("upstream_conns_opened") for r in g),
     }
     summary[target] = s
     spread = "%s..%s" % (fmt(min(per_cpu)), fmt(max(per_cpu))) if per_cpu else "-"
     ms = lambda us: None if us is None else us / 1000
-    say("%-30s %9s %7s %7s %13s %4s%% %10s %17s %6d" % (
+    say("%-30s %9s %7s %7s %13s %4s%% %10s %17s %6d %18s" % (
         label.get(target, target), fmt(s["req_per_s"]), fmt(ms(s["p50_us"]), ".2f"),
         fmt(ms(s["p99_us"]), ".2f"), measured.get(target, "?"),
         fmt(None if s["cpu_util"] is None else 100 * s["cpu_util"], ".0f"), fmt(s["per_cpu"]),
-        spread, s["errors"]))
+        spread, s["errors"], fmt(s["upstream_conns"])))
 master = [r["nginx_master_cpu_s"] for r in groups.get("nginx", []) if r.get("nginx_master_cpu_s") is not None]
 if master:
     say("nginx: CPU and req/CPU-s are the worker's alone; the master used %.2f CPU-s over all its runs."
         % sum(master))
 say("CPU = CPU time of the measured process / wall time of the run (the gateway: all its threads).")
+say("new upstream conns = connections the backend accepted from the proxy during the measured run.")
 
 
 def ratio(a, b, key):
@@ -622,22 +663,27 @@ say("  requests per CPU-second, HTTP->RPC (d) / (b):   %s" % fmt(rpc_vs_nginx, "
 say("  requests per CPU-second, HTTP proxy (c) / (b):  %s" % fmt(proxy_vs_nginx, ".2f"))
 say("  p99, HTTP proxy (c) / (b):                      %s" % fmt(p99_vs_nginx, ".2f"))
 say("  p99, HTTP->RPC (d) / (b):                       %s" % fmt(p99_rpc_vs_nginx, ".2f"))
+say = lines.append
 
 if idle:
     say("")
     say("S3: memory per idle keep-alive client connection (VmRSS after the idle wait minus before, / N)")
-    say("%-24s %6s %9s %9s %13s %17s %8s %6s" % (
-        "process", "N", "KiB/conn", "(at open)", "RSS before MiB", "RSS open->idle MiB", "closed", "non200"))
+    say("%-22s %5s %9s %9s %9s %10s %22s %6s %6s" % (
+        "process", "N", "KiB/conn", "(at open)", "(settled)", "RSS before", "MiB open->idle->settl", "closed", "non200"))
     mib = lambda b: b / 2**20
     names = {"tideway": "Tideway gateway", "nginx": "nginx worker", "hyper": "plain hyper (backend)"}
     for target in sorted(idle, key=lambda t: ["tideway", "nginx", "hyper"].index(t) if t in names else 9):
         r = idle[target]
-        say("%-24s %6d %9.2f %9.2f %13.1f %8.1f -> %6.1f %8d %6d" % (
+        say("%-22s %5d %9.2f %9.2f %9.2f %6.1f MiB %22s %6d %6d" % (
             names.get(target, target), r["connections"], r["kib_per_conn"], r["kib_per_conn_open"],
-            mib(r["rss_before"]), mib(r["rss_open"]), mib(r["rss_idle"]), r["closed_by_server"],
-            r["non_200"]))
-    say("(at open) = right after the last response; KiB/conn = smallest of the samples taken after %.0f s idle."
-        % next(iter(idle.values()))["wait_secs"])
+            r["kib_per_conn_settled"], mib(r["rss_before"]),
+            "%.1f->%.1f->%.1f" % (mib(r["rss_open"]), mib(r["rss_idle"]), mib(r["rss_settled"])),
+            r["closed_by_server"], r["non_200"]))
+    r0 = next(iter(idle.values()))
+    say("KiB/conn = smallest sample %.0f-%.0f s after the last response; (at open) = right after it;"
+        % (r0["wait_secs"], r0["rss_idle_samples"][r0["samples"] - 1][0]))
+    say("(settled) = last sample, %.0f s after it. closed = connections the server closed meanwhile."
+        % r0["settled_secs"])
 
 say("")
 say("load average before/after: %s / %s (the proxy and wrk each want a whole core)" % (load_before, load_after))
@@ -678,6 +724,8 @@ for target, key in (("backend", "backend"), ("nginx", "nginx"), ("tideway-http",
         result("%s_req_per_s" % key, s["req_per_s"], ".0f")
         result("%s_p99_us" % key, s["p99_us"], ".0f")
 result("p99_rpc_vs_nginx", p99_rpc_vs_nginx)
+if tw:
+    result("idle_kib_per_conn_settled", tw["kib_per_conn_settled"])
 for target in ("nginx", "hyper"):
     if target in idle:
         result("%s_idle_kib_per_conn" % target, idle[target]["kib_per_conn"])

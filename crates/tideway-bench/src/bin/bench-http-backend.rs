@@ -60,12 +60,12 @@ async fn serve(args: Args) -> anyhow::Result<()> {
     let accepted = Arc::new(AtomicU64::new(0));
     let mut term = signal(SignalKind::terminate())?;
     loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+        let next = tokio::select! {
+            next = listener.accept() => next,
             _ = term.recv() => return Ok(()),
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
-        let stream = match accepted {
+        let stream = match next {
             Ok((stream, _)) => stream,
             Err(e) => {
                 eprintln!("bench-http-backend: accept failed: {e}");
