@@ -128,6 +128,9 @@ fn config_routes(
         let base_url = rc.upstream.clone().unwrap_or_default();
         let mut upstream_config = UpstreamConfig::new(base_url);
         upstream_config.preserve_host = rc.preserve_host;
+        if let Some(max_idle) = rc.upstream_max_idle {
+            upstream_config.pool_max_idle_per_host = max_idle;
+        }
         let upstream = HttpUpstream::new(upstream_config).map_err(|e| AssembleError::Upstream {
             index,
             reason: e.to_string(),

@@ -184,6 +184,8 @@ pub struct RouteConfig {
     pub preserve_host: bool,
     /// Requests this route serves at once; more get 503 + Retry-After without waiting.
     pub max_in_flight: Option<usize>,
+    /// Idle keep-alive connections kept to the upstream.
+    pub upstream_max_idle: Option<usize>,
 }
 
 /// One problem found in a configuration, with where it is.

@@ -13,10 +13,12 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
+use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use tideway_http_upstream::{ClientInfo, Scheme};
 use tideway_rpc::{CallOptions, Codec, RpcError};
@@ -72,16 +74,17 @@ pub(crate) async fn handle(
         }
         return response;
     };
+    // Cheap clones (an enum and a shared buffer), kept for the log line of a failure.
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let uri = req.uri().clone();
     let mut response = match dispatch(&state, downstream, req, &request_id).await {
         Ok(response) => response,
         Err(err) => {
             let (status, _) = err.status_and_code();
             if status.is_server_error() {
-                tracing::warn!(%request_id, %method, %path, %status, error = %err, "request failed");
+                tracing::warn!(%request_id, %method, path = uri.path(), %status, error = %err, "request failed");
             } else {
-                tracing::debug!(%request_id, %method, %path, %status, error = %err, "request refused");
+                tracing::debug!(%request_id, %method, path = uri.path(), %status, error = %err, "request refused");
             }
             err.into_response(&request_id)
         }
@@ -89,7 +92,7 @@ pub(crate) async fn handle(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
-    tracing::trace!(%request_id, %method, %path, status = %response.status(), elapsed = ?started.elapsed(), "request done");
+    tracing::trace!(%request_id, %method, path = uri.path(), status = %response.status(), elapsed = ?started.elapsed(), "request done");
     response
 }
 
@@ -130,22 +133,29 @@ async fn dispatch(
     };
     let budget = route.timeout.unwrap_or(state.settings.request_timeout);
     let deadline = Instant::now() + budget;
-    let work = async {
-        match &route.target {
-            RouteTarget::Rpc { .. } => {
-                call_rpc(state, &route, path_params, req, request_id, deadline).await
-            }
-            RouteTarget::Http { .. } => {
-                proxy_http(&route, downstream, req, request_id, deadline).await
-            }
+    // Each step below is bounded by `deadline` itself (body read, RPC call, upstream head), so
+    // no outer timer is needed.
+    match &route.target {
+        RouteTarget::Rpc { .. } => {
+            call_rpc(
+                state,
+                &route,
+                path_params,
+                req,
+                request_id,
+                deadline,
+                budget,
+            )
+            .await
         }
-    };
-    match tokio::time::timeout_at(deadline, work).await {
-        Ok(result) => result,
-        Err(_) => Err(GatewayError::Rpc(RpcError::deadline_exceeded(format!(
-            "no answer within the route's deadline of {budget:?}"
-        )))),
+        RouteTarget::Http { .. } => proxy_http(&route, downstream, req, request_id, deadline).await,
     }
+}
+
+fn deadline_passed(budget: Duration) -> GatewayError {
+    GatewayError::Rpc(RpcError::deadline_exceeded(format!(
+        "no answer within the route's deadline of {budget:?}"
+    )))
 }
 
 async fn call_rpc(
@@ -155,6 +165,7 @@ async fn call_rpc(
     req: Request<hyper::body::Incoming>,
     request_id: &str,
     deadline: Instant,
+    budget: Duration,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let RouteTarget::Rpc {
         service,
@@ -165,7 +176,16 @@ async fn call_rpc(
         unreachable!("call_rpc on a non-RPC route {}", route.label());
     };
     let (parts, body) = req.into_parts();
-    let body = read_body(&parts.headers, body, state.settings.max_body_bytes).await?;
+    let body = if body.is_end_stream() {
+        Bytes::new()
+    } else {
+        tokio::time::timeout_at(
+            deadline,
+            read_body(&parts.headers, body, state.settings.max_body_bytes),
+        )
+        .await
+        .map_err(|_| deadline_passed(budget))??
+    };
     let payload = binding::bind(params, &path_params, parts.uri.query(), body)?;
 
     let backends = state.backends.load();

@@ -273,9 +273,10 @@ struct Protocols {
 
 impl Protocols {
     fn new(settings: &ServerSettings) -> Self {
+        // No timer for HTTP/1: hyper's header timeout would arm a boxed timer per request and
+        // also cut idle keep-alive connections; the connection watchdog does both jobs.
         let mut h1 = http1::Builder::new();
-        h1.timer(TokioTimer::new())
-            .max_buf_size(settings.max_header_bytes.max(8192))
+        h1.max_buf_size(settings.max_header_bytes.max(8192))
             .keep_alive(true);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())

@@ -1,7 +1,6 @@
 //! The gateway end to end: real sockets on 127.0.0.1, a real RPC service behind it, hyper and curl
 //! as clients.
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -550,193 +549,6 @@ async fn connections_over_the_limit_get_503() {
     assert!(text.contains("retry-after: 1"), "{text}");
 }
 
-/// RSS of this process in KiB.
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap()
-}
-
-async fn start_counting_backend() -> (SocketAddr, Arc<AtomicUsize>) {
-    use hyper::service::service_fn;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let received = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&received);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let counter = Arc::clone(&counter);
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let counter = Arc::clone(&counter);
-                    async move {
-                        let want_bytes: usize = req
-                            .uri()
-                            .query()
-                            .and_then(|q| q.strip_prefix("bytes="))
-                            .and_then(|v| v.parse().ok())
-                            .unwrap_or(0);
-                        let xff = req
-                            .headers()
-                            .get("x-forwarded-for")
-                            .map(|v| v.to_str().unwrap().to_owned())
-                            .unwrap_or_default();
-                        let path = req.uri().path().to_owned();
-                        let mut body = req.into_body();
-                        while let Some(frame) = body.frame().await {
-                            if let Ok(data) = frame.unwrap().into_data() {
-                                counter.fetch_add(data.len(), Ordering::SeqCst);
-                            }
-                        }
-                        let chunk = Bytes::from(vec![b'z'; 64 * 1024]);
-                        let chunks = want_bytes / chunk.len();
-                        let stream = futures::stream::iter((0..chunks).map(move |_| {
-                            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(
-                                chunk.clone(),
-                            ))
-                        }));
-                        let resp = http::Response::builder()
-                            .header("x-seen-path", path)
-                            .header("x-seen-xff", xff)
-                            .header("connection", "x-private")
-                            .header("x-private", "secret")
-                            .body(http_body_util::StreamBody::new(stream))
-                            .unwrap();
-                        Ok::<_, std::convert::Infallible>(resp)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (addr, received)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_upstream_streams_50_mb_each_way_without_growing_memory() {
-    let (backend, received) = start_counting_backend().await;
-    let route = |path: &str, strip: Option<&str>| Route {
-        method: None,
-        path: path.into(),
-        timeout: Some(Duration::from_secs(30)),
-        target: tideway_gateway::RouteTarget::Http {
-            upstream: tideway_http_upstream::HttpUpstream::new(
-                tideway_http_upstream::UpstreamConfig::new(format!("http://{backend}/base")),
-            )
-            .unwrap(),
-            strip_prefix: strip.map(str::to_owned),
-        },
-        origin: "test".into(),
-        limit: None,
-    };
-    let f = start(
-        ServerSettings::default(),
-        vec![route("/files/{*rest}", Some("/files"))],
-    )
-    .await;
-
-    // Headers and path first.
-    let r = send(Method::GET, &f.url("/files/a/b?bytes=0"), "").await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(r.headers["x-seen-path"], "/base/a/b");
-    assert_eq!(r.headers["x-seen-xff"], "127.0.0.1");
-    assert!(
-        !r.headers.contains_key("x-private"),
-        "hop-by-hop header leaked"
-    );
-    assert!(r.headers.contains_key("x-request-id"));
-
-    // 50 MB up and 50 MB down, generated and consumed chunk by chunk.
-    const TOTAL: usize = 50 * 1024 * 1024;
-    let before = rss_kib();
-    let peak = Arc::new(AtomicUsize::new(before as usize));
-    let sampling = {
-        let peak = Arc::clone(&peak);
-        tokio::spawn(async move {
-            loop {
-                peak.fetch_max(rss_kib() as usize, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
-    };
-    let chunk = Bytes::from(vec![b'u'; 64 * 1024]);
-    let upload =
-        futures::stream::iter((0..TOTAL / chunk.len()).map(move |_| {
-            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone()))
-        }));
-    let req = Request::post(f.url(&format!("/files/big?bytes={TOTAL}")))
-        .body(http_body_util::StreamBody::new(upload))
-        .unwrap();
-    let client = HttpClient::builder(TokioExecutor::new()).build_http();
-    let resp = client.request(req).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    let mut body = resp.into_body();
-    let mut downloaded = 0usize;
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.unwrap().into_data() {
-            downloaded += data.len();
-        }
-    }
-    sampling.abort();
-    assert_eq!(received.load(Ordering::SeqCst), TOTAL);
-    assert_eq!(downloaded, TOTAL);
-    let growth_kib = peak.load(Ordering::Relaxed) as u64 - before;
-    eprintln!("RSS growth while streaming 50 MB each way: {growth_kib} KiB");
-    assert!(growth_kib < 16 * 1024, "RSS grew by {growth_kib} KiB");
-}
-
-#[tokio::test]
-async fn idle_keep_alive_connections_are_parked_and_wake_for_the_next_request() {
-    let f = start(ServerSettings::default(), vec![]).await;
-    let mut sock = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
-    let mut buf = vec![0u8; 4096];
-    for round in 0..3 {
-        sock.write_all(format!("GET /slow/{round} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
-        let n = sock.read(&mut buf).await.unwrap();
-        let text = String::from_utf8_lossy(&buf[..n]);
-        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-        assert!(
-            !text.to_ascii_lowercase().contains("connection: close"),
-            "{text}"
-        );
-        assert!(text.ends_with(&round.to_string()), "{text}");
-        // Quiet for longer than the parking delay: the connection gives up hyper's state.
-        assert!(
-            eventually(Duration::from_secs(3), || f.gateway.parked_connections()
-                == 1)
-            .await,
-            "connection was not parked"
-        );
-    }
-    // Two pipelined requests in one write after parking: both answered, in order.
-    sock.write_all(
-        b"GET /slow/7 HTTP/1.1\r\nhost: x\r\n\r\nGET /slow/8 HTTP/1.1\r\nhost: x\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    let mut got = String::new();
-    let end = Instant::now() + Duration::from_secs(3);
-    while !(got.contains("\r\n\r\n7") && got.ends_with("\r\n\r\n8")) && Instant::now() < end {
-        let n = tokio::time::timeout(Duration::from_secs(3), sock.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        got.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
-    assert_eq!(got.matches("HTTP/1.1 200").count(), 2, "{got}");
-    assert_eq!(f.gateway.open_connections(), 1);
-}
-
 #[tokio::test]
 async fn over_the_in_flight_limits_requests_get_503_at_once() {
     let limited = Route {
@@ -793,4 +605,48 @@ async fn over_the_in_flight_limits_requests_get_503_at_once() {
         send(Method::GET, &f.url("/limited/1"), "").await.status,
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_parked_and_wake_for_the_next_request() {
+    let f = start(ServerSettings::default(), vec![]).await;
+    let mut sock = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    for round in 0..3 {
+        sock.write_all(format!("GET /slow/{round} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let n = sock.read(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(
+            !text.to_ascii_lowercase().contains("connection: close"),
+            "{text}"
+        );
+        assert!(text.ends_with(&round.to_string()), "{text}");
+        // Quiet for longer than the parking delay: the connection gives up hyper's state.
+        assert!(
+            eventually(Duration::from_secs(3), || f.gateway.parked_connections()
+                == 1)
+            .await,
+            "connection was not parked"
+        );
+    }
+    // Two pipelined requests in one write after parking: both answered, in order.
+    sock.write_all(
+        b"GET /slow/7 HTTP/1.1\r\nhost: x\r\n\r\nGET /slow/8 HTTP/1.1\r\nhost: x\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = String::new();
+    let end = Instant::now() + Duration::from_secs(3);
+    while !(got.contains("\r\n\r\n7") && got.ends_with("\r\n\r\n8")) && Instant::now() < end {
+        let n = tokio::time::timeout(Duration::from_secs(3), sock.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert_eq!(got.matches("HTTP/1.1 200").count(), 2, "{got}");
+    assert_eq!(f.gateway.open_connections(), 1);
 }

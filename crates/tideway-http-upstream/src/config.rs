@@ -12,10 +12,11 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// (ARCHITECTURE.md: 60 s). Upstreams with a shorter idle timeout are handled by hyper-util,
 /// which retries a request that a closing pooled connection never started.
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// Idle connections kept per upstream authority (the figure). Bounds the sockets and
-/// buffers a traffic burst leaves behind; busy connections are bounded by the gateway's
-/// in-flight limit, not by this.
-pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = 32;
+/// Idle connections kept per upstream authority. Bounds the sockets and buffers a traffic burst
+/// leaves behind; busy connections are bounded by the gateway's in-flight limit, not by this.
+/// 128 covers a few hundred concurrent clients without reconnect churn (32 made the gateway open
+/// ~100 upstream connections a second under 64 concurrent clients in `scripts/bench http`).
+pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = 128;
 /// Per-connection HTTP/1 buffer ceiling, which also caps the size of a response head. hyper's
 /// own default (~400 KiB) is far more than any sane head needs (nginx reads proxied heads into
 /// 4-8 KiB); 64 KiB keeps each busy connection cheap while leaving room for large cookies.

@@ -1,0 +1,173 @@
+//! HTTP upstream streaming through the gateway, in its own test binary so that no other test's
+//! allocations show in this process's RSS.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::rt::TokioExecutor;
+use tideway_gateway::config::ServerSettings;
+use tideway_gateway::{Gateway, Route, RouteTable, RpcBackends};
+
+/// RSS of this process in KiB.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap()
+}
+
+async fn start_counting_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&received);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let counter = Arc::clone(&counter);
+                    async move {
+                        let want_bytes: usize = req
+                            .uri()
+                            .query()
+                            .and_then(|q| q.strip_prefix("bytes="))
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0);
+                        let xff = req
+                            .headers()
+                            .get("x-forwarded-for")
+                            .map(|v| v.to_str().unwrap().to_owned())
+                            .unwrap_or_default();
+                        let path = req.uri().path().to_owned();
+                        let mut body = req.into_body();
+                        while let Some(frame) = body.frame().await {
+                            if let Ok(data) = frame.unwrap().into_data() {
+                                counter.fetch_add(data.len(), Ordering::SeqCst);
+                            }
+                        }
+                        let chunk = Bytes::from(vec![b'z'; 64 * 1024]);
+                        let chunks = want_bytes / chunk.len();
+                        let stream = futures::stream::iter((0..chunks).map(move |_| {
+                            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(
+                                chunk.clone(),
+                            ))
+                        }));
+                        let resp = http::Response::builder()
+                            .header("x-seen-path", path)
+                            .header("x-seen-xff", xff)
+                            .header("connection", "x-private")
+                            .header("x-private", "secret")
+                            .body(http_body_util::StreamBody::new(stream))
+                            .unwrap();
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_upstream_streams_50_mb_each_way_without_growing_memory() {
+    let (backend, received) = start_counting_backend().await;
+    let route = |path: &str, strip: Option<&str>| Route {
+        method: None,
+        path: path.into(),
+        timeout: Some(Duration::from_secs(30)),
+        target: tideway_gateway::RouteTarget::Http {
+            upstream: tideway_http_upstream::HttpUpstream::new(
+                tideway_http_upstream::UpstreamConfig::new(format!("http://{backend}/base")),
+            )
+            .unwrap(),
+            strip_prefix: strip.map(str::to_owned),
+        },
+        origin: "test".into(),
+        limit: None,
+    };
+    let gateway = Gateway::start(
+        ServerSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        },
+        RouteTable::new([route("/files/{*rest}", Some("/files"))]).unwrap(),
+        RpcBackends::new(),
+    )
+    .await
+    .unwrap();
+    let url = |path: &str| format!("http://{}{path}", gateway.local_addr());
+
+    // Headers and path first.
+    let resp = HttpClient::builder(TokioExecutor::new())
+        .build_http::<http_body_util::Empty<Bytes>>()
+        .request(
+            Request::get(url("/files/a/b?bytes=0"))
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let headers = resp.headers();
+    assert_eq!(headers["x-seen-path"], "/base/a/b");
+    assert_eq!(headers["x-seen-xff"], "127.0.0.1");
+    assert!(
+        !headers.contains_key("x-private"),
+        "hop-by-hop header leaked"
+    );
+    assert!(headers.contains_key("x-request-id"));
+
+    // 50 MB up and 50 MB down, generated and consumed chunk by chunk.
+    const TOTAL: usize = 50 * 1024 * 1024;
+    let before = rss_kib();
+    let peak = Arc::new(AtomicUsize::new(before as usize));
+    let sampling = {
+        let peak = Arc::clone(&peak);
+        tokio::spawn(async move {
+            loop {
+                peak.fetch_max(rss_kib() as usize, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    let chunk = Bytes::from(vec![b'u'; 64 * 1024]);
+    let upload =
+        futures::stream::iter((0..TOTAL / chunk.len()).map(move |_| {
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(chunk.clone()))
+        }));
+    let req = Request::post(url(&format!("/files/big?bytes={TOTAL}")))
+        .body(http_body_util::StreamBody::new(upload))
+        .unwrap();
+    let client = HttpClient::builder(TokioExecutor::new()).build_http();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut downloaded = 0usize;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            downloaded += data.len();
+        }
+    }
+    sampling.abort();
+    assert_eq!(received.load(Ordering::SeqCst), TOTAL);
+    assert_eq!(downloaded, TOTAL);
+    let growth_kib = peak.load(Ordering::Relaxed) as u64 - before;
+    eprintln!("RSS growth while streaming 50 MB each way: {growth_kib} KiB");
+    assert!(growth_kib < 16 * 1024, "RSS grew by {growth_kib} KiB");
+}
