@@ -92,8 +92,14 @@ fn main() -> ExitCode {
 }
 
 fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if worker_threads > 0 {
+    // One worker: a current-thread runtime does the same work without the cross-thread
+    // scheduling machinery (work stealing, atomics on every wake).
+    let mut builder = if worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if worker_threads > 1 {
         builder.worker_threads(worker_threads);
     }
     builder
