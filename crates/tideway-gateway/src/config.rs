@@ -105,6 +105,8 @@ pub struct ServerSettings {
     pub http2_max_concurrent_streams: u32,
     /// TLS: serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with this certificate.
     pub tls: Option<TlsSettings>,
+    /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`); none when unset.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Default for ServerSettings {
@@ -121,6 +123,7 @@ impl Default for ServerSettings {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             http2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
             tls: None,
+            admin_listen: None,
         }
     }
 }

@@ -30,6 +30,7 @@ use crate::body::{GatewayBody, full};
 use crate::config::ServerSettings;
 use crate::error::GatewayError;
 use crate::router::{Match, Route, RouteTable, RouteTarget};
+use crate::telemetry;
 
 /// Header carrying the request id, in and out.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -64,6 +65,7 @@ pub(crate) async fn handle(
     let started = Instant::now();
     // Refused before anything else is done: no body read, no route lookup.
     let Some(_in_flight) = state.in_flight.try_acquire() else {
+        metrics::counter!(telemetry::SHED_TOTAL, "reason" => "gateway_in_flight").increment(1);
         let limit = state.in_flight.max();
         let mut response = GatewayError::Overloaded(format!(
             "the gateway is serving its limit of {limit} requests; retry later"
@@ -77,7 +79,8 @@ pub(crate) async fn handle(
     // Cheap clones (an enum and a shared buffer), kept for the log line of a failure.
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let mut response = match dispatch(&state, downstream, req, &request_id).await {
+    let mut matched: Option<Arc<Route>> = None;
+    let mut response = match dispatch(&state, downstream, req, &request_id, &mut matched).await {
         Ok(response) => response,
         Err(err) => {
             let (status, _) = err.status_and_code();
@@ -92,6 +95,10 @@ pub(crate) async fn handle(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
+    let route_label = matched.map_or_else(|| telemetry::UNMATCHED_ROUTE.to_owned(), |r| r.label());
+    metrics::counter!(telemetry::REQUESTS_TOTAL, "route" => route_label.clone(), "status" => response.status().as_str().to_owned()).increment(1);
+    metrics::histogram!(telemetry::REQUEST_DURATION, "route" => route_label)
+        .record(started.elapsed().as_secs_f64());
     tracing::trace!(%request_id, %method, path = uri.path(), status = %response.status(), elapsed = ?started.elapsed(), "request done");
     response
 }
@@ -101,6 +108,7 @@ async fn dispatch(
     downstream: Downstream,
     req: Request<hyper::body::Incoming>,
     request_id: &str,
+    matched: &mut Option<Arc<Route>>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let (route, path_params) = {
         let table = state.routes.load();
@@ -121,8 +129,10 @@ async fn dispatch(
             }
         }
     };
+    *matched = Some(Arc::clone(&route));
     let _route_permit = match &route.limit {
         Some(limit) => Some(limit.try_acquire().ok_or_else(|| {
+            metrics::counter!(telemetry::SHED_TOTAL, "reason" => "route_in_flight").increment(1);
             GatewayError::Overloaded(format!(
                 "route {} is serving its limit of {} requests; retry later",
                 route.label(),

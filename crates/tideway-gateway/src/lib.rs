@@ -10,11 +10,13 @@
 //! binding.rs  path + query + JSON body ─► the RPC payload object
 //! backends.rs service name ─► tideway_rpc::Client
 //! error.rs    every failure ─► status + JSON {code, message, request_id}
+//! admin.rs    the admin listener: /metrics, /healthz, /readyz (telemetry.rs: metrics, stalls)
 //! ```
 //!
 //! HTTP upstream routes go through `tideway-http-upstream`, which streams bodies both ways.
 //! Configuration (TOML, environment overrides, validation with locations) is in [`config`].
 
+mod admin;
 pub mod assemble;
 pub mod backends;
 pub mod binding;
@@ -24,6 +26,7 @@ pub mod error;
 mod handler;
 pub mod router;
 mod server;
+pub mod telemetry;
 mod tls;
 
 pub use backends::RpcBackends;

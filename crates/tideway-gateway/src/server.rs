@@ -38,6 +38,7 @@ use crate::body::GatewayBody;
 use crate::config::ServerSettings;
 use crate::handler::{Downstream, GatewayState, RequestIds, handle};
 use crate::router::RouteTable;
+use crate::telemetry::{self, AllocatorStats, StallWatchdog};
 use crate::tls;
 
 /// How long graceful shutdown waits for in-flight requests.
@@ -80,6 +81,9 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Gateway {
     local_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    view: Arc<GatewayView>,
+    telemetry_stop: CancellationToken,
     state: Arc<GatewayState>,
     protocols: Arc<Protocols>,
     shutdown: CancellationToken,
@@ -121,6 +125,23 @@ impl Gateway {
         let shutdown = CancellationToken::new();
         let connections = TaskTracker::new();
         let protocols = Arc::new(Protocols::new(&state.settings));
+        let telemetry_stop = CancellationToken::new();
+        let view = Arc::new(GatewayView {
+            state: Arc::clone(&state),
+            protocols: Arc::clone(&protocols),
+            connection_permits: Arc::clone(&connection_permits),
+            shutdown: shutdown.clone(),
+            stalls: StallWatchdog::spawn(telemetry_stop.clone()),
+            allocator: parking_lot::RwLock::new(None),
+        });
+        let admin_addr = match state.settings.admin_listen {
+            Some(addr) => Some(
+                crate::admin::start(addr, Arc::clone(&view) as _, telemetry_stop.clone())
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
         let accept = tokio::spawn(accept_loop(
             listener,
             Arc::clone(&state),
@@ -132,6 +153,9 @@ impl Gateway {
         ));
         Ok(Gateway {
             local_addr,
+            admin_addr,
+            view,
+            telemetry_stop,
             state,
             protocols,
             shutdown,
@@ -144,6 +168,21 @@ impl Gateway {
     /// The address the gateway listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The admin listener's address, when one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// Reports allocator statistics in `/metrics` (the binary knows its allocator).
+    pub fn set_allocator_stats(&self, stats: AllocatorStats) {
+        *self.view.allocator.write() = Some(stats);
+    }
+
+    /// Scheduler stalls seen by the watchdog.
+    pub fn stalls(&self) -> &StallWatchdog {
+        &self.view.stalls
     }
 
     /// Swaps in a new route table; requests already routed finish on the old one.
@@ -195,6 +234,7 @@ impl Gateway {
                 "drain timeout passed; dropping the remaining connections"
             );
         }
+        self.telemetry_stop.cancel();
     }
 }
 
@@ -223,6 +263,7 @@ async fn accept_loop(
             }
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            metrics::counter!(telemetry::SHED_TOTAL, "reason" => "connections").increment(1);
             if tls.is_none()
                 && let Ok(refusal) = Arc::clone(&refusals).try_acquire_owned()
             {
@@ -257,6 +298,52 @@ async fn refuse(mut stream: TcpStream, _refusal: OwnedSemaphorePermit) {
         stream.shutdown().await
     })
     .await;
+}
+
+/// What the admin endpoints read.
+struct GatewayView {
+    state: Arc<GatewayState>,
+    protocols: Arc<Protocols>,
+    connection_permits: Arc<Semaphore>,
+    shutdown: CancellationToken,
+    stalls: Arc<StallWatchdog>,
+    allocator: parking_lot::RwLock<Option<AllocatorStats>>,
+}
+
+impl std::fmt::Debug for GatewayView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayView")
+            .field("draining", &self.shutdown.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl crate::admin::AdminView for GatewayView {
+    fn draining(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    fn refresh_gauges(&self) {
+        let settings = &self.state.settings;
+        metrics::gauge!("tideway_in_flight_requests").set(self.state.in_flight.in_use() as f64);
+        metrics::gauge!("tideway_in_flight_limit").set(settings.max_in_flight as f64);
+        metrics::gauge!("tideway_pending_rpc_calls")
+            .set(self.state.backends.load().pending_calls() as f64);
+        metrics::gauge!("tideway_open_connections")
+            .set((settings.max_connections - self.connection_permits.available_permits()) as f64);
+        metrics::gauge!("tideway_parked_connections")
+            .set(self.protocols.parked.load(Ordering::Relaxed) as f64);
+        metrics::counter!("tideway_scheduler_stalls_total").absolute(self.stalls.stalls());
+        metrics::gauge!("tideway_scheduler_worst_stall_seconds")
+            .set(self.stalls.worst().as_secs_f64());
+        if let Some(rss) = telemetry::process_rss_bytes() {
+            metrics::gauge!("tideway_process_resident_memory_bytes").set(rss as f64);
+        }
+        if let Some((allocated, resident)) = self.allocator.read().as_ref().and_then(|f| f()) {
+            metrics::gauge!("tideway_allocator_allocated_bytes").set(allocated as f64);
+            metrics::gauge!("tideway_allocator_resident_bytes").set(resident as f64);
+        }
+    }
 }
 
 /// The HTTP/1 and HTTP/2 connection settings, built once per listener.

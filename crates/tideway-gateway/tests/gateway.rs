@@ -650,3 +650,73 @@ async fn idle_keep_alive_connections_are_parked_and_wake_for_the_next_request() 
     assert_eq!(got.matches("HTTP/1.1 200").count(), 2, "{got}");
     assert_eq!(f.gateway.open_connections(), 1);
 }
+
+#[tokio::test]
+async fn admin_listener_serves_metrics_health_and_readiness() {
+    let f = start(
+        ServerSettings {
+            admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        },
+        vec![],
+    )
+    .await;
+    let admin = format!("http://{}", f.gateway.admin_addr().unwrap());
+    assert_eq!(
+        send(Method::GET, &f.url("/slow/1"), "").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(Method::GET, &f.url("/nowhere"), "").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let metrics = send(Method::GET, &format!("{admin}/metrics"), "").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    for series in [
+        r#"tideway_requests_total{route="GET /slow/{ms}",status="200"}"#,
+        r#"tideway_requests_total{route="unmatched",status="404"}"#,
+        r#"tideway_request_duration_seconds_bucket{route="GET /slow/{ms}",le="0.005"}"#,
+        "tideway_in_flight_requests ",
+        "tideway_pending_rpc_calls ",
+        "tideway_open_connections ",
+        "tideway_parked_connections ",
+        "tideway_scheduler_stalls_total ",
+        "tideway_scheduler_worst_stall_seconds ",
+        "tideway_process_resident_memory_bytes ",
+    ] {
+        assert!(text.contains(series), "missing {series} in:\n{text}");
+    }
+    let healthz = send(Method::GET, &format!("{admin}/healthz"), "").await;
+    assert_eq!(healthz.status, StatusCode::OK);
+    let readyz = send(Method::GET, &format!("{admin}/readyz"), "").await;
+    assert_eq!(readyz.status, StatusCode::OK);
+
+    // While draining, the gateway reports not ready.
+    let slow = tokio::spawn({
+        let url = f.url("/slow/500");
+        async move { send(Method::GET, &url, "").await.status }
+    });
+    assert!(eventually(Duration::from_secs(2), || f.gateway.in_flight() == 1).await);
+    let Fixture {
+        gateway, _service, ..
+    } = f;
+    let shutdown = tokio::spawn(gateway.shutdown(Duration::from_secs(5)));
+    let mut saw_draining = false;
+    for _ in 0..40 {
+        let r = send(Method::GET, &format!("{admin}/readyz"), "").await;
+        if r.status == StatusCode::SERVICE_UNAVAILABLE {
+            saw_draining = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(saw_draining, "/readyz never reported draining");
+    assert_eq!(
+        slow.await.unwrap(),
+        StatusCode::OK,
+        "in-flight request was not drained"
+    );
+    shutdown.await.unwrap();
+}

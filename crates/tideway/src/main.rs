@@ -49,6 +49,13 @@ enum Command {
         /// Where the RPC server of the demo services listens (port 0: any free port).
         #[arg(long, default_value = "127.0.0.1:0", env = "TIDEWAY_DEMO_RPC_ADDR")]
         rpc_addr: SocketAddr,
+        /// Where the admin listener (/metrics, /healthz, /readyz) listens.
+        #[arg(
+            long,
+            default_value = "127.0.0.1:9901",
+            env = "TIDEWAY_DEMO_ADMIN_LISTEN"
+        )]
+        admin_listen: SocketAddr,
     },
     /// Run the gateway with a configuration file.
     Gateway {
@@ -76,9 +83,11 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Demo { listen, rpc_addr } => {
-            runtime(0).and_then(|rt| rt.block_on(demo(listen, rpc_addr)))
-        }
+        Command::Demo {
+            listen,
+            rpc_addr,
+            admin_listen,
+        } => runtime(0).and_then(|rt| rt.block_on(demo(listen, rpc_addr, admin_listen))),
         Command::Gateway { config } => gateway(config),
         Command::CheckConfig { file } => return check_config(&file),
     };
@@ -136,7 +145,26 @@ const DEMO_SERVICES: [ServiceDescriptor; 3] = [
     PricingClient::DESCRIPTOR,
 ];
 
-async fn demo(listen: SocketAddr, rpc_addr: SocketAddr) -> anyhow::Result<()> {
+/// jemalloc's own account of the heap, for `/metrics`.
+fn allocator_stats() -> tideway_gateway::telemetry::AllocatorStats {
+    std::sync::Arc::new(|| {
+        #[cfg(not(target_env = "msvc"))]
+        {
+            tikv_jemalloc_ctl::epoch::advance().ok()?;
+            let allocated = tikv_jemalloc_ctl::stats::allocated::read().ok()? as u64;
+            let resident = tikv_jemalloc_ctl::stats::resident::read().ok()? as u64;
+            Some((allocated, resident))
+        }
+        #[cfg(target_env = "msvc")]
+        None
+    })
+}
+
+async fn demo(
+    listen: SocketAddr,
+    rpc_addr: SocketAddr,
+    admin_listen: SocketAddr,
+) -> anyhow::Result<()> {
     let services = Logistics::default();
     let rpc = Server::builder()
         .config(ServerConfig::default())
@@ -150,6 +178,7 @@ async fn demo(listen: SocketAddr, rpc_addr: SocketAddr) -> anyhow::Result<()> {
     let config = GatewayConfig {
         server: ServerSettings {
             listen,
+            admin_listen: Some(admin_listen),
             ..Default::default()
         },
         ..Default::default()
@@ -166,9 +195,13 @@ async fn demo(listen: SocketAddr, rpc_addr: SocketAddr) -> anyhow::Result<()> {
     let gateway = Gateway::start(config.server, routes, backends)
         .await
         .context("cannot start the gateway")?;
+    gateway.set_allocator_stats(allocator_stats());
     let base = format!("http://{}", gateway.local_addr());
     println!("Tideway gateway listening on {base}");
     println!("Logistics RPC services on {}", rpc.local_addr());
+    if let Some(admin) = gateway.admin_addr() {
+        println!("Admin: http://{admin}/metrics  /healthz  /readyz");
+    }
     print_routes(&gateway.routes());
     println!("\nTry:");
     println!(

@@ -10,6 +10,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_tideway");
 struct Demo {
     child: Child,
     base: String,
+    admin: String,
 }
 
 impl Drop for Demo {
@@ -21,7 +22,13 @@ impl Drop for Demo {
 
 fn start_demo() -> Demo {
     let mut child = Command::new(BIN)
-        .args(["demo", "--listen", "127.0.0.1:0"])
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -33,9 +40,18 @@ fn start_demo() -> Demo {
         .strip_prefix("Tideway gateway listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
         .to_owned();
+    let admin = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("Admin: ")
+                .and_then(|rest| rest.split("/metrics").next())
+                .map(str::to_owned)
+        })
+        .expect("demo printed no admin address");
     // Keep draining stdout so the demo never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Demo { child, base }
+    Demo { child, base, admin }
 }
 
 fn curl(args: &[&str]) -> (u16, serde_json::Value) {
@@ -117,6 +133,26 @@ fn demo_serves_the_logistics_api_over_http() {
     assert_eq!((code, err["code"].as_str()), (404, Some("not_found")));
     let (code, _) = curl(&[&format!("{base}/nope")]);
     assert_eq!(code, 404);
+
+    // The admin listener reports the traffic above and the allocator.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            &format!("{}/metrics", demo.admin),
+        ])
+        .output()
+        .unwrap();
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    for series in [
+        r#"tideway_requests_total{route="POST /api/waybills",status="200"}"#,
+        r#"tideway_requests_total{route="POST /api/waybills",status="400"}"#,
+        "tideway_allocator_allocated_bytes ",
+        "tideway_allocator_resident_bytes ",
+    ] {
+        assert!(metrics.contains(series), "missing {series} in:\n{metrics}");
+    }
 }
 
 #[test]

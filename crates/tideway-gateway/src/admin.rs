@@ -1,0 +1,107 @@
+//! The admin listener: `/metrics` (Prometheus text), `/healthz` (liveness) and `/readyz`
+//! (readiness: not ready while draining). It runs on its own address so that it can be kept off
+//! the public network, and its own connection cap keeps scrapers from piling up.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::body::{GatewayBody, full};
+use crate::telemetry;
+
+/// Admin connections served at once; more are closed.
+const MAX_ADMIN_CONNECTIONS: usize = 64;
+/// An admin connection must finish its request within this time.
+const ADMIN_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Readings the admin endpoints report, taken when asked.
+pub(crate) trait AdminView: Send + Sync + 'static {
+    /// Whether the gateway is draining (shutting down).
+    fn draining(&self) -> bool;
+    /// Sets the gauges that are read at scrape time.
+    fn refresh_gauges(&self);
+}
+
+/// Binds the admin listener and serves it until `stop` is cancelled.
+pub(crate) async fn start(
+    addr: SocketAddr,
+    view: Arc<dyn AdminView>,
+    stop: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    // Install the recorder before the first request is counted.
+    telemetry::prometheus();
+    tokio::spawn(async move {
+        let permits = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
+        loop {
+            let accepted = tokio::select! {
+                () = stop.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let Ok((stream, _)) = accepted else { continue };
+            let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                continue;
+            };
+            let view = Arc::clone(&view);
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let view = Arc::clone(&view);
+                    async move { Ok::<_, Infallible>(route(&*view, &req)) }
+                });
+                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(ADMIN_CONNECTION_TIMEOUT, conn).await;
+                drop(permit);
+            });
+        }
+    });
+    Ok(local)
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<GatewayBody> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn route<B>(view: &dyn AdminView, req: &Request<B>) -> Response<GatewayBody> {
+    match req.uri().path() {
+        "/metrics" => {
+            view.refresh_gauges();
+            text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                telemetry::prometheus().render(),
+            )
+        }
+        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/readyz" => {
+            if view.draining() {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "draining\n".into(),
+                )
+            } else {
+                text(StatusCode::OK, "text/plain", "ready\n".into())
+            }
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "admin endpoints: /metrics /healthz /readyz\n".into(),
+        ),
+    }
+}

@@ -1,0 +1,159 @@
+//! What the gateway tells operators: Prometheus metrics, a scheduler-stall watchdog, process and
+//! allocator memory.
+//!
+//! Metrics are recorded with the `metrics` crate and rendered by `metrics-exporter-prometheus`.
+//! Label values come from bounded sets only (route templates, HTTP status codes, shed reasons),
+//! never from request input, so the number of series cannot grow with traffic.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Requests answered, by route template and status code.
+pub const REQUESTS_TOTAL: &str = "tideway_requests_total";
+/// Request latency in seconds, by route template.
+pub const REQUEST_DURATION: &str = "tideway_request_duration_seconds";
+/// Requests or connections refused to protect the gateway, by reason.
+pub const SHED_TOTAL: &str = "tideway_shed_total";
+/// Label value for requests that matched no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Latency buckets in seconds: 1 ms to 30 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// How often the stall probe wakes up.
+pub const STALL_PROBE_PERIOD: Duration = Duration::from_millis(50);
+/// A probe that wakes up this much later than asked counts as a stall: some task held a worker
+/// thread instead of yielding (the failure that took the original gateway down).
+pub const STALL_THRESHOLD: Duration = Duration::from_millis(100);
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide Prometheus recorder, installed on first use. Later calls return the same
+/// handle, so several gateways in one process (tests) share one registry.
+pub fn prometheus() -> &'static PrometheusHandle {
+    PROMETHEUS.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(REQUEST_DURATION.into()), LATENCY_BUCKETS)
+            .expect("the bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed by an embedding program; then its
+        // registry gets the samples and this handle renders only what it sees.
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!(
+                "a metrics recorder was already installed; /metrics shows only Tideway's own gauges"
+            );
+        }
+        handle
+    })
+}
+
+/// Counts scheduler stalls seen by a probe task.
+#[derive(Debug, Default)]
+pub struct StallWatchdog {
+    stalls: AtomicU64,
+    worst_micros: AtomicU64,
+}
+
+impl StallWatchdog {
+    /// Starts the probe on the current runtime; it stops when `stop` is cancelled.
+    pub fn spawn(stop: CancellationToken) -> Arc<StallWatchdog> {
+        let watchdog = Arc::new(StallWatchdog::default());
+        let probe = Arc::clone(&watchdog);
+        tokio::spawn(async move {
+            loop {
+                let asked = Instant::now() + STALL_PROBE_PERIOD;
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep_until(asked) => {}
+                }
+                probe.record_lateness(Instant::now().saturating_duration_since(asked));
+            }
+        });
+        watchdog
+    }
+
+    /// Records how late the probe woke up.
+    pub fn record_lateness(&self, late: Duration) {
+        let micros = late.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.worst_micros.fetch_max(micros, Ordering::Relaxed);
+        if late >= STALL_THRESHOLD {
+            self.stalls.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                late_ms = late.as_millis() as u64,
+                "scheduler stall: a task held a worker thread; requests on it were not served"
+            );
+        }
+    }
+
+    /// Stalls seen so far.
+    pub fn stalls(&self) -> u64 {
+        self.stalls.load(Ordering::Relaxed)
+    }
+
+    /// The latest the probe ever woke up.
+    pub fn worst(&self) -> Duration {
+        Duration::from_micros(self.worst_micros.load(Ordering::Relaxed))
+    }
+}
+
+/// Reports allocator statistics: `(allocated, resident)` bytes. The binary provides one for its
+/// allocator (jemalloc); without one the metrics are left out.
+pub type AllocatorStats = Arc<dyn Fn() -> Option<(u64, u64)> + Send + Sync>;
+
+/// This process's resident set size in bytes, from `/proc/self/status` (Linux only).
+pub fn process_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stalls_are_counted_above_the_threshold_and_the_worst_is_kept() {
+        let w = StallWatchdog::default();
+        w.record_lateness(Duration::from_millis(3));
+        assert_eq!(w.stalls(), 0);
+        w.record_lateness(Duration::from_millis(250));
+        w.record_lateness(Duration::from_millis(120));
+        assert_eq!(w.stalls(), 2);
+        assert_eq!(w.worst(), Duration::from_millis(250));
+    }
+
+    #[tokio::test]
+    async fn the_probe_sees_a_blocked_worker() {
+        let stop = CancellationToken::new();
+        let w = StallWatchdog::spawn(stop.clone());
+        tokio::time::sleep(STALL_PROBE_PERIOD / 2).await;
+        // Block the only worker thread of this current-thread runtime, as a handler that waits
+        // synchronously on I/O would.
+        std::thread::sleep(Duration::from_millis(300));
+        tokio::time::sleep(STALL_PROBE_PERIOD * 2).await;
+        stop.cancel();
+        assert!(w.stalls() >= 1, "stall not seen");
+        assert!(w.worst() >= Duration::from_millis(150), "{:?}", w.worst());
+    }
+
+    #[test]
+    fn rss_is_read_from_proc() {
+        if cfg!(target_os = "linux") {
+            assert!(process_rss_bytes().unwrap() > 1024 * 1024);
+        }
+    }
+}
