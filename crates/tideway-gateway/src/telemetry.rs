@@ -50,8 +50,65 @@ pub fn prometheus() -> &'static PrometheusHandle {
                 "a metrics recorder was already installed; /metrics shows only Tideway's own gauges"
             );
         }
+        describe();
         handle
     })
+}
+
+/// HELP text for every series (promtool requires it).
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        REQUESTS_TOTAL,
+        "Requests answered, by route template and status code."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Time from request head to response head, by route template."
+    );
+    describe_counter!(
+        SHED_TOTAL,
+        "Requests or connections refused to protect the gateway, by reason."
+    );
+    describe_gauge!("tideway_in_flight_requests", "Requests being served now.");
+    describe_gauge!(
+        "tideway_in_flight_limit",
+        "Requests the gateway serves at once before it sheds."
+    );
+    describe_gauge!(
+        "tideway_pending_rpc_calls",
+        "RPC calls sent and waiting for a response."
+    );
+    describe_gauge!("tideway_open_connections", "Client connections open now.");
+    describe_gauge!(
+        "tideway_parked_connections",
+        "Idle HTTP/1.1 connections parked with no buffers."
+    );
+    describe_counter!(
+        "tideway_scheduler_stalls_total",
+        "Times the stall probe woke up 100 ms or more late."
+    );
+    describe_gauge!(
+        "tideway_scheduler_worst_stall_seconds",
+        Unit::Seconds,
+        "The latest the stall probe ever woke up."
+    );
+    describe_gauge!(
+        "tideway_process_resident_memory_bytes",
+        Unit::Bytes,
+        "Resident set size of the process."
+    );
+    describe_gauge!(
+        "tideway_allocator_allocated_bytes",
+        Unit::Bytes,
+        "Bytes the allocator has handed out and not had back."
+    );
+    describe_gauge!(
+        "tideway_allocator_resident_bytes",
+        Unit::Bytes,
+        "Bytes of physical memory the allocator holds."
+    );
 }
 
 /// Counts scheduler stalls seen by a probe task.
