@@ -1,5 +1,5 @@
 //! The admin listener: `/metrics` (Prometheus text), `/healthz` (liveness) and `/readyz`
-//! (readiness: not ready while draining). It runs on its own address so that it can be kept off
+//! (readiness: not ready while draining or over the memory budget). It runs on its own address so that it can be kept off
 //! the public network, and its own connection cap keeps scrapers from piling up.
 
 use std::convert::Infallible;
@@ -25,8 +25,8 @@ const ADMIN_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Readings the admin endpoints report, taken when asked.
 pub(crate) trait AdminView: Send + Sync + 'static {
-    /// Whether the gateway is draining (shutting down).
-    fn draining(&self) -> bool;
+    /// Ready for traffic, or why not.
+    fn readiness(&self) -> Result<(), &'static str>;
     /// Sets the gauges that are read at scrape time.
     fn refresh_gauges(&self);
 }
@@ -87,17 +87,14 @@ fn route<B>(view: &dyn AdminView, req: &Request<B>) -> Response<GatewayBody> {
             )
         }
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
-        "/readyz" => {
-            if view.draining() {
-                text(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "text/plain",
-                    "draining\n".into(),
-                )
-            } else {
-                text(StatusCode::OK, "text/plain", "ready\n".into())
-            }
-        }
+        "/readyz" => match view.readiness() {
+            Ok(()) => text(StatusCode::OK, "text/plain", "ready\n".into()),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready: {why}\n"),
+            ),
+        },
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",

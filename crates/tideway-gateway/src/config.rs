@@ -59,6 +59,8 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Concurrent streams per HTTP/2 connection.
 pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// A budget below this cannot hold the gateway's own baseline.
+const MIN_MEMORY_BUDGET: u64 = 16 << 20;
 /// hyper refuses head buffers below 8 KiB.
 const MIN_HEADER_BYTES: usize = 8 * 1024;
 /// No single request body above 1 GiB is ever buffered.
@@ -107,6 +109,25 @@ pub struct ServerSettings {
     pub tls: Option<TlsSettings>,
     /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`); none when unset.
     pub admin_listen: Option<SocketAddr>,
+    /// Memory budget in bytes (`"256MiB"` or a number); above 90% of it new requests are
+    /// refused, above 80% idle connections are closed. None: no budget.
+    #[serde(deserialize_with = "deserialize_size")]
+    pub max_memory: Option<u64>,
+}
+
+fn deserialize_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Size {
+        Bytes(u64),
+        Text(String),
+    }
+    match Size::deserialize(d)? {
+        Size::Bytes(n) => Ok(Some(n)),
+        Size::Text(t) => crate::overload::parse_size(&t)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
 }
 
 impl Default for ServerSettings {
@@ -124,6 +145,7 @@ impl Default for ServerSettings {
             http2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
             tls: None,
             admin_listen: None,
+            max_memory: None,
         }
     }
 }
@@ -318,6 +340,13 @@ impl GatewayConfig {
             "server.max_connections",
             "must be at least 1".into(),
         );
+        if let Some(budget) = s.max_memory {
+            check(
+                budget >= MIN_MEMORY_BUDGET,
+                "server.max_memory",
+                format!("must be at least {} MiB", MIN_MEMORY_BUDGET >> 20),
+            );
+        }
         check(
             s.max_in_flight > 0,
             "server.max_in_flight",

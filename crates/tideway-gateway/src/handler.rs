@@ -29,6 +29,7 @@ use crate::binding;
 use crate::body::{GatewayBody, full};
 use crate::config::ServerSettings;
 use crate::error::GatewayError;
+use crate::overload::{ELEVATED_DEADLINE, OverloadState, Pressure};
 use crate::router::{Match, Route, RouteTable, RouteTarget};
 use crate::telemetry;
 
@@ -46,6 +47,8 @@ pub(crate) struct GatewayState {
     pub(crate) ids: RequestIds,
     /// Caps requests served at once, gateway-wide.
     pub(crate) in_flight: crate::router::ConcurrencyLimit,
+    /// Memory pressure, set by the overload manager.
+    pub(crate) overload: Arc<OverloadState>,
 }
 
 /// The downstream connection a request came on.
@@ -64,17 +67,22 @@ pub(crate) async fn handle(
     let request_id = state.ids.for_request(&req);
     let started = Instant::now();
     // Refused before anything else is done: no body read, no route lookup.
+    if state.overload.pressure() == Pressure::Shedding {
+        metrics::counter!(telemetry::SHED_TOTAL, "reason" => "memory").increment(1);
+        return refused(
+            GatewayError::Overloaded("the gateway is over its memory budget; retry later".into()),
+            &request_id,
+        );
+    }
     let Some(_in_flight) = state.in_flight.try_acquire() else {
         metrics::counter!(telemetry::SHED_TOTAL, "reason" => "gateway_in_flight").increment(1);
         let limit = state.in_flight.max();
-        let mut response = GatewayError::Overloaded(format!(
-            "the gateway is serving its limit of {limit} requests; retry later"
-        ))
-        .into_response(&request_id);
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
-            response.headers_mut().insert(REQUEST_ID_HEADER, v);
-        }
-        return response;
+        return refused(
+            GatewayError::Overloaded(format!(
+                "the gateway is serving its limit of {limit} requests; retry later"
+            )),
+            &request_id,
+        );
     };
     // Cheap clones (an enum and a shared buffer), kept for the log line of a failure.
     let method = req.method().clone();
@@ -100,6 +108,15 @@ pub(crate) async fn handle(
     metrics::histogram!(telemetry::REQUEST_DURATION, "route" => route_label)
         .record(started.elapsed().as_secs_f64());
     tracing::trace!(%request_id, %method, path = uri.path(), status = %response.status(), elapsed = ?started.elapsed(), "request done");
+    response
+}
+
+/// The answer to a request refused before it was routed.
+fn refused(err: GatewayError, request_id: &str) -> Response<GatewayBody> {
+    let mut response = err.into_response(request_id);
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
     response
 }
 
@@ -141,7 +158,11 @@ async fn dispatch(
         })?),
         None => None,
     };
-    let budget = route.timeout.unwrap_or(state.settings.request_timeout);
+    let mut budget = route.timeout.unwrap_or(state.settings.request_timeout);
+    if state.overload.pressure() >= Pressure::Elevated {
+        // Under memory pressure, work that holds memory for long is cut short.
+        budget = budget.min(ELEVATED_DEADLINE);
+    }
     let deadline = Instant::now() + budget;
     // Each step below is bounded by `deadline` itself (body read, RPC call, upstream head), so
     // no outer timer is needed.

@@ -24,6 +24,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 mod handler;
+pub mod overload;
 pub mod router;
 mod server;
 pub mod telemetry;

@@ -37,6 +37,7 @@ use crate::backends::RpcBackends;
 use crate::body::GatewayBody;
 use crate::config::ServerSettings;
 use crate::handler::{Downstream, GatewayState, RequestIds, handle};
+use crate::overload::{OverloadState, Pressure};
 use crate::router::RouteTable;
 use crate::telemetry::{self, AllocatorStats, StallWatchdog};
 use crate::tls;
@@ -117,6 +118,7 @@ impl Gateway {
         let connection_permits = Arc::new(Semaphore::new(settings.max_connections));
         let state = Arc::new(GatewayState {
             in_flight: crate::router::ConcurrencyLimit::new(settings.max_in_flight),
+            overload: Arc::new(OverloadState::new(settings.max_memory)),
             settings,
             routes: ArcSwap::from_pointee(routes),
             backends: ArcSwap::from_pointee(backends),
@@ -134,6 +136,21 @@ impl Gateway {
             stalls: StallWatchdog::spawn(telemetry_stop.clone()),
             allocator: parking_lot::RwLock::new(None),
         });
+        {
+            // Allocator resident bytes when the binary reports them, else the process RSS.
+            let view = Arc::clone(&view);
+            let sampler: crate::overload::MemorySampler = Arc::new(move || {
+                view.allocator
+                    .read()
+                    .as_ref()
+                    .and_then(|f| f())
+                    .map(|(_, resident)| resident)
+                    .or_else(telemetry::process_rss_bytes)
+            });
+            state
+                .overload
+                .spawn_sampler(sampler, telemetry_stop.clone());
+        }
         let admin_addr = match state.settings.admin_listen {
             Some(addr) => Some(
                 crate::admin::start(addr, Arc::clone(&view) as _, telemetry_stop.clone())
@@ -319,8 +336,14 @@ impl std::fmt::Debug for GatewayView {
 }
 
 impl crate::admin::AdminView for GatewayView {
-    fn draining(&self) -> bool {
-        self.shutdown.is_cancelled()
+    fn readiness(&self) -> Result<(), &'static str> {
+        if self.shutdown.is_cancelled() {
+            Err("draining")
+        } else if self.state.overload.pressure() == Pressure::Shedding {
+            Err("over the memory budget")
+        } else {
+            Ok(())
+        }
     }
 
     fn refresh_gauges(&self) {
@@ -336,6 +359,12 @@ impl crate::admin::AdminView for GatewayView {
         metrics::counter!("tideway_scheduler_stalls_total").absolute(self.stalls.stalls());
         metrics::gauge!("tideway_scheduler_worst_stall_seconds")
             .set(self.stalls.worst().as_secs_f64());
+        let overload = &self.state.overload;
+        metrics::gauge!("tideway_memory_pressure").set(f64::from(overload.pressure() as u8));
+        if let Some(budget) = overload.budget() {
+            metrics::gauge!("tideway_memory_budget_bytes").set(budget as f64);
+            metrics::gauge!("tideway_memory_used_bytes").set(overload.last_used() as f64);
+        }
         if let Some(rss) = telemetry::process_rss_bytes() {
             metrics::gauge!("tideway_process_resident_memory_bytes").set(rss as f64);
         }
@@ -474,9 +503,12 @@ async fn serve_plain(
         if parked && leftover.is_empty() {
             let idle_left = protocols.keep_alive.saturating_sub(watch.idle_for());
             protocols.parked.fetch_add(1, Ordering::Relaxed);
+            let mut pressure = state.overload.subscribe();
             let woken = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => false,
+                // Under memory pressure idle connections are the first thing to let go of.
+                _ = pressure.wait_for(|p| *p >= Pressure::Elevated) => false,
                 ready = tokio::time::timeout(idle_left, stream.readable()) => matches!(ready, Ok(Ok(()))),
             };
             protocols.parked.fetch_sub(1, Ordering::Relaxed);
@@ -903,6 +935,7 @@ mod size_tests {
         let protocols = Arc::new(Protocols::new(&settings));
         let state = Arc::new(GatewayState {
             in_flight: crate::router::ConcurrencyLimit::new(settings.max_in_flight),
+            overload: Arc::new(OverloadState::new(None)),
             settings,
             routes: ArcSwap::from_pointee(RouteTable::default()),
             backends: ArcSwap::from_pointee(RpcBackends::new()),

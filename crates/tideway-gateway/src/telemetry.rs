@@ -105,6 +105,20 @@ fn describe() {
         "Bytes the allocator has handed out and not had back."
     );
     describe_gauge!(
+        "tideway_memory_budget_bytes",
+        Unit::Bytes,
+        "The configured memory budget."
+    );
+    describe_gauge!(
+        "tideway_memory_used_bytes",
+        Unit::Bytes,
+        "Memory in use at the overload manager's last sample."
+    );
+    describe_gauge!(
+        "tideway_memory_pressure",
+        "Overload level: 0 normal, 1 elevated (idle connections closed), 2 shedding."
+    );
+    describe_gauge!(
         "tideway_allocator_resident_bytes",
         Unit::Bytes,
         "Bytes of physical memory the allocator holds."

@@ -720,3 +720,121 @@ async fn admin_listener_serves_metrics_health_and_readiness() {
     );
     shutdown.await.unwrap();
 }
+
+#[tokio::test]
+async fn over_the_memory_budget_new_requests_are_shed_and_idle_connections_closed() {
+    let f = start(
+        ServerSettings {
+            max_memory: Some(100 << 20),
+            admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..Default::default()
+        },
+        vec![],
+    )
+    .await;
+    // Memory use as the allocator would report it, driven by the test.
+    let used = Arc::new(std::sync::atomic::AtomicU64::new(10 << 20));
+    let reading = Arc::clone(&used);
+    f.gateway.set_allocator_stats(Arc::new(move || {
+        let v = reading.load(Ordering::SeqCst);
+        Some((v, v))
+    }));
+    let admin = format!("http://{}", f.gateway.admin_addr().unwrap());
+    assert_eq!(
+        send(Method::GET, &f.url("/slow/1"), "").await.status,
+        StatusCode::OK
+    );
+
+    // A parked keep-alive connection...
+    let mut idle = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
+    idle.write_all(b"GET /slow/1 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    assert!(
+        eventually(Duration::from_secs(3), || f.gateway.parked_connections()
+            >= 1)
+        .await
+    );
+
+    // ...is closed when pressure rises past the low watermark (80 MiB of 100).
+    used.store(85 << 20, Ordering::SeqCst);
+    let n = tokio::time::timeout(Duration::from_secs(2), idle.read(&mut buf))
+        .await
+        .expect("parked connection not closed under memory pressure")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    // Elevated pressure still serves requests.
+    assert_eq!(
+        send(Method::GET, &f.url("/slow/1"), "").await.status,
+        StatusCode::OK
+    );
+
+    // Past the high watermark (90 MiB): refused at once, not ready.
+    used.store(95 << 20, Ordering::SeqCst);
+    let mut shed = None;
+    for _ in 0..100 {
+        let r = send(Method::GET, &f.url("/slow/1"), "").await;
+        if r.status == StatusCode::SERVICE_UNAVAILABLE {
+            shed = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let shed = shed.expect("requests were not shed over the budget");
+    assert_eq!(shed.json()["code"], "overloaded");
+    assert!(shed.json()["message"].as_str().unwrap().contains("memory"));
+    assert_eq!(shed.headers["retry-after"], "1");
+    let t = Instant::now();
+    assert_eq!(
+        send(Method::GET, &f.url("/slow/1"), "").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
+    let ready = send(Method::GET, &format!("{admin}/readyz"), "").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    let metrics = send(Method::GET, &format!("{admin}/metrics"), "").await;
+    let text = String::from_utf8_lossy(&metrics.body).to_string();
+    assert!(
+        text.contains(r#"tideway_shed_total{reason="memory"}"#),
+        "{text}"
+    );
+    // Only this test sets a budget (gauges are process-wide; other tests' scrapes set theirs).
+    assert!(
+        text.contains("tideway_memory_budget_bytes 104857600"),
+        "{text}"
+    );
+
+    // Between the watermarks shedding continues (hysteresis); below the low one it recovers.
+    used.store(85 << 20, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        send(Method::GET, &f.url("/slow/1"), "").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    used.store(50 << 20, Ordering::SeqCst);
+    let mut recovered = false;
+    for _ in 0..100 {
+        if send(Method::GET, &f.url("/slow/1"), "").await.status == StatusCode::OK {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        recovered,
+        "the gateway did not recover below the low watermark"
+    );
+    assert_eq!(
+        send(Method::GET, &format!("{admin}/readyz"), "")
+            .await
+            .status,
+        StatusCode::OK
+    );
+}

@@ -139,6 +139,9 @@ async fn stop_signal() {
     let _ = ctrl_c.await;
 }
 
+/// The demo's memory budget: far above what it needs, so only a real leak would reach it.
+const DEMO_MEMORY_BUDGET: u64 = 256 << 20;
+
 const DEMO_SERVICES: [ServiceDescriptor; 3] = [
     WaybillsClient::DESCRIPTOR,
     TrackingClient::DESCRIPTOR,
@@ -179,6 +182,7 @@ async fn demo(
         server: ServerSettings {
             listen,
             admin_listen: Some(admin_listen),
+            max_memory: Some(DEMO_MEMORY_BUDGET),
             ..Default::default()
         },
         ..Default::default()

@@ -150,6 +150,8 @@ fn demo_serves_the_logistics_api_over_http() {
         r#"tideway_requests_total{route="POST /api/waybills",status="400"}"#,
         "tideway_allocator_allocated_bytes ",
         "tideway_allocator_resident_bytes ",
+        "tideway_memory_budget_bytes 268435456",
+        "tideway_memory_pressure 0",
     ] {
         assert!(metrics.contains(series), "missing {series} in:\n{metrics}");
     }
