@@ -117,26 +117,40 @@ fn runtime(worker_threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn stop_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Ctrl-C and SIGTERM, registered when created: a signal that arrives before [`wait`] is
+/// awaited is not lost (and does not kill the process with the default action).
+///
+/// [`wait`]: StopSignals::wait
+struct StopSignals {
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn register() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(StopSignals {
+                interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+                terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(StopSignals {})
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 /// The demo's memory budget: far above what it needs, so only a real leak would reach it.
@@ -168,6 +182,7 @@ async fn demo(
     rpc_addr: SocketAddr,
     admin_listen: SocketAddr,
 ) -> anyhow::Result<()> {
+    let stop = StopSignals::register()?;
     let services = Logistics::default();
     let rpc = Server::builder()
         .config(ServerConfig::default())
@@ -226,7 +241,7 @@ async fn demo(
     );
     println!("\nPress Ctrl-C to stop.");
 
-    stop_signal().await;
+    stop.wait().await;
     println!("Draining and stopping...");
     gateway.shutdown(DEFAULT_DRAIN_TIMEOUT).await;
     rpc.shutdown().await;
@@ -256,6 +271,7 @@ fn gateway(path: PathBuf) -> anyhow::Result<()> {
     let config = GatewayConfig::load(&path)?;
     let rt = runtime(config.server.worker_threads)?;
     rt.block_on(async move {
+        let stop = StopSignals::register()?;
         let (config, routes, backends) = load(&path)?;
         let gateway = Gateway::start(config.server, routes, backends).await?;
         println!(
@@ -263,7 +279,7 @@ fn gateway(path: PathBuf) -> anyhow::Result<()> {
             gateway.local_addr()
         );
         print_routes(&gateway.routes());
-        stop_signal().await;
+        stop.wait().await;
         gateway.shutdown(DEFAULT_DRAIN_TIMEOUT).await;
         Ok(())
     })
