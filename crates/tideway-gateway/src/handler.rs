@@ -207,6 +207,21 @@ async fn call_rpc(
         unreachable!("call_rpc on a non-RPC route {}", route.label());
     };
     let (parts, body) = req.into_parts();
+    // The body, and the call that carries it, count against the memory budget until the
+    // response is built: reserved before a byte is read (the declared length, or the limit when
+    // none is declared), refused with 503 when it does not fit.
+    let _held = if body.is_end_stream() {
+        None
+    } else {
+        let limit = state.settings.max_body_bytes as u64;
+        let declared = content_length(&parts.headers).unwrap_or(limit).min(limit);
+        Some(state.overload.try_hold(declared).ok_or_else(|| {
+            metrics::counter!(telemetry::SHED_TOTAL, "reason" => "memory").increment(1);
+            GatewayError::Overloaded(format!(
+                "a {declared}-byte body does not fit in the memory budget now; retry later"
+            ))
+        })?)
+    };
     let body = if body.is_end_stream() {
         Bytes::new()
     } else {
@@ -242,6 +257,13 @@ async fn call_rpc(
     Ok(response)
 }
 
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 /// Reads a whole request body, refusing (413) as soon as it is known to exceed `limit`: from
 /// `Content-Length` before reading, or when the bytes read pass it.
 async fn read_body(
@@ -249,10 +271,7 @@ async fn read_body(
     body: hyper::body::Incoming,
     limit: usize,
 ) -> Result<Bytes, GatewayError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = content_length(headers);
     if declared.is_some_and(|len| len > limit as u64) {
         return Err(GatewayError::PayloadTooLarge { limit });
     }

@@ -87,7 +87,22 @@ pub struct OverloadState {
     budget: Option<u64>,
     level: AtomicU8,
     last_used: AtomicU64,
+    /// Bytes reserved now by requests buffering bodies and waiting on RPC calls.
+    held: AtomicU64,
     changes: watch::Sender<Pressure>,
+}
+
+/// Bytes a request holds against the budget; released on drop, on every path.
+#[derive(Debug)]
+pub struct HeldBytes {
+    state: Arc<OverloadState>,
+    bytes: u64,
+}
+
+impl Drop for HeldBytes {
+    fn drop(&mut self) {
+        self.state.held.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 impl OverloadState {
@@ -97,6 +112,7 @@ impl OverloadState {
             budget,
             level: AtomicU8::new(Pressure::Normal as u8),
             last_used: AtomicU64::new(0),
+            held: AtomicU64::new(0),
             changes: watch::channel(Pressure::Normal).0,
         }
     }
@@ -114,6 +130,42 @@ impl OverloadState {
     /// Bytes used at the last sample.
     pub fn last_used(&self) -> u64 {
         self.last_used.load(Ordering::Relaxed)
+    }
+
+    /// Bytes reserved now by requests (buffered bodies and the RPC calls carrying them).
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Reserves `bytes` before they are buffered. Refused (`None`) when the last memory sample
+    /// plus everything reserved since plus `bytes` would pass the high watermark, so a burst of
+    /// large bodies is refused before it is read rather than noticed at the next sample. Counts
+    /// without refusing when there is no budget.
+    pub fn try_hold(self: &Arc<Self>, bytes: u64) -> Option<HeldBytes> {
+        let mut held = self.held.load(Ordering::Relaxed);
+        loop {
+            if let Some(budget) = self.budget {
+                let ceiling = (budget as f64 * HIGH_WATERMARK) as u64;
+                let projected = self.last_used().saturating_add(held).saturating_add(bytes);
+                if projected > ceiling {
+                    return None;
+                }
+            }
+            match self.held.compare_exchange_weak(
+                held,
+                held + bytes,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    return Some(HeldBytes {
+                        state: Arc::clone(self),
+                        bytes,
+                    });
+                }
+                Err(actual) => held = actual,
+            }
+        }
     }
 
     /// Level changes, for connections that wait (parked ones close on pressure).
@@ -223,6 +275,25 @@ mod tests {
         s.record(700);
         assert_eq!(s.pressure(), Pressure::Normal);
         assert_eq!(s.last_used(), 700);
+    }
+
+    #[test]
+    fn holds_are_refused_past_the_high_watermark_and_released_on_drop() {
+        let s = Arc::new(OverloadState::new(Some(1000)));
+        s.record(500);
+        let a = s.try_hold(300).expect("500 + 300 <= 900");
+        assert!(s.try_hold(101).is_none(), "500 + 300 + 101 > 900");
+        let b = s.try_hold(100).expect("exactly at the watermark");
+        assert_eq!(s.held(), 400);
+        drop(a);
+        drop(b);
+        assert_eq!(s.held(), 0);
+        let unbudgeted = Arc::new(OverloadState::new(None));
+        let big = unbudgeted
+            .try_hold(u64::MAX / 2)
+            .expect("no budget: counted only");
+        assert_eq!(unbudgeted.held(), u64::MAX / 2);
+        drop(big);
     }
 
     #[test]

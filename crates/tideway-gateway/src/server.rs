@@ -361,6 +361,7 @@ impl crate::admin::AdminView for GatewayView {
             .set(self.stalls.worst().as_secs_f64());
         let overload = &self.state.overload;
         metrics::gauge!("tideway_memory_pressure").set(f64::from(overload.pressure() as u8));
+        metrics::gauge!("tideway_held_body_bytes").set(overload.held() as f64);
         if let Some(budget) = overload.budget() {
             metrics::gauge!("tideway_memory_budget_bytes").set(budget as f64);
             metrics::gauge!("tideway_memory_used_bytes").set(overload.last_used() as f64);

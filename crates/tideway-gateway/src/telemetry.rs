@@ -115,6 +115,11 @@ fn describe() {
         "Memory in use at the overload manager's last sample."
     );
     describe_gauge!(
+        "tideway_held_body_bytes",
+        Unit::Bytes,
+        "Request body bytes reserved against the memory budget by requests in flight."
+    );
+    describe_gauge!(
         "tideway_memory_pressure",
         "Overload level: 0 normal, 1 elevated (idle connections closed), 2 shedding."
     );

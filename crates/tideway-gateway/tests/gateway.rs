@@ -838,3 +838,50 @@ async fn over_the_memory_budget_new_requests_are_shed_and_idle_connections_close
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn bodies_that_do_not_fit_the_memory_budget_are_refused_before_they_are_read() {
+    let f = start(
+        ServerSettings {
+            max_memory: Some(100 << 20),
+            max_body_bytes: 4 << 20,
+            ..Default::default()
+        },
+        vec![],
+    )
+    .await;
+    // 88 MiB in use: elevated, not shedding; 2 MiB of headroom below the 90% watermark.
+    f.gateway
+        .set_allocator_stats(Arc::new(|| Some((88 << 20, 88 << 20))));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let small = send(Method::POST, &f.url("/echo/1"), r#"{"a":1}"#).await;
+    assert_eq!(small.status, StatusCode::OK);
+
+    let big: &'static str =
+        Box::leak(format!("{{\"x\":\"{}\"}}", "a".repeat(3 << 20)).into_boxed_str());
+    let r = send(Method::POST, &f.url("/echo/1"), big).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.json()["code"], "overloaded");
+    assert!(
+        r.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("memory budget")
+    );
+
+    // A chunked body declares no length: the route's whole limit (4 MiB) is reserved.
+    let mut sock = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
+    sock.write_all(
+        b"POST /echo/1 HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n7\r\n{\"a\":1}\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = vec![0u8; 64];
+    let n = sock.read(&mut head).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 503"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+}
