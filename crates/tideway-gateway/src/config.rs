@@ -42,6 +42,10 @@ use crate::binding::ParamKind;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 /// Open client connections; more are answered 503 and closed.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Connections the kernel queues for the accept loop. std and mio use 128, which drops SYNs
+/// (and costs clients a 1 s retransmit) when a burst of a few hundred clients connects at once;
+/// nginx uses 511. The kernel caps it at `net.core.somaxconn`.
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
 /// Requests the gateway serves at once; more are answered 503 at once (ARCHITECTURE.md: 10,000
 /// then shed).
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 10_000;
@@ -84,6 +88,8 @@ pub struct GatewayConfig {
 pub struct ServerSettings {
     /// Address to listen on.
     pub listen: SocketAddr,
+    /// Accept queue length of the listener.
+    pub listen_backlog: u32,
     /// Runtime worker threads; 0 means one per CPU core.
     pub worker_threads: usize,
     /// Open client connections at most.
@@ -134,6 +140,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            listen_backlog: DEFAULT_LISTEN_BACKLOG,
             worker_threads: 0,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
@@ -347,6 +354,11 @@ impl GatewayConfig {
                 format!("must be at least {} MiB", MIN_MEMORY_BUDGET >> 20),
             );
         }
+        check(
+            s.listen_backlog > 0,
+            "server.listen_backlog",
+            "must be at least 1".into(),
+        );
         check(
             s.max_in_flight > 0,
             "server.max_in_flight",

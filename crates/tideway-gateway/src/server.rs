@@ -100,13 +100,12 @@ impl Gateway {
         routes: RouteTable,
         backends: RpcBackends,
     ) -> Result<Gateway, StartError> {
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: settings.listen,
-                    source,
-                })?;
+        let listener = listen(settings.listen, settings.listen_backlog).map_err(|source| {
+            StartError::Bind {
+                addr: settings.listen,
+                source,
+            }
+        })?;
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: settings.listen,
             source,
@@ -253,6 +252,18 @@ impl Gateway {
         }
         self.telemetry_stop.cancel();
     }
+}
+
+/// A listener with our own accept-queue length (std's and mio's 128 drops SYNs under bursts).
+fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 async fn accept_loop(

@@ -885,3 +885,157 @@ async fn bodies_that_do_not_fit_the_memory_budget_are_refused_before_they_are_re
         String::from_utf8_lossy(&head[..n])
     );
 }
+
+// ---- The overload scenarios of ARCHITECTURE.md at small scale (the bench runs them at full
+// scale). ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_dead_service_every_request_gets_504_within_its_deadline() {
+    // A service that accepts connections and reads, but never answers.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = dead.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut sink = vec![0u8; 16 * 1024];
+                while sock.read(&mut sink).await.map(|n| n > 0).unwrap_or(false) {}
+            });
+        }
+    });
+    let f = start(ServerSettings::default(), vec![]).await;
+    let mut backends = RpcBackends::new();
+    backends
+        .insert("test.Probe", &[dead_addr], &ClientConfig::default())
+        .unwrap();
+    f.gateway.set_backends(backends);
+
+    const CLIENTS: usize = 200;
+    let deadline = Duration::from_millis(200); // the `short` route's timeout_ms
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..CLIENTS {
+        let url = f.url("/short/10");
+        calls.spawn(async move {
+            let t = Instant::now();
+            let status = send(Method::GET, &url, "").await.status;
+            (status, t.elapsed())
+        });
+    }
+    let mut latest = Duration::ZERO;
+    let mut all = Vec::new();
+    while let Some(done) = calls.join_next().await {
+        let (status, took) = done.unwrap();
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+        latest = latest.max(took);
+        all.push(took);
+    }
+    all.sort();
+    eprintln!(
+        "504 latencies: min {:?} p50 {:?} p90 {:?} max {:?}",
+        all[0],
+        all[all.len() / 2],
+        all[all.len() * 9 / 10],
+        all[all.len() - 1]
+    );
+    // Deadline + 100 ms, with room for 200 requests over one loopback client pool.
+    assert!(
+        latest < deadline + Duration::from_millis(300),
+        "slowest 504 after {latest:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(1), || f.gateway.pending_rpc_calls()
+            == 0)
+        .await,
+        "pending calls did not return to 0"
+    );
+    assert_eq!(f.gateway.in_flight(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_flood_above_the_limit_is_refused_fast() {
+    let f = start(
+        ServerSettings {
+            max_in_flight: 20,
+            ..Default::default()
+        },
+        vec![],
+    )
+    .await;
+    // Fill the gateway with slow calls...
+    let holders: Vec<_> = (0..20)
+        .map(|_| {
+            let url = f.url("/slow/1000");
+            tokio::spawn(async move { send(Method::GET, &url, "").await.status })
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(2), || f.gateway.in_flight() == 20).await);
+    // ...then flood it.
+    let mut refused = Vec::new();
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        let url = f.url("/slow/1");
+        flood.spawn(async move {
+            let t = Instant::now();
+            let r = send(Method::GET, &url, "").await;
+            (r.status, t.elapsed())
+        });
+    }
+    while let Some(done) = flood.join_next().await {
+        let (status, took) = done.unwrap();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        refused.push(took);
+    }
+    refused.sort();
+    let p99 = refused[refused.len() * 99 / 100 - 1];
+    // The bench holds this to 5 ms on a release build; a debug build with 200 concurrent
+    // clients in the same process gets more room.
+    assert!(p99 < Duration::from_millis(250), "p99 of refusals {p99:?}");
+    for h in holders {
+        assert_eq!(h.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(
+        f.counters.slow_started.load(Ordering::SeqCst),
+        20,
+        "a refused request reached the service"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_impatient_clients_cancel_their_downstream_calls() {
+    let f = start(ServerSettings::default(), vec![]).await;
+    const CLIENTS: usize = 100;
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..CLIENTS {
+        let addr = f.gateway.local_addr();
+        clients.spawn(async move {
+            // A raw client that gives up after 100 ms on a 2 s call and hangs up.
+            let mut sock = TcpStream::connect(addr).await.unwrap();
+            sock.write_all(b"GET /slow/2000 HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 256];
+            let answered =
+                tokio::time::timeout(Duration::from_millis(100), sock.read(&mut buf)).await;
+            assert!(answered.is_err(), "a 2 s call answered within 100 ms");
+        });
+    }
+    while let Some(done) = clients.join_next().await {
+        done.unwrap();
+    }
+    let c = &f.counters;
+    assert!(
+        eventually(Duration::from_secs(1), || c
+            .slow_started
+            .load(Ordering::SeqCst)
+            == CLIENTS
+            && c.slow_cancelled.load(Ordering::SeqCst) == CLIENTS)
+        .await,
+        "handlers started {} cancelled {}",
+        c.slow_started.load(Ordering::SeqCst),
+        c.slow_cancelled.load(Ordering::SeqCst)
+    );
+    assert_eq!(f.gateway.pending_rpc_calls(), 0);
+    assert!(eventually(Duration::from_secs(1), || f.gateway.in_flight() == 0).await);
+}

@@ -10,6 +10,9 @@ use tideway_wire::{Codec, DEFAULT_MAX_FRAME_LEN, FRAME_HEADER_LEN, MAX_FRAME_LEN
 pub const DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION: usize = 1024;
 /// Calls the whole server may run at once (ARCHITECTURE.md: 10,000 then shed).
 pub const DEFAULT_MAX_IN_FLIGHT_TOTAL: usize = 10_000;
+/// Connections the kernel queues for the accept loop (std and mio use 128, which drops SYNs when
+/// many clients connect at once; the kernel caps it at `net.core.somaxconn`).
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 4096;
 /// Connections the server keeps open at once; more are closed on accept.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Deadline for a request that arrives without one, and the client's default timeout (tarpc).
@@ -87,6 +90,8 @@ pub struct ServerConfig {
     pub max_in_flight_total: usize,
     /// Connections open at once; more are closed when accepted.
     pub max_connections: usize,
+    /// Accept queue length of the listener made by `ServerBuilder::bind`.
+    pub listen_backlog: u32,
     /// Deadline for requests that carry none.
     pub default_deadline: Duration,
     /// Cap on any request's deadline.
@@ -104,6 +109,7 @@ impl Default for ServerConfig {
             max_in_flight_per_connection: DEFAULT_MAX_IN_FLIGHT_PER_CONNECTION,
             max_in_flight_total: DEFAULT_MAX_IN_FLIGHT_TOTAL,
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            listen_backlog: DEFAULT_LISTEN_BACKLOG,
             default_deadline: DEFAULT_DEADLINE,
             max_deadline: DEFAULT_MAX_DEADLINE,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
@@ -122,6 +128,7 @@ impl ServerConfig {
         )?;
         positive("max_in_flight_total", self.max_in_flight_total)?;
         positive("max_connections", self.max_connections)?;
+        positive("listen_backlog", self.listen_backlog as usize)?;
         positive("write_queue_capacity", self.write_queue_capacity)?;
         nonzero("default_deadline", self.default_deadline)?;
         nonzero("max_deadline", self.max_deadline)?;

@@ -90,7 +90,17 @@ impl ServerBuilder {
 
     /// Binds `addr` and starts serving.
     pub async fn bind(self, addr: SocketAddr) -> Result<ServerHandle, ServeError> {
-        let listener = TcpListener::bind(addr).await.map_err(ServeError::Bind)?;
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()
+        } else {
+            tokio::net::TcpSocket::new_v6()
+        }
+        .map_err(ServeError::Bind)?;
+        socket.set_reuseaddr(true).map_err(ServeError::Bind)?;
+        socket.bind(addr).map_err(ServeError::Bind)?;
+        let listener = socket
+            .listen(self.config.listen_backlog)
+            .map_err(ServeError::Bind)?;
         self.serve(listener)
     }
 
