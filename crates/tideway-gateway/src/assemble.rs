@@ -12,6 +12,9 @@ use crate::binding::{Param, ParamKind};
 use crate::config::{GatewayConfig, RouteConfig};
 use crate::router::{Route, RouteTable, RouteTarget};
 
+/// Ceiling of an adaptive route limit when the route sets no `max_in_flight`.
+pub const DEFAULT_ADAPTIVE_CEILING: usize = 1000;
+
 /// Routes and backends could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -142,7 +145,13 @@ fn config_routes(
     };
     let is_rpc = matches!(target, RouteTarget::Rpc { .. });
     // One limit shared by all methods of the route.
-    let limit = rc.max_in_flight.map(crate::router::ConcurrencyLimit::new);
+    let limit = if rc.adaptive_concurrency {
+        Some(crate::router::ConcurrencyLimit::adaptive(
+            rc.max_in_flight.unwrap_or(DEFAULT_ADAPTIVE_CEILING),
+        ))
+    } else {
+        rc.max_in_flight.map(crate::router::ConcurrencyLimit::new)
+    };
     let methods: Vec<Option<Method>> = if rc.methods.is_empty() {
         vec![is_rpc.then_some(Method::GET)]
     } else {

@@ -214,8 +214,12 @@ pub struct RouteConfig {
     /// Send the client's `Host` to the upstream instead of the upstream's.
     #[serde(default)]
     pub preserve_host: bool,
-    /// Requests this route serves at once; more get 503 + Retry-After without waiting.
+    /// Requests this route serves at once; more get 503 + Retry-After without waiting. With
+    /// `adaptive_concurrency` it is the ceiling of the adaptive limit.
     pub max_in_flight: Option<usize>,
+    /// Let the route's limit follow its backend's latency (a gradient controller).
+    #[serde(default)]
+    pub adaptive_concurrency: bool,
     /// Idle keep-alive connections kept to the upstream.
     pub upstream_max_idle: Option<usize>,
 }

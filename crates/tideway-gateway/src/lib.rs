@@ -16,6 +16,7 @@
 //! HTTP upstream routes go through `tideway-http-upstream`, which streams bodies both ways.
 //! Configuration (TOML, environment overrides, validation with locations) is in [`config`].
 
+pub mod adaptive;
 mod admin;
 pub mod assemble;
 pub mod backends;

@@ -9,6 +9,7 @@ use http::Method;
 use tideway_http_upstream::HttpUpstream;
 use tideway_rpc::ServiceDescriptor;
 
+use crate::adaptive::{AdaptiveLimit, AdaptivePermit};
 use crate::binding::{Param, ParamKind};
 
 /// Where a route sends requests.
@@ -49,35 +50,90 @@ pub struct Route {
     pub limit: Option<ConcurrencyLimit>,
 }
 
-/// A cap on concurrent requests that refuses rather than waits.
+/// A cap on concurrent requests that refuses rather than waits: fixed, or adaptive (a gradient
+/// controller that follows the backend's latency, see [`crate::adaptive`]).
 #[derive(Debug, Clone)]
 pub struct ConcurrencyLimit {
-    permits: Arc<tokio::sync::Semaphore>,
-    max: usize,
+    kind: LimitKind,
+}
+
+#[derive(Debug, Clone)]
+enum LimitKind {
+    Fixed {
+        permits: Arc<tokio::sync::Semaphore>,
+        max: usize,
+    },
+    Adaptive(Arc<AdaptiveLimit>),
+}
+
+/// A slot under a [`ConcurrencyLimit`], released on drop. An adaptive limit learns the request's
+/// latency from it.
+#[derive(Debug)]
+pub struct LimitPermit {
+    _fixed: Option<tokio::sync::OwnedSemaphorePermit>,
+    adaptive: Option<(AdaptivePermit, Arc<AdaptiveLimit>, tokio::time::Instant)>,
+}
+
+impl Drop for LimitPermit {
+    fn drop(&mut self) {
+        if let Some((_, limit, started)) = &self.adaptive {
+            limit.record(started.elapsed());
+        }
+    }
 }
 
 impl ConcurrencyLimit {
-    /// A limit of `max` concurrent requests.
+    /// A fixed limit of `max` concurrent requests.
     pub fn new(max: usize) -> Self {
         ConcurrencyLimit {
-            permits: Arc::new(tokio::sync::Semaphore::new(max)),
-            max,
+            kind: LimitKind::Fixed {
+                permits: Arc::new(tokio::sync::Semaphore::new(max)),
+                max,
+            },
         }
     }
 
-    /// A permit, or `None` at once when `max` are taken.
-    pub fn try_acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        Arc::clone(&self.permits).try_acquire_owned().ok()
+    /// An adaptive limit that never exceeds `max`.
+    pub fn adaptive(max: usize) -> Self {
+        ConcurrencyLimit {
+            kind: LimitKind::Adaptive(Arc::new(AdaptiveLimit::new(max))),
+        }
     }
 
-    /// The cap.
+    /// A permit, or `None` at once when the limit is reached.
+    pub fn try_acquire(&self) -> Option<LimitPermit> {
+        match &self.kind {
+            LimitKind::Fixed { permits, .. } => {
+                let permit = Arc::clone(permits).try_acquire_owned().ok()?;
+                Some(LimitPermit {
+                    _fixed: Some(permit),
+                    adaptive: None,
+                })
+            }
+            LimitKind::Adaptive(limit) => {
+                let permit = limit.try_acquire()?;
+                Some(LimitPermit {
+                    _fixed: None,
+                    adaptive: Some((permit, Arc::clone(limit), tokio::time::Instant::now())),
+                })
+            }
+        }
+    }
+
+    /// The cap now (an adaptive limit's current value).
     pub fn max(&self) -> usize {
-        self.max
+        match &self.kind {
+            LimitKind::Fixed { max, .. } => *max,
+            LimitKind::Adaptive(limit) => limit.limit(),
+        }
     }
 
     /// Permits taken now.
     pub fn in_use(&self) -> usize {
-        self.max - self.permits.available_permits()
+        match &self.kind {
+            LimitKind::Fixed { permits, max } => max - permits.available_permits(),
+            LimitKind::Adaptive(limit) => limit.in_flight(),
+        }
     }
 }
 

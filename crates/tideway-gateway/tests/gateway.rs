@@ -1039,3 +1039,41 @@ async fn scenario_impatient_clients_cancel_their_downstream_calls() {
     assert_eq!(f.gateway.pending_rpc_calls(), 0);
     assert!(eventually(Duration::from_secs(1), || f.gateway.in_flight() == 0).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adaptive_route_limit_admits_up_to_its_current_limit() {
+    let adaptive = tideway_gateway::router::ConcurrencyLimit::adaptive(100);
+    let start_limit = adaptive.max();
+    assert_eq!(start_limit, tideway_gateway::adaptive::INITIAL_LIMIT);
+    let route = Route {
+        method: Some(Method::GET),
+        path: "/adaptive/{ms}".into(),
+        timeout: None,
+        target: tideway_gateway::RouteTarget::Rpc {
+            service: "test.Probe".into(),
+            full_name: "test.Probe/slow".into(),
+            params: vec![tideway_gateway::binding::Param {
+                name: "ms".into(),
+                kind: tideway_gateway::binding::ParamKind::Integer,
+                body: false,
+            }],
+        },
+        origin: "test".into(),
+        limit: Some(adaptive.clone()),
+    };
+    let f = start(ServerSettings::default(), vec![route]).await;
+    let holders: Vec<_> = (0..start_limit)
+        .map(|_| {
+            let url = f.url("/adaptive/500");
+            tokio::spawn(async move { send(Method::GET, &url, "").await.status })
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(3), || adaptive.in_use() == start_limit).await);
+    let r = send(Method::GET, &f.url("/adaptive/1"), "").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.json()["code"], "overloaded");
+    for h in holders {
+        assert_eq!(h.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(adaptive.in_use(), 0);
+}
