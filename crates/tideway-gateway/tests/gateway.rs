@@ -1077,3 +1077,27 @@ async fn adaptive_route_limit_admits_up_to_its_current_limit() {
     }
     assert_eq!(adaptive.in_use(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenario_slow_service_many_clients_no_errors() {
+    let f = start(ServerSettings::default(), vec![]).await;
+    const CLIENTS: usize = 300;
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..CLIENTS {
+        let url = f.url("/slow/1000");
+        calls.spawn(async move { send(Method::GET, &url, "").await.status });
+    }
+    let mut ok = 0;
+    while let Some(done) = calls.join_next().await {
+        assert_eq!(done.unwrap(), StatusCode::OK);
+        ok += 1;
+    }
+    assert_eq!(ok, CLIENTS);
+    assert_eq!(f.counters.slow_cancelled.load(Ordering::SeqCst), 0);
+    assert!(
+        eventually(Duration::from_secs(1), || f.gateway.pending_rpc_calls()
+            == 0)
+        .await
+    );
+    assert!(eventually(Duration::from_secs(1), || f.gateway.in_flight() == 0).await);
+}
