@@ -549,11 +549,11 @@ async fn connections_over_the_limit_get_503() {
     assert!(text.contains("retry-after: 1"), "{text}");
 }
 
-#[tokio::test]
-async fn over_the_in_flight_limits_requests_get_503_at_once() {
-    let limited = Route {
+/// A GET route to `test.Probe/slow` under its own concurrency limit.
+fn slow_route(path: &str, limit: tideway_gateway::router::ConcurrencyLimit) -> Route {
+    Route {
         method: Some(Method::GET),
-        path: "/limited/{ms}".into(),
+        path: path.into(),
         timeout: None,
         target: tideway_gateway::RouteTarget::Rpc {
             service: "test.Probe".into(),
@@ -565,8 +565,16 @@ async fn over_the_in_flight_limits_requests_get_503_at_once() {
             }],
         },
         origin: "test".into(),
-        limit: Some(tideway_gateway::router::ConcurrencyLimit::new(1)),
-    };
+        limit: Some(limit),
+    }
+}
+
+#[tokio::test]
+async fn over_the_in_flight_limits_requests_get_503_at_once() {
+    let limited = slow_route(
+        "/limited/{ms}",
+        tideway_gateway::router::ConcurrencyLimit::new(1),
+    );
     let f = start(
         ServerSettings {
             max_in_flight: 3,
@@ -1045,22 +1053,7 @@ async fn adaptive_route_limit_admits_up_to_its_current_limit() {
     let adaptive = tideway_gateway::router::ConcurrencyLimit::adaptive(100);
     let start_limit = adaptive.max();
     assert_eq!(start_limit, tideway_gateway::adaptive::INITIAL_LIMIT);
-    let route = Route {
-        method: Some(Method::GET),
-        path: "/adaptive/{ms}".into(),
-        timeout: None,
-        target: tideway_gateway::RouteTarget::Rpc {
-            service: "test.Probe".into(),
-            full_name: "test.Probe/slow".into(),
-            params: vec![tideway_gateway::binding::Param {
-                name: "ms".into(),
-                kind: tideway_gateway::binding::ParamKind::Integer,
-                body: false,
-            }],
-        },
-        origin: "test".into(),
-        limit: Some(adaptive.clone()),
-    };
+    let route = slow_route("/adaptive/{ms}", adaptive.clone());
     let f = start(ServerSettings::default(), vec![route]).await;
     let holders: Vec<_> = (0..start_limit)
         .map(|_| {
