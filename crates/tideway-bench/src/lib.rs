@@ -45,3 +45,26 @@ pub fn announce_listening(addr: SocketAddr) -> std::io::Result<()> {
     writeln!(out, "LISTENING {addr}")?;
     out.flush()
 }
+
+/// Runs `fut` on a current-thread runtime: every bench process is one thread, so a process's CPU
+/// time is one core's worth of work.
+pub fn block_on_current_thread<F: std::future::Future>(fut: F) -> std::io::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(fut))
+}
+
+/// Resolves on SIGTERM (the harness stops servers with it) or Ctrl-C. Registered before the
+/// server announces itself, so an early signal is not lost.
+pub async fn stop_signal(mut term: tokio::signal::unix::Signal) {
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// The SIGTERM handler for [`stop_signal`].
+pub fn register_sigterm() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+}

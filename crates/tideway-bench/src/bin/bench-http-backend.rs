@@ -47,10 +47,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(serve(args))
+    tideway_bench::block_on_current_thread(serve(args))?
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {

@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use clap::Parser;
 use tideway_bench::items::{ItemsImpl, ItemsServer};
 use tideway_rpc::{Server, ServerConfig};
-use tokio::signal::unix::{SignalKind, signal};
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -25,24 +24,18 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(serve(args))
+    tideway_bench::block_on_current_thread(serve(args))?
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
+    let term = tideway_bench::register_sigterm()?;
     let handle = Server::builder()
         .config(ServerConfig::default())
         .add_service(ItemsServer::new(ItemsImpl::default()))
         .bind(args.addr)
         .await?;
     tideway_bench::announce_listening(handle.local_addr())?;
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    tideway_bench::stop_signal(term).await;
     handle.shutdown().await;
     Ok(())
 }

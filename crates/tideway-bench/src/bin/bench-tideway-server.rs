@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use clap::Parser;
 use tideway_bench::tideway_echo::{EchoImpl, EchoServer};
 use tideway_rpc::{Server, ServerConfig};
-use tokio::signal::unix::{SignalKind, signal};
 
 /// Command line.
 #[derive(Debug, Parser)]
@@ -29,10 +28,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(serve(args))
+    tideway_bench::block_on_current_thread(serve(args))?
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
@@ -41,17 +37,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         config.max_in_flight_per_connection = n;
         config.max_in_flight_total = n;
     }
+    let term = tideway_bench::register_sigterm()?;
     let handle = Server::builder()
         .config(config)
         .add_service(EchoServer::new(EchoImpl))
         .bind(args.addr)
         .await?;
     tideway_bench::announce_listening(handle.local_addr())?;
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    tideway_bench::stop_signal(term).await;
     handle.shutdown().await;
     Ok(())
 }
