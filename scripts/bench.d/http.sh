@@ -160,6 +160,8 @@ start_gateway() {
 [server]
 listen = "127.0.0.1:0"
 worker_threads = 1
+# Metrics on, as in production: every request is counted and timed.
+admin_listen = "127.0.0.1:0"
 
 [[services]]
 name = "bench.Items"

@@ -55,15 +55,30 @@ pub fn route_table(
     Ok(RouteTable::new(routes)?)
 }
 
-/// RPC clients for the `[[services]]` of a config.
+/// Most connections the gateway opens to one endpoint when it sizes the pool itself.
+pub const MAX_DERIVED_CONNECTIONS_PER_ENDPOINT: usize = 16;
+
+/// Connections to each endpoint so that `max_in_flight` concurrent calls (the gateway's global
+/// limit) fit under the client's per-connection limit: one slow service may hold every call the
+/// gateway admits, and a call that finds its connection full is refused at once (Overloaded).
+/// Capped at [`MAX_DERIVED_CONNECTIONS_PER_ENDPOINT`]; at least 1.
+pub fn connections_for(max_in_flight: usize, client: &ClientConfig) -> usize {
+    max_in_flight
+        .div_ceil(client.max_in_flight_per_connection.max(1))
+        .clamp(1, MAX_DERIVED_CONNECTIONS_PER_ENDPOINT)
+}
+
+/// RPC clients for the `[[services]]` of a config. A service without `connections_per_endpoint`
+/// gets [`connections_for`] the gateway's `max_in_flight`.
 pub fn backends(
     config: &GatewayConfig,
     client: &ClientConfig,
 ) -> Result<RpcBackends, AssembleError> {
     let mut backends = RpcBackends::new();
+    let derived = connections_for(config.server.max_in_flight, client);
     for svc in &config.services {
         let client = ClientConfig {
-            connections: svc.connections_per_endpoint,
+            connections: svc.connections_per_endpoint.unwrap_or(derived),
             ..client.clone()
         };
         backends

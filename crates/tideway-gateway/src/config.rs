@@ -175,13 +175,10 @@ pub struct ServiceEndpoints {
     pub name: String,
     /// `host:port` of its instances; calls are spread round-robin.
     pub endpoints: Vec<SocketAddr>,
-    /// Connections to each endpoint.
-    #[serde(default = "one")]
-    pub connections_per_endpoint: usize,
-}
-
-fn one() -> usize {
-    1
+    /// Connections to each endpoint; by default enough for `server.max_in_flight` concurrent
+    /// calls (see [`GatewayConfig::connections_per_endpoint`]).
+    #[serde(default)]
+    pub connections_per_endpoint: Option<usize>,
 }
 
 /// A route from the config file: either an RPC route (`service` and `rpc_method`) or an HTTP
@@ -423,7 +420,7 @@ impl GatewayConfig {
                 "must list at least one host:port".into(),
             );
             check(
-                svc.connections_per_endpoint > 0,
+                svc.connections_per_endpoint != Some(0),
                 &format!("{p}.connections_per_endpoint"),
                 "must be at least 1".into(),
             );

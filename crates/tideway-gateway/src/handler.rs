@@ -31,7 +31,7 @@ use crate::config::ServerSettings;
 use crate::error::GatewayError;
 use crate::overload::{ELEVATED_DEADLINE, OverloadState, Pressure};
 use crate::router::{Match, Route, RouteTable, RouteTarget};
-use crate::telemetry;
+use crate::telemetry::{self, RouteMetrics};
 
 /// Header carrying the request id, in and out.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -64,14 +64,16 @@ pub(crate) async fn handle(
     downstream: Downstream,
     req: Request<hyper::body::Incoming>,
 ) -> Response<GatewayBody> {
-    let request_id = state.ids.for_request(&req);
+    let request_id_header = state.ids.for_request(&req);
+    // Ids are visible ASCII: taken only when they are, generated as hex otherwise.
+    let request_id = request_id_header.to_str().unwrap_or_default();
     let started = Instant::now();
     // Refused before anything else is done: no body read, no route lookup.
     if state.overload.pressure() == Pressure::Shedding {
         metrics::counter!(telemetry::SHED_TOTAL, "reason" => "memory").increment(1);
         return refused(
             GatewayError::Overloaded("the gateway is over its memory budget; retry later".into()),
-            &request_id,
+            &request_id_header,
         );
     }
     let Some(_in_flight) = state.in_flight.try_acquire() else {
@@ -81,14 +83,14 @@ pub(crate) async fn handle(
             GatewayError::Overloaded(format!(
                 "the gateway is serving its limit of {limit} requests; retry later"
             )),
-            &request_id,
+            &request_id_header,
         );
     };
     // Cheap clones (an enum and a shared buffer), kept for the log line of a failure.
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let mut matched: Option<Arc<Route>> = None;
-    let mut response = match dispatch(&state, downstream, req, &request_id, &mut matched).await {
+    let mut matched: Option<Arc<RouteMetrics>> = None;
+    let mut response = match dispatch(&state, downstream, req, request_id, &mut matched).await {
         Ok(response) => response,
         Err(err) => {
             let (status, _) = err.status_and_code();
@@ -97,26 +99,27 @@ pub(crate) async fn handle(
             } else {
                 tracing::debug!(%request_id, %method, path = uri.path(), %status, error = %err, "request refused");
             }
-            err.into_response(&request_id)
+            err.into_response(request_id)
         }
     };
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, v);
-    }
-    let route_label = matched.map_or_else(|| telemetry::UNMATCHED_ROUTE.to_owned(), |r| r.label());
-    metrics::counter!(telemetry::REQUESTS_TOTAL, "route" => route_label.clone(), "status" => response.status().as_str().to_owned()).increment(1);
-    metrics::histogram!(telemetry::REQUEST_DURATION, "route" => route_label)
-        .record(started.elapsed().as_secs_f64());
+    response
+        .headers_mut()
+        .insert(REQUEST_ID_HEADER, request_id_header.clone());
+    let route_metrics: &RouteMetrics = match &matched {
+        Some(m) => m,
+        None => RouteMetrics::unmatched(),
+    };
+    route_metrics.record(response.status(), started.elapsed());
     tracing::trace!(%request_id, %method, path = uri.path(), status = %response.status(), elapsed = ?started.elapsed(), "request done");
     response
 }
 
 /// The answer to a request refused before it was routed.
-fn refused(err: GatewayError, request_id: &str) -> Response<GatewayBody> {
-    let mut response = err.into_response(request_id);
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, v);
-    }
+fn refused(err: GatewayError, request_id: &HeaderValue) -> Response<GatewayBody> {
+    let mut response = err.into_response(request_id.to_str().unwrap_or_default());
+    response
+        .headers_mut()
+        .insert(REQUEST_ID_HEADER, request_id.clone());
     response
 }
 
@@ -125,12 +128,19 @@ async fn dispatch(
     downstream: Downstream,
     req: Request<hyper::body::Incoming>,
     request_id: &str,
-    matched: &mut Option<Arc<Route>>,
+    matched: &mut Option<Arc<RouteMetrics>>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let (route, path_params) = {
         let table = state.routes.load();
         match table.lookup(req.method(), req.uri().path()) {
-            Match::Found { route, params } => (Arc::clone(route), params),
+            Match::Found {
+                route,
+                metrics,
+                params,
+            } => {
+                *matched = Some(Arc::clone(metrics));
+                (Arc::clone(route), params)
+            }
             Match::MethodNotAllowed { allow } => {
                 return Err(GatewayError::MethodNotAllowed {
                     method: req.method().to_string(),
@@ -146,7 +156,6 @@ async fn dispatch(
             }
         }
     };
-    *matched = Some(Arc::clone(&route));
     let _route_permit = match &route.limit {
         Some(limit) => Some(limit.try_acquire().ok_or_else(|| {
             metrics::counter!(telemetry::SHED_TOTAL, "reason" => "route_in_flight").increment(1);
@@ -342,18 +351,13 @@ impl RequestIds {
         }
     }
 
-    fn for_request<B>(&self, req: &Request<B>) -> String {
-        if let Some(given) = req
-            .headers()
-            .get(REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| {
-                !v.is_empty()
-                    && v.len() <= MAX_REQUEST_ID_LEN
-                    && v.bytes().all(|b| b.is_ascii_graphic())
-            })
-        {
-            return given.to_owned();
+    fn for_request<B>(&self, req: &Request<B>) -> HeaderValue {
+        if let Some(given) = req.headers().get(REQUEST_ID_HEADER).filter(|v| {
+            let v = v.as_bytes();
+            !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN && v.iter().all(u8::is_ascii_graphic)
+        }) {
+            // A clone shares the bytes.
+            return given.clone();
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         // splitmix64 of seed + counter: unique per process, spread over the whole range.
@@ -363,6 +367,10 @@ impl RequestIds {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
-        format!("{z:016x}")
+        let mut hex = [0u8; 16];
+        for (i, digit) in hex.iter_mut().enumerate() {
+            *digit = b"0123456789abcdef"[((z >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        HeaderValue::from_bytes(&hex).expect("hex digits are a valid header value")
     }
 }

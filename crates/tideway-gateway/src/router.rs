@@ -11,6 +11,7 @@ use tideway_rpc::ServiceDescriptor;
 
 use crate::adaptive::{AdaptiveLimit, AdaptivePermit};
 use crate::binding::{Param, ParamKind};
+use crate::telemetry::RouteMetrics;
 
 /// Where a route sends requests.
 #[derive(Debug, Clone)]
@@ -195,6 +196,8 @@ pub enum Match<'a> {
     Found {
         /// The route.
         route: &'a Arc<Route>,
+        /// Its request metrics.
+        metrics: &'a Arc<RouteMetrics>,
         /// Captured `{name}` values, percent-decoded.
         params: Vec<(String, String)>,
     },
@@ -209,8 +212,9 @@ pub enum Match<'a> {
 
 #[derive(Debug, Default)]
 struct PathRoutes {
-    by_method: Vec<(Method, Arc<Route>)>,
-    any_method: Option<Arc<Route>>,
+    /// Indexes into [`RouteTable::routes`].
+    by_method: Vec<(Method, usize)>,
+    any_method: Option<usize>,
 }
 
 /// An immutable route table; a new one is built and swapped in when routes change.
@@ -219,6 +223,8 @@ pub struct RouteTable {
     tree: matchit::Router<usize>,
     paths: Vec<PathRoutes>,
     routes: Vec<Arc<Route>>,
+    /// Parallel to `routes`.
+    metrics: Vec<Arc<RouteMetrics>>,
 }
 
 impl RouteTable {
@@ -246,21 +252,27 @@ impl RouteTable {
                     idx
                 }
             };
+            let index = table.routes.len();
             let entry = &mut table.paths[idx];
             match &route.method {
                 Some(method) => {
-                    if let Some((_, other)) = entry.by_method.iter().find(|(m, _)| m == method) {
-                        return Err(conflict(format!("already routed by {}", other.origin)));
+                    if let Some(&(_, other)) = entry.by_method.iter().find(|(m, _)| m == method) {
+                        let other = &table.routes[other].origin;
+                        return Err(conflict(format!("already routed by {other}")));
                     }
-                    entry.by_method.push((method.clone(), Arc::clone(&route)));
+                    entry.by_method.push((method.clone(), index));
                 }
                 None => {
-                    if let Some(other) = &entry.any_method {
-                        return Err(conflict(format!("already routed by {}", other.origin)));
+                    if let Some(other) = entry.any_method {
+                        let other = &table.routes[other].origin;
+                        return Err(conflict(format!("already routed by {other}")));
                     }
-                    entry.any_method = Some(Arc::clone(&route));
+                    entry.any_method = Some(index);
                 }
             }
+            table
+                .metrics
+                .push(Arc::new(RouteMetrics::new(route.label())));
             table.routes.push(route);
         }
         Ok(table)
@@ -277,22 +289,23 @@ impl RouteTable {
             return Match::NotFound;
         };
         let entry = &self.paths[*found.value];
-        let route = entry
+        let index = entry
             .by_method
             .iter()
             .find(|(m, _)| m == method)
-            .map(|(_, r)| r)
+            .map(|&(_, i)| i)
             // HEAD is served by a GET route.
             .or_else(|| {
                 (method == Method::HEAD)
                     .then(|| entry.by_method.iter().find(|(m, _)| m == Method::GET))
                     .flatten()
-                    .map(|(_, r)| r)
+                    .map(|&(_, i)| i)
             })
-            .or(entry.any_method.as_ref());
-        match route {
-            Some(route) => Match::Found {
-                route,
+            .or(entry.any_method);
+        match index {
+            Some(i) => Match::Found {
+                route: &self.routes[i],
+                metrics: &self.metrics[i],
                 params: found
                     .params
                     .iter()
@@ -374,7 +387,7 @@ mod tests {
         ])
         .unwrap();
         match t.lookup(&Method::GET, "/api/waybills/WB%201") {
-            Match::Found { route, params } => {
+            Match::Found { route, params, .. } => {
                 assert_eq!(route.path, "/api/waybills/{id}");
                 assert_eq!(params, vec![("id".to_string(), "WB 1".to_string())]);
             }

@@ -32,6 +32,9 @@ pub const STALL_PROBE_PERIOD: Duration = Duration::from_millis(50);
 /// thread instead of yielding (the failure that took the original gateway down).
 pub const STALL_THRESHOLD: Duration = Duration::from_millis(100);
 
+/// How often recorded histogram samples are folded into their buckets.
+pub const METRICS_UPKEEP_PERIOD: Duration = Duration::from_secs(1);
+
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// The process-wide Prometheus recorder, installed on first use. Later calls return the same
@@ -43,6 +46,22 @@ pub fn prometheus() -> &'static PrometheusHandle {
             .expect("the bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();
+        // The recorder keeps every histogram sample until "upkeep" folds it into the buckets;
+        // without it samples pile up between scrapes, and forever when nobody scrapes: memory
+        // growing with traffic, the very failure this gateway exists to prevent. A plain thread,
+        // so it runs whatever runtimes come and go (tests start many).
+        let upkeep = handle.clone();
+        let spawned = std::thread::Builder::new()
+            .name("tideway-metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(METRICS_UPKEEP_PERIOD);
+                    upkeep.run_upkeep();
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the metrics upkeep thread; histogram samples are folded only when /metrics is scraped");
+        }
         // Another recorder may already be installed by an embedding program; then its
         // registry gets the samples and this handle renders only what it sees.
         if metrics::set_global_recorder(recorder).is_err() {
@@ -128,6 +147,61 @@ fn describe() {
         Unit::Bytes,
         "Bytes of physical memory the allocator holds."
     );
+}
+
+/// Status codes whose request counters a route keeps at hand; others are looked up by name.
+const COMMON_STATUSES: [u16; 20] = [
+    200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 405, 408, 413, 429, 500, 502, 503, 504,
+    499,
+];
+
+/// One route's request metrics: its label, latency histogram and per-status counters, registered
+/// on first use and then recorded with an atomic operation, no lookup or formatting per request.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    label: metrics::SharedString,
+    duration: OnceLock<metrics::Histogram>,
+    by_status: [OnceLock<metrics::Counter>; COMMON_STATUSES.len()],
+}
+
+impl RouteMetrics {
+    /// Metrics labelled `route="<label>"`.
+    pub fn new(label: String) -> Self {
+        RouteMetrics {
+            label: label.into(),
+            duration: OnceLock::new(),
+            by_status: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// The metrics of requests that matched no route.
+    pub fn unmatched() -> &'static RouteMetrics {
+        static UNMATCHED: OnceLock<RouteMetrics> = OnceLock::new();
+        UNMATCHED.get_or_init(|| RouteMetrics::new(UNMATCHED_ROUTE.to_owned()))
+    }
+
+    /// The route's label: method and path template.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Counts one answered request and its latency.
+    pub fn record(&self, status: http::StatusCode, elapsed: Duration) {
+        let code = status.as_u16();
+        match COMMON_STATUSES.iter().position(|&c| c == code) {
+            Some(i) => self.by_status[i]
+                .get_or_init(|| self.status_counter(status))
+                .increment(1),
+            None => self.status_counter(status).increment(1),
+        }
+        self.duration
+            .get_or_init(|| metrics::histogram!(REQUEST_DURATION, "route" => self.label.clone()))
+            .record(elapsed.as_secs_f64());
+    }
+
+    fn status_counter(&self, status: http::StatusCode) -> metrics::Counter {
+        metrics::counter!(REQUESTS_TOTAL, "route" => self.label.clone(), "status" => status.as_str().to_owned())
+    }
 }
 
 /// Counts scheduler stalls seen by a probe task.

@@ -57,11 +57,22 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
         };
         let Some(first) = first else { break };
         encode_into(&first, &mut buf);
-        while buf.len() < MAX_WRITE_BATCH_BYTES {
-            match rx.try_recv() {
-                Ok(frame) => encode_into(&frame, &mut buf),
-                Err(_) => break,
+        let mut yielded = false;
+        loop {
+            while buf.len() < MAX_WRITE_BATCH_BYTES {
+                match rx.try_recv() {
+                    Ok(frame) => encode_into(&frame, &mut buf),
+                    Err(_) => break,
+                }
             }
+            if yielded || buf.len() >= MAX_WRITE_BATCH_BYTES {
+                break;
+            }
+            // Step aside once: tasks that are ready now (and the I/O they are about to read)
+            // queue their frames too, and one write carries them all. Under load this turns
+            // several small writes into one; idle, it costs one scheduler pass.
+            yielded = true;
+            tokio::task::yield_now().await;
         }
         let written = tokio::select! {
             res = io.write_all(&buf) => res,

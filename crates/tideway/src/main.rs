@@ -204,12 +204,15 @@ async fn demo(
     };
     let routes = assemble::route_table(&config, &DEMO_SERVICES)?;
     let mut backends = RpcBackends::new();
-    for descriptor in DEMO_SERVICES {
-        backends.insert(
-            descriptor.name,
-            &[rpc.local_addr()],
+    let client = ClientConfig {
+        connections: assemble::connections_for(
+            config.server.max_in_flight,
             &ClientConfig::default(),
-        )?;
+        ),
+        ..ClientConfig::default()
+    };
+    for descriptor in DEMO_SERVICES {
+        backends.insert(descriptor.name, &[rpc.local_addr()], &client)?;
     }
     let gateway = Gateway::start(config.server, routes, backends)
         .await
