@@ -1,5 +1,6 @@
-//! The admin listener: `/metrics` (Prometheus text), `/healthz` (liveness) and `/readyz`
-//! (readiness: not ready while draining or over the memory budget). It runs on its own address so that it can be kept off
+//! The admin listener: `/metrics` (Prometheus text), `/healthz` (liveness, plus the registry's
+//! state) and `/readyz` (readiness: not ready while draining, over the memory budget, or before
+//! the first registry sync). It runs on its own address so that it can be kept off
 //! the public network, and its own connection cap keeps scrapers from piling up.
 
 use std::convert::Infallible;
@@ -29,6 +30,8 @@ pub(crate) trait AdminView: Send + Sync + 'static {
     fn readiness(&self) -> Result<(), &'static str>;
     /// Sets the gauges that are read at scrape time.
     fn refresh_gauges(&self);
+    /// Lines for `/healthz` after `ok` (the registry's state, when there is one).
+    fn health_details(&self) -> String;
 }
 
 /// Binds the admin listener and serves it until `stop` is cancelled.
@@ -86,7 +89,12 @@ fn route<B>(view: &dyn AdminView, req: &Request<B>) -> Response<GatewayBody> {
                 telemetry::prometheus().render(),
             )
         }
-        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        // Alive whatever the registry's state: restarting would not bring it back.
+        "/healthz" => text(
+            StatusCode::OK,
+            "text/plain",
+            format!("ok\n{}", view.health_details()),
+        ),
         "/readyz" => match view.readiness() {
             Ok(()) => text(StatusCode::OK, "text/plain", "ready\n".into()),
             Err(why) => text(

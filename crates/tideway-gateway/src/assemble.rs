@@ -10,6 +10,7 @@ use tideway_rpc::{ClientConfig, ServiceDescriptor};
 use crate::backends::RpcBackends;
 use crate::binding::{Param, ParamKind};
 use crate::config::{GatewayConfig, RouteConfig};
+use crate::discovery::StaticSources;
 use crate::router::{Route, RouteTable, RouteTarget};
 
 /// Ceiling of an adaptive route limit when the route sets no `max_in_flight`.
@@ -53,6 +54,24 @@ pub fn route_table(
         routes.extend(config_routes(index, rc, descriptors)?);
     }
     Ok(RouteTable::new(routes)?)
+}
+
+/// What a config file fixes when the gateway follows a registry: its routes (with parameter
+/// kinds from `descriptors` where a hosted service declares them) and the services it lists.
+pub fn static_sources(
+    config: &GatewayConfig,
+    descriptors: &[ServiceDescriptor],
+) -> Result<StaticSources, AssembleError> {
+    let mut routes = Vec::new();
+    for (index, rc) in config.routes.iter().enumerate() {
+        routes.extend(config_routes(index, rc, descriptors)?);
+    }
+    // Collisions among the file's own routes are the file's error, reported as one.
+    RouteTable::new(routes.iter().cloned())?;
+    Ok(StaticSources {
+        routes,
+        services: config.services.iter().map(|s| s.name.clone()).collect(),
+    })
 }
 
 /// Most connections the gateway opens to one endpoint when it sizes the pool itself.

@@ -47,6 +47,24 @@ impl RpcBackends {
         Ok(())
     }
 
+    /// Adds (or replaces) a service with clients built elsewhere (clones share connections).
+    pub fn insert_clients(&mut self, service: impl Into<String>, clients: Vec<Client>) {
+        self.services.insert(
+            service.into(),
+            ServiceClients {
+                clients,
+                next: AtomicUsize::new(0),
+            },
+        );
+    }
+
+    /// The clients of `service`'s endpoints (empty for an unknown service).
+    pub fn clients(&self, service: &str) -> &[Client] {
+        self.services
+            .get(service)
+            .map_or(&[], |s| s.clients.as_slice())
+    }
+
     /// The client to send the next call of `service` to.
     pub fn pick(&self, service: &str) -> Option<&Client> {
         let svc = self.services.get(service)?;
@@ -63,6 +81,24 @@ impl RpcBackends {
             .values()
             .flat_map(|s| s.clients.iter())
             .map(Client::pending_calls)
+            .sum()
+    }
+
+    /// Frames queued for RPC connection writers, over every service.
+    pub fn queued_frames(&self) -> usize {
+        self.services
+            .values()
+            .flat_map(|s| s.clients.iter())
+            .map(Client::queued_frames)
+            .sum()
+    }
+
+    /// Open RPC connections, over every service.
+    pub fn connections(&self) -> usize {
+        self.services
+            .values()
+            .flat_map(|s| s.clients.iter())
+            .map(Client::connections)
             .sum()
     }
 

@@ -1,9 +1,15 @@
 //! The response body type of the gateway: one boxed body for buffered JSON and streamed upstream
 //! bodies alike.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
-use http_body_util::BodyExt;
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+
+use crate::overload::HeldBytes;
 
 /// Errors a response body can yield while streaming.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -23,4 +29,60 @@ pub fn empty() -> GatewayBody {
     http_body_util::Empty::new()
         .map_err(|never| match never {})
         .boxed()
+}
+
+/// A body of known bytes that count against the memory budget until the connection has taken
+/// them (hyper drops the body after its last frame).
+pub(crate) fn held(bytes: Bytes, held: HeldBytes) -> GatewayBody {
+    HeldBody {
+        inner: Full::new(bytes),
+        _held: held,
+    }
+    .boxed()
+}
+
+struct HeldBody {
+    inner: Full<Bytes>,
+    _held: HeldBytes,
+}
+
+impl Body for HeldBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.get_mut().inner)
+            .poll_frame(cx)
+            .map_err(|never| match never {})
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::overload::OverloadState;
+
+    #[tokio::test]
+    async fn a_held_body_counts_until_it_is_consumed() {
+        let state = Arc::new(OverloadState::new(Some(64 << 20)));
+        let body = held(Bytes::from_static(b"{\"ok\":true}"), state.hold(11));
+        assert_eq!(state.held(), 11);
+        assert_eq!(body.size_hint().exact(), Some(11));
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], b"{\"ok\":true}");
+        assert_eq!(state.held(), 0, "released once the body is done with");
+    }
 }

@@ -80,6 +80,9 @@ pub struct GatewayConfig {
     pub services: Vec<ServiceEndpoints>,
     /// Routes defined here, besides those services publish.
     pub routes: Vec<RouteConfig>,
+    /// Where services register and publish their routes (`[registry]`); none: only
+    /// `[[services]]` and `[[routes]]`.
+    pub registry: Option<tideway_registry::RegistryConfig>,
 }
 
 /// The HTTP listener and its limits.
@@ -315,6 +318,10 @@ impl GatewayConfig {
                         }
                     }
                 }
+                "registry" => match value.clone().try_into::<tideway_registry::RegistryConfig>() {
+                    Ok(registry) => config.registry = Some(registry),
+                    Err(e) => issues.push(locator.issue("registry", e.message())),
+                },
                 other => issues.push(locator.issue(other, "unknown section")),
             }
         }
@@ -337,6 +344,9 @@ impl GatewayConfig {
     /// Semantic checks; returns `(key path, message)` for every problem.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
+        if let Some(Err(e)) = self.registry.as_ref().map(|r| r.validate()) {
+            out.push(("registry".to_owned(), e.to_string()));
+        }
         let s = &self.server;
         let mut check = |ok: bool, path: &str, message: String| {
             if !ok {

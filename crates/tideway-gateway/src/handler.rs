@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::backends::RpcBackends;
 use crate::binding;
-use crate::body::{GatewayBody, full};
+use crate::body::GatewayBody;
 use crate::config::ServerSettings;
 use crate::error::GatewayError;
 use crate::overload::{ELEVATED_DEADLINE, OverloadState, Pressure};
@@ -258,7 +258,9 @@ async fn call_rpc(
         .call(full_name, Codec::Json, payload, &options)
         .await
         .map_err(GatewayError::Rpc)?;
-    let mut response = Response::new(full(reply));
+    // The reply counts against the memory budget until the connection has taken it.
+    let held = state.overload.hold(reply.len() as u64);
+    let mut response = Response::new(crate::body::held(reply, held));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -9,6 +9,7 @@
 //! router.rs   radix-tree match of path templates, then method (404 / 405 + Allow)
 //! binding.rs  path + query + JSON body ─► the RPC payload object
 //! backends.rs service name ─► tideway_rpc::Client
+//! discovery.rs registry catalog ─► new route table + backends, swapped in on every change
 //! error.rs    every failure ─► status + JSON {code, message, request_id}
 //! admin.rs    the admin listener: /metrics, /healthz, /readyz (telemetry.rs: metrics, stalls)
 //! ```
@@ -23,6 +24,7 @@ pub mod backends;
 pub mod binding;
 pub mod body;
 pub mod config;
+pub mod discovery;
 pub mod error;
 mod handler;
 pub mod overload;

@@ -87,7 +87,8 @@ pub struct OverloadState {
     budget: Option<u64>,
     level: AtomicU8,
     last_used: AtomicU64,
-    /// Bytes reserved now by requests buffering bodies and waiting on RPC calls.
+    /// Bytes reserved now by requests buffering bodies and waiting on RPC calls, and by RPC
+    /// replies not yet handed to the client connection.
     held: AtomicU64,
     changes: watch::Sender<Pressure>,
 }
@@ -135,6 +136,17 @@ impl OverloadState {
     /// Bytes reserved now by requests (buffered bodies and the RPC calls carrying them).
     pub fn held(&self) -> u64 {
         self.held.load(Ordering::Relaxed)
+    }
+
+    /// Counts `bytes` already in memory (an RPC reply on its way to the client) without
+    /// refusing: refusing would only throw away finished work. They raise the projection that
+    /// later reservations are checked against.
+    pub fn hold(self: &Arc<Self>, bytes: u64) -> HeldBytes {
+        self.held.fetch_add(bytes, Ordering::Relaxed);
+        HeldBytes {
+            state: Arc::clone(self),
+            bytes,
+        }
     }
 
     /// Reserves `bytes` before they are buffered. Refused (`None`) when the last memory sample

@@ -231,51 +231,76 @@ impl RouteTable {
     /// Builds a table; fails on the first route that conflicts with an earlier one.
     pub fn new(routes: impl IntoIterator<Item = Route>) -> Result<Self, RouteConflict> {
         let mut table = RouteTable::default();
-        let mut index_of: BTreeMap<String, usize> = BTreeMap::new();
+        let mut index_of = BTreeMap::new();
         for route in routes {
-            let route = Arc::new(route);
-            let conflict = |reason: String| RouteConflict {
-                route: route.label(),
-                origin: route.origin.clone(),
-                reason,
-            };
-            let idx = match index_of.get(&route.path) {
-                Some(&idx) => idx,
-                None => {
-                    let idx = table.paths.len();
-                    table
-                        .tree
-                        .insert(route.path.clone(), idx)
-                        .map_err(|e| conflict(e.to_string()))?;
-                    table.paths.push(PathRoutes::default());
-                    index_of.insert(route.path.clone(), idx);
-                    idx
-                }
-            };
-            let index = table.routes.len();
-            let entry = &mut table.paths[idx];
-            match &route.method {
-                Some(method) => {
-                    if let Some(&(_, other)) = entry.by_method.iter().find(|(m, _)| m == method) {
-                        let other = &table.routes[other].origin;
-                        return Err(conflict(format!("already routed by {other}")));
-                    }
-                    entry.by_method.push((method.clone(), index));
-                }
-                None => {
-                    if let Some(other) = entry.any_method {
-                        let other = &table.routes[other].origin;
-                        return Err(conflict(format!("already routed by {other}")));
-                    }
-                    entry.any_method = Some(index);
-                }
-            }
-            table
-                .metrics
-                .push(Arc::new(RouteMetrics::new(route.label())));
-            table.routes.push(route);
+            table.add(route, &mut index_of)?;
         }
         Ok(table)
+    }
+
+    /// Builds a table from routes in priority order, leaving out each route that conflicts with
+    /// an earlier one; the conflicts are returned. For routes from sources the gateway does not
+    /// control (a registry), where one bad route must not take the others down.
+    pub fn build_skipping_conflicts(
+        routes: impl IntoIterator<Item = Route>,
+    ) -> (Self, Vec<RouteConflict>) {
+        let mut table = RouteTable::default();
+        let mut index_of = BTreeMap::new();
+        let mut conflicts = Vec::new();
+        for route in routes {
+            if let Err(conflict) = table.add(route, &mut index_of) {
+                conflicts.push(conflict);
+            }
+        }
+        (table, conflicts)
+    }
+
+    /// Adds a route unless it conflicts; on error the table is unchanged.
+    fn add(
+        &mut self,
+        route: Route,
+        index_of: &mut BTreeMap<String, usize>,
+    ) -> Result<(), RouteConflict> {
+        let route = Arc::new(route);
+        let conflict = |reason: String| RouteConflict {
+            route: route.label(),
+            origin: route.origin.clone(),
+            reason,
+        };
+        let idx = match index_of.get(&route.path) {
+            Some(&idx) => idx,
+            None => {
+                let idx = self.paths.len();
+                self.tree
+                    .insert(route.path.clone(), idx)
+                    .map_err(|e| conflict(e.to_string()))?;
+                self.paths.push(PathRoutes::default());
+                index_of.insert(route.path.clone(), idx);
+                idx
+            }
+        };
+        let index = self.routes.len();
+        let entry = &mut self.paths[idx];
+        match &route.method {
+            Some(method) => {
+                if let Some(&(_, other)) = entry.by_method.iter().find(|(m, _)| m == method) {
+                    let other = &self.routes[other].origin;
+                    return Err(conflict(format!("already routed by {other}")));
+                }
+                entry.by_method.push((method.clone(), index));
+            }
+            None => {
+                if let Some(other) = entry.any_method {
+                    let other = &self.routes[other].origin;
+                    return Err(conflict(format!("already routed by {other}")));
+                }
+                entry.any_method = Some(index);
+            }
+        }
+        self.metrics
+            .push(Arc::new(RouteMetrics::new(route.label())));
+        self.routes.push(route);
+        Ok(())
     }
 
     /// Every route, in insertion order.

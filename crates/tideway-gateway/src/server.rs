@@ -33,9 +33,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use tideway_registry::{Catalog, CatalogStatus};
+use tideway_rpc::ClientConfig;
+
 use crate::backends::RpcBackends;
 use crate::body::GatewayBody;
 use crate::config::ServerSettings;
+use crate::discovery::StaticSources;
 use crate::handler::{Downstream, GatewayState, RequestIds, handle};
 use crate::overload::{OverloadState, Pressure};
 use crate::router::RouteTable;
@@ -134,6 +138,7 @@ impl Gateway {
             shutdown: shutdown.clone(),
             stalls: StallWatchdog::spawn(telemetry_stop.clone()),
             allocator: parking_lot::RwLock::new(None),
+            registry: parking_lot::RwLock::new(None),
         });
         {
             // Allocator resident bytes when the binary reports them, else the process RSS.
@@ -236,6 +241,31 @@ impl Gateway {
         self.state.settings.max_connections - self.connection_permits.available_permits()
     }
 
+    /// Follows a registry: from now on every change of `catalog` becomes a new route table
+    /// (`sources.routes` first, then the routes services publish) and new RPC backends
+    /// (`client` settings for the clients of new instances). See [`crate::discovery`].
+    /// `/readyz` reports not ready until the catalog has synced once; `/healthz` shows its
+    /// state. Runs until the gateway shuts down.
+    pub fn follow_registry(&self, catalog: Catalog, sources: StaticSources, client: ClientConfig) {
+        *self.view.registry.write() = Some(catalog.subscribe_status());
+        crate::discovery::spawn(
+            Arc::clone(&self.state),
+            catalog,
+            sources,
+            client,
+            self.telemetry_stop.clone(),
+        );
+    }
+
+    /// The registry's state, when the gateway follows one.
+    pub fn registry_status(&self) -> Option<CatalogStatus> {
+        self.view
+            .registry
+            .read()
+            .as_ref()
+            .map(|status| status.borrow().clone())
+    }
+
     /// Stops accepting, lets in-flight requests finish (up to `drain_timeout`), closes.
     pub async fn shutdown(self, drain_timeout: Duration) {
         self.shutdown.cancel();
@@ -336,6 +366,8 @@ struct GatewayView {
     shutdown: CancellationToken,
     stalls: Arc<StallWatchdog>,
     allocator: parking_lot::RwLock<Option<AllocatorStats>>,
+    /// The registry's state, when the gateway follows one.
+    registry: parking_lot::RwLock<Option<tokio::sync::watch::Receiver<CatalogStatus>>>,
 }
 
 impl std::fmt::Debug for GatewayView {
@@ -352,8 +384,41 @@ impl crate::admin::AdminView for GatewayView {
             Err("draining")
         } else if self.state.overload.pressure() == Pressure::Shedding {
             Err("over the memory budget")
+        } else if self
+            .registry
+            .read()
+            .as_ref()
+            .is_some_and(|status| !has_synced(&status.borrow()))
+        {
+            // Before the first sync the gateway knows no published routes. Once synced, a lost
+            // registry does not make it unready: it keeps serving the last known state.
+            Err("waiting for the first registry sync")
         } else {
             Ok(())
+        }
+    }
+
+    fn health_details(&self) -> String {
+        match self.registry.read().as_ref() {
+            None => String::new(),
+            Some(status) => match &*status.borrow() {
+                CatalogStatus::Starting => "registry: starting\n".to_owned(),
+                CatalogStatus::Synced { revision, .. } => {
+                    format!("registry: synced at revision {revision}\n")
+                }
+                CatalogStatus::Degraded {
+                    revision, error, ..
+                } => format!("registry: degraded, serving revision {revision}: {error}\n"),
+                CatalogStatus::Disconnected {
+                    revision,
+                    last_error,
+                    attempts,
+                    since,
+                } => format!(
+                    "registry: disconnected for {:?} ({attempts} attempts), serving the last known state (revision {revision}): {last_error}\n",
+                    since.elapsed().unwrap_or_default()
+                ),
+            },
         }
     }
 
@@ -361,8 +426,11 @@ impl crate::admin::AdminView for GatewayView {
         let settings = &self.state.settings;
         metrics::gauge!("tideway_in_flight_requests").set(self.state.in_flight.in_use() as f64);
         metrics::gauge!("tideway_in_flight_limit").set(settings.max_in_flight as f64);
-        metrics::gauge!("tideway_pending_rpc_calls")
-            .set(self.state.backends.load().pending_calls() as f64);
+        let backends = self.state.backends.load();
+        metrics::gauge!("tideway_pending_rpc_calls").set(backends.pending_calls() as f64);
+        metrics::gauge!("tideway_rpc_write_queue_frames").set(backends.queued_frames() as f64);
+        metrics::gauge!("tideway_rpc_connections").set(backends.connections() as f64);
+        drop(backends);
         metrics::gauge!("tideway_open_connections")
             .set((settings.max_connections - self.connection_permits.available_permits()) as f64);
         metrics::gauge!("tideway_parked_connections")
@@ -384,6 +452,17 @@ impl crate::admin::AdminView for GatewayView {
             metrics::gauge!("tideway_allocator_allocated_bytes").set(allocated as f64);
             metrics::gauge!("tideway_allocator_resident_bytes").set(resident as f64);
         }
+    }
+}
+
+/// Whether the catalog has had a full state from its registry at least once.
+fn has_synced(status: &CatalogStatus) -> bool {
+    match status {
+        CatalogStatus::Synced { .. } => true,
+        CatalogStatus::Degraded { revision, .. } | CatalogStatus::Disconnected { revision, .. } => {
+            *revision > 0
+        }
+        CatalogStatus::Starting => false,
     }
 }
 

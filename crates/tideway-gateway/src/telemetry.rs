@@ -101,6 +101,14 @@ fn describe() {
     );
     describe_gauge!("tideway_open_connections", "Client connections open now.");
     describe_gauge!(
+        "tideway_rpc_write_queue_frames",
+        "Frames queued for RPC connection writers and not yet written (each queue is bounded)."
+    );
+    describe_gauge!(
+        "tideway_rpc_connections",
+        "Open connections to RPC service instances."
+    );
+    describe_gauge!(
         "tideway_parked_connections",
         "Idle HTTP/1.1 connections parked with no buffers."
     );
@@ -136,11 +144,23 @@ fn describe() {
     describe_gauge!(
         "tideway_held_body_bytes",
         Unit::Bytes,
-        "Request body bytes reserved against the memory budget by requests in flight."
+        "Request and RPC reply body bytes held against the memory budget by requests in flight."
     );
     describe_gauge!(
         "tideway_memory_pressure",
         "Overload level: 0 normal, 1 elevated (idle connections closed), 2 shedding."
+    );
+    describe_gauge!(
+        "tideway_routes",
+        "Routes in the route table now (config file and registry)."
+    );
+    describe_gauge!(
+        "tideway_route_conflicts",
+        "Published routes left out of the route table because they collide with another."
+    );
+    describe_counter!(
+        "tideway_route_table_updates_total",
+        "Route tables built from registry changes."
     );
     describe_gauge!(
         "tideway_allocator_resident_bytes",

@@ -153,6 +153,17 @@ impl Client {
             .sum()
     }
 
+    /// Frames queued for the connections' writers and not yet written, over all connections.
+    /// Each queue is bounded (`write_queue_capacity`); this is the depth to watch.
+    pub fn queued_frames(&self) -> usize {
+        self.inner
+            .slots
+            .iter()
+            .filter_map(|s| s.state.lock().conn.clone())
+            .map(|c| c.tx.max_capacity() - c.tx.capacity())
+            .sum()
+    }
+
     /// Open connections.
     pub fn connections(&self) -> usize {
         self.inner

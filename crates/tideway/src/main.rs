@@ -5,20 +5,29 @@
 //! - `tideway gateway --config FILE`: the gateway alone, routing to the services and upstreams
 //!   the file names.
 //! - `tideway check-config FILE`: validates a config file and reports every problem with its line.
+//! - `tideway serve-demo --registry etcd://HOST:PORT`: the logistics services alone, registered
+//!   in etcd (with their routes) for gateways that follow the same registry.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tideway_gateway::config::ServerSettings;
+use tideway_gateway::discovery::StaticSources;
 use tideway_gateway::{
     DEFAULT_DRAIN_TIMEOUT, Gateway, GatewayConfig, RouteTable, RpcBackends, assemble,
 };
 use tideway_logistics::{
     Logistics, PricingClient, PricingServer, TrackingClient, TrackingServer, WaybillsClient,
     WaybillsServer,
+};
+use tideway_registry::{
+    Catalog, CatalogConfig, EmbeddedRegistry, EtcdConfig, Registration, Registry, RegistryConfig,
+    ServiceInstance,
 };
 use tideway_rpc::{ClientConfig, Server, ServerConfig, ServiceDescriptor};
 
@@ -68,6 +77,19 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Run the logistics services alone and register them (with their routes) in a registry,
+    /// for gateways that follow it.
+    ServeDemo {
+        /// The registry: `etcd://HOST:PORT[,HOST:PORT...]`.
+        #[arg(long, env = "TIDEWAY_REGISTRY")]
+        registry: String,
+        /// Where the RPC server listens (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Lease time to live in etcd: a killed process leaves routing within it.
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        lease_ttl: Duration,
+    },
 }
 
 fn main() -> ExitCode {
@@ -90,6 +112,11 @@ fn main() -> ExitCode {
         } => runtime(0).and_then(|rt| rt.block_on(demo(listen, rpc_addr, admin_listen))),
         Command::Gateway { config } => gateway(config),
         Command::CheckConfig { file } => return check_config(&file),
+        Command::ServeDemo {
+            registry,
+            listen,
+            lease_ttl,
+        } => runtime(0).and_then(|rt| rt.block_on(serve_demo(&registry, listen, lease_ttl))),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -202,8 +229,14 @@ async fn demo(
         },
         ..Default::default()
     };
-    let routes = assemble::route_table(&config, &DEMO_SERVICES)?;
-    let mut backends = RpcBackends::new();
+    // The services register in an embedded registry, and the gateway learns their routes and
+    // address from it, as it would from etcd across machines.
+    let registry: Arc<dyn Registry> = Arc::new(EmbeddedRegistry::new());
+    let registrations = register_services(&registry, rpc.local_addr()).await?;
+    let catalog = Catalog::spawn(Arc::clone(&registry), CatalogConfig::default())?;
+    if let Err(status) = catalog.wait_synced(Duration::from_secs(5)).await {
+        anyhow::bail!("the embedded registry did not sync: {status:?}");
+    }
     let client = ClientConfig {
         connections: assemble::connections_for(
             config.server.max_in_flight,
@@ -211,12 +244,10 @@ async fn demo(
         ),
         ..ClientConfig::default()
     };
-    for descriptor in DEMO_SERVICES {
-        backends.insert(descriptor.name, &[rpc.local_addr()], &client)?;
-    }
-    let gateway = Gateway::start(config.server, routes, backends)
+    let gateway = Gateway::start(config.server, RouteTable::default(), RpcBackends::new())
         .await
         .context("cannot start the gateway")?;
+    gateway.follow_registry(catalog, StaticSources::default(), client);
     gateway.set_allocator_stats(allocator_stats());
     let base = format!("http://{}", gateway.local_addr());
     println!("Tideway gateway listening on {base}");
@@ -246,7 +277,81 @@ async fn demo(
 
     stop.wait().await;
     println!("Draining and stopping...");
+    deregister(registrations).await;
     gateway.shutdown(DEFAULT_DRAIN_TIMEOUT).await;
+    rpc.shutdown().await;
+    Ok(())
+}
+
+/// Registers every demo service, with its routes, as served at `addr`.
+async fn register_services(
+    registry: &Arc<dyn Registry>,
+    addr: SocketAddr,
+) -> anyhow::Result<Vec<Registration>> {
+    let mut registrations = Vec::new();
+    for descriptor in &DEMO_SERVICES {
+        // One instance per service and address; `:` and `.` are allowed in ids.
+        let instance = ServiceInstance::for_service(descriptor, addr.to_string(), addr);
+        let registration = registry
+            .register(instance)
+            .await
+            .with_context(|| format!("cannot register {}", descriptor.name))?;
+        registrations.push(registration);
+    }
+    Ok(registrations)
+}
+
+async fn deregister(registrations: Vec<Registration>) {
+    for registration in registrations {
+        if let Err(e) = registration.deregister().await {
+            tracing::warn!(error = %e, "deregistration failed; the lease will expire instead");
+        }
+    }
+}
+
+/// `etcd://HOST:PORT[,HOST:PORT...]` as a registry configuration.
+fn parse_registry_url(url: &str) -> anyhow::Result<RegistryConfig> {
+    let Some(hosts) = url.strip_prefix("etcd://") else {
+        anyhow::bail!("unsupported registry {url:?}: expected etcd://HOST:PORT[,HOST:PORT...]");
+    };
+    let endpoints: Vec<String> = hosts
+        .trim_end_matches('/')
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| format!("http://{h}"))
+        .collect();
+    if endpoints.is_empty() {
+        anyhow::bail!("registry {url:?} names no etcd endpoint");
+    }
+    Ok(RegistryConfig::Etcd(EtcdConfig::new(endpoints)))
+}
+
+async fn serve_demo(registry: &str, listen: SocketAddr, lease_ttl: Duration) -> anyhow::Result<()> {
+    let mut config = parse_registry_url(registry)?;
+    if let RegistryConfig::Etcd(etcd) = &mut config {
+        etcd.lease_ttl = lease_ttl;
+        etcd.keep_alive_interval = etcd.keep_alive_interval.min(lease_ttl / 3);
+    }
+    let stop = StopSignals::register()?;
+    let services = Logistics::default();
+    let rpc = Server::builder()
+        .config(ServerConfig::default())
+        .add_service(WaybillsServer::new(services.clone()))
+        .add_service(TrackingServer::new(services.clone()))
+        .add_service(PricingServer::new(services))
+        .bind(listen)
+        .await
+        .with_context(|| format!("cannot serve RPC on {listen}"))?;
+    let url = registry;
+    let registry = tideway_registry::open(&config)
+        .await
+        .with_context(|| format!("cannot open the registry {url}"))?;
+    let registrations = register_services(&registry, rpc.local_addr()).await?;
+    println!("Logistics RPC services on {}", rpc.local_addr());
+    println!("Registered in {url} (lease {lease_ttl:?})");
+    stop.wait().await;
+    println!("Deregistering and stopping...");
+    deregister(registrations).await;
     rpc.shutdown().await;
     Ok(())
 }
@@ -276,17 +381,62 @@ fn gateway(path: PathBuf) -> anyhow::Result<()> {
     rt.block_on(async move {
         let stop = StopSignals::register()?;
         let (config, routes, backends) = load(&path)?;
+        let client = ClientConfig {
+            connections: assemble::connections_for(
+                config.server.max_in_flight,
+                &ClientConfig::default(),
+            ),
+            ..ClientConfig::default()
+        };
+        let registry = config.registry.clone();
+        let sources = match &registry {
+            Some(_) => Some(assemble::static_sources(&config, &[])?),
+            None => None,
+        };
         let gateway = Gateway::start(config.server, routes, backends).await?;
+        gateway.set_allocator_stats(allocator_stats());
+        // The first line of output: scripts wait for it.
         println!(
             "Tideway gateway listening on http://{}",
             gateway.local_addr()
         );
+        if let (Some(registry_config), Some(sources)) = (registry, sources) {
+            if registry_config == RegistryConfig::Embedded {
+                tracing::warn!(
+                    "registry backend \"embedded\" in a gateway of its own: nothing else can register in it"
+                );
+            }
+            let registry = tideway_registry::open(&registry_config)
+                .await
+                .context("cannot open the registry")?;
+            let catalog = Catalog::spawn(registry, CatalogConfig::default())?;
+            // Start serving either way: without a registry the file's routes still work, and
+            // published routes arrive when it answers (/readyz says not ready until then).
+            match catalog.wait_synced(REGISTRY_STARTUP_WAIT).await {
+                Ok(snapshot) => println!(
+                    "Registry synced: {} services, {} instances (revision {})",
+                    snapshot.service_count(),
+                    snapshot.instance_count(),
+                    snapshot.revision()
+                ),
+                Err(status) => println!(
+                    "Registry not synced after {REGISTRY_STARTUP_WAIT:?} ({status:?}); serving the file's routes, following it in the background"
+                ),
+            }
+            gateway.follow_registry(catalog, sources, client);
+        }
+        if let Some(admin) = gateway.admin_addr() {
+            println!("Admin: http://{admin}/metrics  /healthz  /readyz");
+        }
         print_routes(&gateway.routes());
         stop.wait().await;
         gateway.shutdown(DEFAULT_DRAIN_TIMEOUT).await;
         Ok(())
     })
 }
+
+/// How long `tideway gateway` waits for its registry before it starts serving anyway.
+const REGISTRY_STARTUP_WAIT: Duration = Duration::from_secs(5);
 
 fn check_config(path: &Path) -> ExitCode {
     // Route assembly needs a runtime for the upstream clients' connection pools.
