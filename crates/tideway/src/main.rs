@@ -29,7 +29,7 @@ use tideway_registry::{
     Catalog, CatalogConfig, EmbeddedRegistry, EtcdConfig, Registration, Registry, RegistryConfig,
     ServiceInstance,
 };
-use tideway_rpc::{ClientConfig, Server, ServerConfig, ServiceDescriptor};
+use tideway_rpc::{ClientConfig, Server, ServerConfig, ServerHandle, ServiceDescriptor};
 
 /// jemalloc returns freed memory to the OS (background purging), so RSS falls back after a
 /// burst instead of staying at its peak as with glibc's malloc.
@@ -210,15 +210,7 @@ async fn demo(
     admin_listen: SocketAddr,
 ) -> anyhow::Result<()> {
     let stop = StopSignals::register()?;
-    let services = Logistics::default();
-    let rpc = Server::builder()
-        .config(ServerConfig::default())
-        .add_service(WaybillsServer::new(services.clone()))
-        .add_service(TrackingServer::new(services.clone()))
-        .add_service(PricingServer::new(services))
-        .bind(rpc_addr)
-        .await
-        .with_context(|| format!("cannot serve RPC on {rpc_addr}"))?;
+    let rpc = serve_logistics(rpc_addr).await?;
 
     let config = GatewayConfig {
         server: ServerSettings {
@@ -283,6 +275,19 @@ async fn demo(
     Ok(())
 }
 
+/// The logistics services on an RPC server at `addr`.
+async fn serve_logistics(addr: SocketAddr) -> anyhow::Result<ServerHandle> {
+    let services = Logistics::default();
+    Server::builder()
+        .config(ServerConfig::default())
+        .add_service(WaybillsServer::new(services.clone()))
+        .add_service(TrackingServer::new(services.clone()))
+        .add_service(PricingServer::new(services))
+        .bind(addr)
+        .await
+        .with_context(|| format!("cannot serve RPC on {addr}"))
+}
+
 /// Registers every demo service, with its routes, as served at `addr`.
 async fn register_services(
     registry: &Arc<dyn Registry>,
@@ -333,15 +338,7 @@ async fn serve_demo(registry: &str, listen: SocketAddr, lease_ttl: Duration) -> 
         etcd.keep_alive_interval = etcd.keep_alive_interval.min(lease_ttl / 3);
     }
     let stop = StopSignals::register()?;
-    let services = Logistics::default();
-    let rpc = Server::builder()
-        .config(ServerConfig::default())
-        .add_service(WaybillsServer::new(services.clone()))
-        .add_service(TrackingServer::new(services.clone()))
-        .add_service(PricingServer::new(services))
-        .bind(listen)
-        .await
-        .with_context(|| format!("cannot serve RPC on {listen}"))?;
+    let rpc = serve_logistics(listen).await?;
     let url = registry;
     let registry = tideway_registry::open(&config)
         .await
