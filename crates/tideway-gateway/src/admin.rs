@@ -19,6 +19,14 @@ use tokio_util::sync::CancellationToken;
 use crate::body::{GatewayBody, full};
 use crate::telemetry;
 
+/// The JSON admin API: read-only views of the gateway's state.
+pub(crate) const ADMIN_API: [&str; 4] = [
+    "/admin/routes",
+    "/admin/services",
+    "/admin/overload",
+    "/admin/registry",
+];
+
 /// Admin connections served at once; more are closed.
 const MAX_ADMIN_CONNECTIONS: usize = 64;
 /// An admin connection must finish its request within this time.
@@ -32,6 +40,9 @@ pub(crate) trait AdminView: Send + Sync + 'static {
     fn refresh_gauges(&self);
     /// Lines for `/healthz` after `ok` (the registry's state, when there is one).
     fn health_details(&self) -> String;
+    /// The JSON document of an admin API path (`/admin/routes`, ...), or `None` for an unknown
+    /// one.
+    fn admin_json(&self, path: &str) -> Option<serde_json::Value>;
 }
 
 /// Binds the admin listener and serves it until `stop` is cancelled.
@@ -103,10 +114,20 @@ fn route<B>(view: &dyn AdminView, req: &Request<B>) -> Response<GatewayBody> {
                 format!("not ready: {why}\n"),
             ),
         },
-        _ => text(
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "admin endpoints: /metrics /healthz /readyz\n".into(),
-        ),
+        path => match view.admin_json(path) {
+            Some(doc) => {
+                let mut body = serde_json::to_string_pretty(&doc).unwrap_or_default();
+                body.push('\n');
+                text(StatusCode::OK, "application/json", body)
+            }
+            None => text(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                format!(
+                    "admin endpoints: /metrics /healthz /readyz {}\n",
+                    ADMIN_API.join(" ")
+                ),
+            ),
+        },
     }
 }

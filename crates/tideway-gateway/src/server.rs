@@ -398,6 +398,87 @@ impl crate::admin::AdminView for GatewayView {
         }
     }
 
+    fn admin_json(&self, path: &str) -> Option<serde_json::Value> {
+        use serde_json::json;
+        Some(match path {
+            "/admin/routes" => {
+                let table = self.state.routes.load();
+                let routes: Vec<serde_json::Value> = table
+                    .routes()
+                    .iter()
+                    .map(|r| {
+                        let target = match &r.target {
+                            crate::router::RouteTarget::Rpc { service, full_name, .. } => {
+                                json!({"kind": "rpc", "service": service, "method": full_name})
+                            }
+                            crate::router::RouteTarget::Http { upstream, strip_prefix } => json!({
+                                "kind": "http",
+                                "upstream": upstream.base_url(),
+                                "strip_prefix": strip_prefix,
+                                "open_connections": upstream.open_connections(),
+                            }),
+                        };
+                        json!({
+                            "method": r.method.as_ref().map(http::Method::as_str),
+                            "path": r.path,
+                            "origin": r.origin,
+                            "timeout_ms": r.timeout.unwrap_or(self.state.settings.request_timeout).as_millis() as u64,
+                            "limit": r.limit.as_ref().map(|l| json!({"max": l.max(), "in_use": l.in_use()})),
+                            "target": target,
+                        })
+                    })
+                    .collect();
+                json!({ "routes": routes })
+            }
+            "/admin/services" => {
+                let backends = self.state.backends.load();
+                let mut names: Vec<&str> = backends.services().collect();
+                names.sort_unstable();
+                let services: Vec<serde_json::Value> = names
+                    .into_iter()
+                    .map(|name| {
+                        let endpoints: Vec<serde_json::Value> = backends
+                            .clients(name)
+                            .iter()
+                            .map(|c| {
+                                json!({
+                                    "addr": c.addr().to_string(),
+                                    "pending_calls": c.pending_calls(),
+                                    "queued_frames": c.queued_frames(),
+                                    "connections": c.connections(),
+                                })
+                            })
+                            .collect();
+                        json!({"name": name, "endpoints": endpoints})
+                    })
+                    .collect();
+                json!({ "services": services })
+            }
+            "/admin/overload" => {
+                let overload = &self.state.overload;
+                json!({
+                    "pressure": overload.pressure().as_str(),
+                    "memory_budget_bytes": overload.budget(),
+                    "memory_used_bytes": overload.budget().map(|_| overload.last_used()),
+                    "held_body_bytes": overload.held(),
+                    "in_flight_requests": self.state.in_flight.in_use(),
+                    "in_flight_limit": self.state.settings.max_in_flight,
+                    "open_connections": self.state.settings.max_connections - self.connection_permits.available_permits(),
+                    "parked_connections": self.protocols.parked.load(Ordering::Relaxed),
+                    "pending_rpc_calls": self.state.backends.load().pending_calls(),
+                    "scheduler_stalls": self.stalls.stalls(),
+                    "worst_stall_ms": self.stalls.worst().as_millis() as u64,
+                    "draining": self.shutdown.is_cancelled(),
+                })
+            }
+            "/admin/registry" => match self.registry.read().as_ref() {
+                Some(status) => json!({ "status": &*status.borrow() }),
+                None => json!({ "status": null }),
+            },
+            _ => return None,
+        })
+    }
+
     fn health_details(&self) -> String {
         match self.registry.read().as_ref() {
             None => String::new(),

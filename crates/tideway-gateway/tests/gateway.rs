@@ -701,6 +701,37 @@ async fn admin_listener_serves_metrics_health_and_readiness() {
     let readyz = send(Method::GET, &format!("{admin}/readyz"), "").await;
     assert_eq!(readyz.status, StatusCode::OK);
 
+    // The JSON admin API.
+    let json = |body: &Bytes| serde_json::from_slice::<Value>(body).expect("admin JSON");
+    let routes = send(Method::GET, &format!("{admin}/admin/routes"), "").await;
+    assert_eq!(routes.status, StatusCode::OK);
+    let routes = json(&routes.body);
+    let slow = routes["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path"] == "/slow/{ms}")
+        .expect("the slow route is listed");
+    assert_eq!(slow["method"], "GET");
+    assert_eq!(slow["target"]["kind"], "rpc");
+    assert_eq!(slow["target"]["method"], "test.Probe/slow");
+    let services = json(
+        &send(Method::GET, &format!("{admin}/admin/services"), "")
+            .await
+            .body,
+    );
+    assert_eq!(services["services"][0]["name"], "test.Probe");
+    assert_eq!(services["services"][0]["endpoints"][0]["pending_calls"], 0);
+    let overload = json(
+        &send(Method::GET, &format!("{admin}/admin/overload"), "")
+            .await
+            .body,
+    );
+    assert_eq!(overload["pressure"], "normal");
+    assert_eq!(overload["in_flight_requests"], 0);
+    let unknown = send(Method::GET, &format!("{admin}/admin/nope"), "").await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
     // While draining, the gateway reports not ready.
     let slow = tokio::spawn({
         let url = f.url("/slow/500");
