@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use http::Method;
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
 use tideway_http_upstream::{HttpUpstream, UpstreamConfig};
 use tideway_rpc::{ClientConfig, ServiceDescriptor};
 
@@ -11,7 +12,7 @@ use crate::backends::RpcBackends;
 use crate::binding::{Param, ParamKind};
 use crate::config::{GatewayConfig, RouteConfig};
 use crate::discovery::StaticSources;
-use crate::router::{Route, RouteTable, RouteTarget};
+use crate::router::{CallSettings, Fallback, Route, RouteTable, RouteTarget};
 
 /// Ceiling of an adaptive route limit when the route sets no `max_in_flight`.
 pub const DEFAULT_ADAPTIVE_CEILING: usize = 1000;
@@ -71,6 +72,7 @@ pub fn static_sources(
     Ok(StaticSources {
         routes,
         services: config.services.iter().map(|s| s.name.clone()).collect(),
+        clusters: config.clusters.clone(),
     })
 }
 
@@ -100,8 +102,9 @@ pub fn backends(
             connections: svc.connections_per_endpoint.unwrap_or(derived),
             ..client.clone()
         };
+        let cluster = crate::discovery::cluster_config(&config.clusters, &svc.name);
         backends
-            .insert(svc.name.clone(), &svc.endpoints, &client)
+            .insert_with(svc.name.clone(), &svc.endpoints, cluster, &client)
             .map_err(|e| AssembleError::Client {
                 service: svc.name.clone(),
                 reason: e.to_string(),
@@ -186,6 +189,17 @@ fn config_routes(
     } else {
         rc.max_in_flight.map(crate::router::ConcurrencyLimit::new)
     };
+    let fallback = match &rc.fallback {
+        None => None,
+        Some(f) => Some(Fallback {
+            status: StatusCode::from_u16(f.status).map_err(|_| AssembleError::Upstream {
+                index,
+                reason: format!("fallback status {} is not an HTTP status", f.status),
+            })?,
+            body: Bytes::from(serde_json::to_vec(&f.body).unwrap_or_default()),
+            content_type: HeaderValue::from_static("application/json"),
+        }),
+    };
     let methods: Vec<Option<Method>> = if rc.methods.is_empty() {
         vec![is_rpc.then_some(Method::GET)]
     } else {
@@ -203,6 +217,13 @@ fn config_routes(
     Ok(methods
         .into_iter()
         .map(|method| Route {
+            call: CallSettings {
+                idempotent: rc
+                    .idempotent
+                    .unwrap_or_else(|| CallSettings::for_method(method.as_ref()).idempotent),
+                balancer: rc.balancer.clone(),
+                fallback: fallback.clone(),
+            },
             method,
             path: rc.path.clone(),
             timeout,

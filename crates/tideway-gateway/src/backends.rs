@@ -1,23 +1,24 @@
-//! RPC backends: for each service, the clients of its endpoints, picked round-robin.
-//! (Load balancing with health and circuit breaking replaces the round-robin in a later step.)
+//! RPC backends: one [`Cluster`] per service (load balancing, outlier ejection, breakers,
+//! retries within a budget; see `tideway-cluster`), looked up by service name.
+//!
+//! A set of backends is immutable once published to the request path; registry changes update
+//! the endpoints of the clusters in place ([`Cluster::update_endpoints`]) and publish a new set
+//! only when services come or go.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
-use tideway_rpc::{Client, ClientConfig, ConfigError};
+use tideway_cluster::{Cluster, ClusterConfig, Clusters, EndpointSpec};
+use tideway_rpc::ClientConfig;
 
-/// The endpoints of one service.
-#[derive(Debug)]
-struct ServiceClients {
-    clients: Vec<Client>,
-    next: AtomicUsize,
-}
+/// Why a service's cluster could not be made.
+pub type BackendError = tideway_cluster::ConfigError;
 
-/// Clients for every service the gateway routes to.
-#[derive(Debug, Default)]
+/// The clusters of every service the gateway routes to.
+#[derive(Debug, Default, Clone)]
 pub struct RpcBackends {
-    services: HashMap<String, ServiceClients>,
+    clusters: Clusters,
 }
 
 impl RpcBackends {
@@ -26,84 +27,73 @@ impl RpcBackends {
         Self::default()
     }
 
-    /// Adds (or replaces) a service's endpoints. Connections open lazily on the first call.
+    /// Adds (or replaces) a service with fixed endpoints and the default cluster settings.
+    /// Connections open lazily on the first call.
     pub fn insert(
         &mut self,
         service: impl Into<String>,
         endpoints: &[SocketAddr],
-        config: &ClientConfig,
-    ) -> Result<(), ConfigError> {
-        let clients = endpoints
-            .iter()
-            .map(|addr| Client::new(*addr, config.clone()))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.services.insert(
-            service.into(),
-            ServiceClients {
-                clients,
-                next: AtomicUsize::new(0),
-            },
-        );
+        client: &ClientConfig,
+    ) -> Result<(), BackendError> {
+        self.insert_with(service, endpoints, ClusterConfig::default(), client)
+    }
+
+    /// Adds (or replaces) a service with fixed endpoints and these cluster settings.
+    pub fn insert_with(
+        &mut self,
+        service: impl Into<String>,
+        endpoints: &[SocketAddr],
+        config: ClusterConfig,
+        client: &ClientConfig,
+    ) -> Result<(), BackendError> {
+        let cluster = Cluster::new(service, config, client.clone())?;
+        cluster.update_endpoints(&static_endpoints(endpoints));
+        self.clusters.insert(Arc::new(cluster));
         Ok(())
     }
 
-    /// Adds (or replaces) a service with clients built elsewhere (clones share connections).
-    pub fn insert_clients(&mut self, service: impl Into<String>, clients: Vec<Client>) {
-        self.services.insert(
-            service.into(),
-            ServiceClients {
-                clients,
-                next: AtomicUsize::new(0),
-            },
-        );
+    /// Adds (or replaces) a cluster made elsewhere.
+    pub fn insert_cluster(&mut self, cluster: Arc<Cluster>) {
+        self.clusters.insert(cluster);
     }
 
-    /// The clients of `service`'s endpoints (empty for an unknown service).
-    pub fn clients(&self, service: &str) -> &[Client] {
-        self.services
-            .get(service)
-            .map_or(&[], |s| s.clients.as_slice())
+    /// The cluster of `service`.
+    pub fn cluster(&self, service: &str) -> Option<&Arc<Cluster>> {
+        self.clusters.get(service)
     }
 
-    /// The client to send the next call of `service` to.
-    pub fn pick(&self, service: &str) -> Option<&Client> {
-        let svc = self.services.get(service)?;
-        if svc.clients.is_empty() {
-            return None;
-        }
-        let i = svc.next.fetch_add(1, Ordering::Relaxed) % svc.clients.len();
-        svc.clients.get(i)
+    /// Every cluster.
+    pub fn clusters(&self) -> &Clusters {
+        &self.clusters
     }
 
     /// Calls waiting for a response, over every service.
     pub fn pending_calls(&self) -> usize {
-        self.services
-            .values()
-            .flat_map(|s| s.clients.iter())
-            .map(Client::pending_calls)
-            .sum()
+        self.clusters.pending_calls()
     }
 
     /// Frames queued for RPC connection writers, over every service.
     pub fn queued_frames(&self) -> usize {
-        self.services
-            .values()
-            .flat_map(|s| s.clients.iter())
-            .map(Client::queued_frames)
-            .sum()
+        self.clusters.queued_frames()
     }
 
     /// Open RPC connections, over every service.
     pub fn connections(&self) -> usize {
-        self.services
-            .values()
-            .flat_map(|s| s.clients.iter())
-            .map(Client::connections)
-            .sum()
+        self.clusters.connections()
     }
 
     /// Names of the services known.
     pub fn services(&self) -> impl Iterator<Item = &str> {
-        self.services.keys().map(String::as_str)
+        self.clusters.services()
     }
+}
+
+/// Endpoints listed by address only (config files): ids are the addresses, weights equal.
+pub fn static_endpoints(addrs: &[SocketAddr]) -> Vec<EndpointSpec> {
+    // The same address listed twice is one endpoint.
+    let unique: BTreeMap<String, SocketAddr> = addrs.iter().map(|a| (a.to_string(), *a)).collect();
+    unique
+        .into_iter()
+        .map(|(id, addr)| EndpointSpec::new(id, addr))
+        .collect()
 }

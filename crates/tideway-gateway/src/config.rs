@@ -83,6 +83,9 @@ pub struct GatewayConfig {
     /// Where services register and publish their routes (`[registry]`); none: only
     /// `[[services]]` and `[[routes]]`.
     pub registry: Option<tideway_registry::RegistryConfig>,
+    /// Load balancing, health, breakers and retries per service (`[clusters.NAME]`), with
+    /// `[clusters.default]` for services without their own.
+    pub clusters: BTreeMap<String, tideway_cluster::ClusterConfig>,
 }
 
 /// The HTTP listener and its limits.
@@ -222,6 +225,29 @@ pub struct RouteConfig {
     pub adaptive_concurrency: bool,
     /// Idle keep-alive connections kept to the upstream.
     pub upstream_max_idle: Option<usize>,
+    /// The RPC calls may be repeated (retried after a lost connection, hedged); default: `true`
+    /// for GET-only routes.
+    pub idempotent: Option<bool>,
+    /// A balancer for this route's calls instead of its service's (e.g. consistent hashing on a
+    /// parameter): `"round_robin"`, or `{ kind = "consistent_hash", key = { param = "id" } }`.
+    pub balancer: Option<tideway_cluster::Balancer>,
+    /// Answered when every attempt of a call failed.
+    pub fallback: Option<FallbackConfig>,
+}
+
+/// A route's canned answer for when its service cannot give one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// Its status (default 200).
+    #[serde(default = "ok_status")]
+    pub status: u16,
+    /// Its body: a JSON value, written in TOML.
+    pub body: serde_json::Value,
+}
+
+fn ok_status() -> u16 {
+    200
 }
 
 /// One problem found in a configuration, with where it is.
@@ -318,6 +344,22 @@ impl GatewayConfig {
                         }
                     }
                 }
+                "clusters" => {
+                    let Some(table) = value.as_table() else {
+                        issues
+                            .push(locator.issue(key, "must be a table of [clusters.NAME] tables"));
+                        continue;
+                    };
+                    for (name, item) in table {
+                        let path = format!("clusters.{name}");
+                        match item.clone().try_into::<tideway_cluster::ClusterConfig>() {
+                            Ok(c) => {
+                                config.clusters.insert(name.clone(), c);
+                            }
+                            Err(e) => issues.push(locator.issue(&path, e.message())),
+                        }
+                    }
+                }
                 "registry" => match value.clone().try_into::<tideway_registry::RegistryConfig>() {
                     Ok(registry) => config.registry = Some(registry),
                     Err(e) => issues.push(locator.issue("registry", e.message())),
@@ -346,6 +388,11 @@ impl GatewayConfig {
         let mut out = Vec::new();
         if let Some(Err(e)) = self.registry.as_ref().map(|r| r.validate()) {
             out.push(("registry".to_owned(), e.to_string()));
+        }
+        for (name, cluster) in &self.clusters {
+            if let Err(e) = cluster.validate() {
+                out.push((format!("clusters.{name}"), e.to_string()));
+            }
         }
         let s = &self.server;
         let mut check = |ok: bool, path: &str, message: String| {
@@ -465,11 +512,15 @@ impl GatewayConfig {
                             "an RPC route needs rpc_method".into(),
                         );
                     }
-                    if !self.services.iter().any(|s| &s.name == service) {
+                    // With a registry, a service may be known only from it.
+                    if self.registry.is_none() && !self.services.iter().any(|s| &s.name == service)
+                    {
                         check(
                             false,
                             &format!("{p}.service"),
-                            format!("no [[services]] entry named {service:?}"),
+                            format!(
+                                "no [[services]] entry named {service:?} (and no [registry] to learn it from)"
+                            ),
                         );
                     }
                 }

@@ -6,10 +6,11 @@
 //! - routes: the config file's routes first (they win a collision), then the routes each service
 //!   publishes with its instances. A published route that collides is left out and logged; the
 //!   others stay.
-//! - backends: the services the config file lists keep their endpoints; every other service gets
-//!   one client per instance. A client whose instance is still there is kept, with its
-//!   connections and the calls in flight on them; a removed instance gets no new calls, and its
-//!   client closes when the last call that holds it ends.
+//! - backends: the services the config file lists keep their endpoints; every other service has
+//!   a [`Cluster`] whose endpoint set is updated in place: an instance that stays keeps its
+//!   connections, calls in flight and health state; a removed one drains (no new calls; its
+//!   client closes when its last call ends); a new one joins (slow start where the balancer has
+//!   it). The settings of each service's cluster come from `[clusters]`.
 //!
 //! When a service loses its last instance its routes stay, answering 503 (no endpoint) rather
 //! than 404, so clients see a retryable outage instead of a wrong URL. Those remembered routes
@@ -21,14 +22,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
+use tideway_cluster::{Cluster, ClusterConfig, EndpointSpec};
 use tideway_registry::{Catalog, CatalogSnapshot, RouteMeta};
-use tideway_rpc::{Client, ClientConfig};
+use tideway_rpc::ClientConfig;
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::RpcBackends;
 use crate::binding::{Param, ParamKind};
 use crate::handler::GatewayState;
-use crate::router::{Route, RouteTable, RouteTarget};
+use crate::router::{CallSettings, Route, RouteTable, RouteTarget};
 
 /// Services that lost all their instances whose routes are still served (503).
 pub const MAX_REMEMBERED_SERVICES: usize = 1024;
@@ -41,7 +43,29 @@ pub struct StaticSources {
     /// Services whose endpoints the config file lists (`[[services]]`); the registry does not
     /// change them.
     pub services: BTreeSet<String>,
+    /// Cluster settings by service name, `default` for the others (`[clusters.NAME]`).
+    pub clusters: BTreeMap<String, ClusterConfig>,
 }
+
+impl StaticSources {
+    /// The cluster settings of `service`: its own, else `default`, else the built-in defaults.
+    pub fn cluster_config(&self, service: &str) -> ClusterConfig {
+        cluster_config(&self.clusters, service)
+    }
+}
+
+/// The cluster settings of `service` in a `[clusters]` table: its own entry, else `default`,
+/// else the built-in defaults.
+pub fn cluster_config(clusters: &BTreeMap<String, ClusterConfig>, service: &str) -> ClusterConfig {
+    clusters
+        .get(service)
+        .or_else(|| clusters.get(DEFAULT_CLUSTER))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// The `[clusters]` key whose settings apply to services without their own.
+pub const DEFAULT_CLUSTER: &str = "default";
 
 /// Follows `catalog` until `stop`: applies every snapshot to the gateway's state.
 pub(crate) fn spawn(
@@ -83,11 +107,15 @@ struct Follower {
 
 impl Follower {
     fn apply(&mut self, state: &GatewayState, snapshot: &CatalogSnapshot) {
-        // Backends first: a new route never finds its service missing.
-        let previous = state.backends.load();
+        // Backends first: a new route never finds its service missing. Clusters live on from
+        // one snapshot to the next (their endpoints' health, connections and calls in flight);
+        // only their endpoint sets change.
+        let previous = state.backends.load_full();
         let mut backends = RpcBackends::new();
         for name in &self.sources.services {
-            backends.insert_clients(name.clone(), previous.clients(name).to_vec());
+            if let Some(cluster) = previous.cluster(name) {
+                backends.insert_cluster(Arc::clone(cluster));
+            }
         }
         let mut published: Vec<(String, Vec<RouteMeta>)> = Vec::new();
         for entry in snapshot.services() {
@@ -97,30 +125,25 @@ impl Follower {
             if self.sources.services.contains(name) {
                 continue;
             }
-            let old = previous.clients(name);
-            let clients: Vec<Client> = entry
+            let specs: Vec<EndpointSpec> = entry
                 .instances()
                 .iter()
-                .filter_map(|instance| {
-                    if let Some(kept) = old.iter().find(|c| c.addr() == instance.addr) {
-                        return Some(kept.clone());
-                    }
-                    match Client::new(instance.addr, self.client.clone()) {
-                        Ok(client) => Some(client),
-                        Err(e) => {
-                            tracing::warn!(service = name, instance = %instance.id, error = %e, "cannot make a client for an instance; skipped");
-                            None
-                        }
-                    }
-                })
+                .map(|i| EndpointSpec::new(i.id.clone(), i.addr).with_weight(i.weight))
                 .collect();
-            backends.insert_clients(name.to_owned(), clients);
+            if let Some(cluster) = self.cluster(&previous, name) {
+                cluster.update_endpoints(&specs);
+                backends.insert_cluster(cluster);
+            }
         }
         // Services that were published before and are gone now keep their routes.
         self.remembered.update(&published);
         for (name, routes) in self.remembered.gone() {
             published.push((name.clone(), routes.clone()));
-            backends.insert_clients(name.clone(), Vec::new());
+            // No endpoints: its instances drain, new calls fail fast (503).
+            if let Some(cluster) = self.cluster(&previous, name) {
+                cluster.update_endpoints(&[]);
+                backends.insert_cluster(cluster);
+            }
         }
 
         let routes =
@@ -147,6 +170,26 @@ impl Follower {
         );
         state.backends.store(Arc::new(backends));
         state.routes.store(Arc::new(table));
+    }
+}
+
+impl Follower {
+    /// The cluster of `service`: the one already serving it, else a new one.
+    fn cluster(&self, previous: &RpcBackends, service: &str) -> Option<Arc<Cluster>> {
+        if let Some(cluster) = previous.cluster(service) {
+            return Some(Arc::clone(cluster));
+        }
+        match Cluster::new(
+            service,
+            self.sources.cluster_config(service),
+            self.client.clone(),
+        ) {
+            Ok(cluster) => Some(Arc::new(cluster)),
+            Err(e) => {
+                tracing::warn!(service, error = %e, "cannot make the service's cluster; its routes answer 503");
+                None
+            }
+        }
     }
 }
 
@@ -198,7 +241,6 @@ fn route_from_meta(service: &str, meta: &RouteMeta) -> Option<Route> {
         }
     };
     Some(Route {
-        method: Some(method),
         path: meta.path.clone(),
         timeout: meta.timeout_ms.map(Duration::from_millis),
         target: RouteTarget::Rpc {
@@ -214,6 +256,8 @@ fn route_from_meta(service: &str, meta: &RouteMeta) -> Option<Route> {
                 })
                 .collect(),
         },
+        call: CallSettings::for_method(Some(&method)),
+        method: Some(method),
         origin: format!("registry service {service}"),
         limit: None,
     })

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
+use tideway_cluster::{CallPolicy, HashKey};
 use tideway_http_upstream::{ClientInfo, Scheme};
 use tideway_rpc::{CallOptions, Codec, RpcError};
 use tokio::time::Instant;
@@ -30,11 +31,13 @@ use crate::body::GatewayBody;
 use crate::config::ServerSettings;
 use crate::error::GatewayError;
 use crate::overload::{ELEVATED_DEADLINE, OverloadState, Pressure};
-use crate::router::{Match, Route, RouteTable, RouteTarget};
+use crate::router::{Fallback, Match, Route, RouteTable, RouteTarget};
 use crate::telemetry::{self, RouteMetrics};
 
 /// Header carrying the request id, in and out.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Set on a response that is a route's fallback, not the service's answer.
+pub const FALLBACK_HEADER: &str = "x-tideway-fallback";
 /// Longest request id accepted from a client; longer ones are replaced.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
@@ -243,10 +246,20 @@ async fn call_rpc(
     };
     let payload = binding::bind(params, &path_params, parts.uri.query(), body)?;
 
-    let backends = state.backends.load();
-    let client = backends
-        .pick(service)
-        .ok_or_else(|| GatewayError::NoEndpoint(service.clone()))?;
+    // The cluster is taken out of the shared set before the call, so no guard on that set is
+    // held across the wait.
+    let Some(cluster) = state.backends.load().cluster(service).cloned() else {
+        // A service nobody has published (yet): nothing to try.
+        if let Some(fallback) = &route.call.fallback {
+            return Ok(fallback_answer(
+                fallback,
+                request_id,
+                route,
+                "no such service",
+            ));
+        }
+        return Err(GatewayError::NoEndpoint(service.clone()));
+    };
     let mut options = CallOptions::with_timeout(deadline.saturating_duration_since(Instant::now()));
     options.metadata.insert(REQUEST_ID_HEADER, request_id);
     for name in ["traceparent", "tracestate"] {
@@ -254,10 +267,33 @@ async fn call_rpc(
             options.metadata.insert(name, v);
         }
     }
-    let reply = client
-        .call(full_name, Codec::Json, payload, &options)
+    let balancer = route
+        .call
+        .balancer
+        .as_ref()
+        .unwrap_or(&cluster.config().balancer);
+    let hash_key = balancer
+        .hash_key()
+        .and_then(|key| hash_key_of(key, &parts, &path_params, &payload));
+    let policy = CallPolicy {
+        idempotent: route.call.idempotent,
+        hash_key: hash_key.as_deref(),
+        balancer: route.call.balancer.as_ref(),
+    };
+    let reply = match cluster
+        .call(full_name, Codec::Json, payload, &options, &policy)
         .await
-        .map_err(GatewayError::Rpc)?;
+    {
+        Ok(reply) => reply,
+        Err(e) => {
+            return match &route.call.fallback {
+                Some(fallback) if e.every_attempt_failed() => {
+                    Ok(fallback_answer(fallback, request_id, route, &e.to_string()))
+                }
+                _ => Err(GatewayError::Rpc(e.into_rpc_error())),
+            };
+        }
+    };
     // The reply counts against the memory budget until the connection has taken it.
     let held = state.overload.hold(reply.len() as u64);
     let mut response = Response::new(crate::body::held(reply, held));
@@ -266,6 +302,65 @@ async fn call_rpc(
         HeaderValue::from_static("application/json"),
     );
     Ok(response)
+}
+
+/// The key a consistent-hash balancer hashes for this request: a header, a parameter (path,
+/// then query, then a top-level field of the JSON payload), or the path. `None` when absent.
+fn hash_key_of(
+    key: &HashKey,
+    parts: &http::request::Parts,
+    path_params: &[(String, String)],
+    payload: &Bytes,
+) -> Option<String> {
+    match key {
+        HashKey::Header(name) => parts
+            .headers
+            .get(name.as_str())
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        HashKey::Path => Some(parts.uri.path().to_owned()),
+        HashKey::Param(name) => path_params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .or_else(|| {
+                let query = parts.uri.query()?;
+                serde_urlencoded::from_str::<Vec<(String, String)>>(query)
+                    .ok()?
+                    .into_iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v)
+            })
+            .or_else(|| {
+                let body: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(payload).ok()?;
+                match body.get(name)? {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    other => Some(other.to_string()),
+                }
+            }),
+    }
+}
+
+/// The route's fallback, counted and logged.
+fn fallback_answer(
+    fallback: &Fallback,
+    request_id: &str,
+    route: &Route,
+    why: &str,
+) -> Response<GatewayBody> {
+    metrics::counter!(telemetry::FALLBACKS_TOTAL).increment(1);
+    tracing::debug!(%request_id, route = %route.label(), error = why, "answered with the route's fallback");
+    fallback_response(fallback)
+}
+
+fn fallback_response(fallback: &Fallback) -> Response<GatewayBody> {
+    let mut response = Response::new(crate::body::full(fallback.body.clone()));
+    *response.status_mut() = fallback.status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, fallback.content_type.clone());
+    headers.insert(FALLBACK_HEADER, HeaderValue::from_static("true"));
+    response
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {

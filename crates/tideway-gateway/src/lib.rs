@@ -36,6 +36,6 @@ mod tls;
 pub use backends::RpcBackends;
 pub use config::{ConfigError, GatewayConfig, RouteConfig, ServerSettings};
 pub use error::GatewayError;
-pub use handler::REQUEST_ID_HEADER;
-pub use router::{Route, RouteConflict, RouteTable, RouteTarget};
+pub use handler::{FALLBACK_HEADER, REQUEST_ID_HEADER};
+pub use router::{CallSettings, Fallback, Route, RouteConflict, RouteTable, RouteTarget};
 pub use server::{DEFAULT_DRAIN_TIMEOUT, Gateway, StartError};

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
+use tideway_cluster::Balancer;
 use tideway_http_upstream::HttpUpstream;
 use tideway_rpc::ServiceDescriptor;
 
@@ -49,6 +50,41 @@ pub struct Route {
     pub origin: String,
     /// Caps the requests this route serves at once.
     pub limit: Option<ConcurrencyLimit>,
+    /// How its RPC calls are made (idempotency, balancer, fallback).
+    pub call: CallSettings,
+}
+
+/// How a route's RPC calls are made, beyond their target.
+#[derive(Debug, Clone, Default)]
+pub struct CallSettings {
+    /// The calls may be retried after a lost connection and hedged: safe to repeat. By default
+    /// `true` for GET and HEAD routes.
+    pub idempotent: bool,
+    /// A balancer for this route's calls instead of the service's; health state is shared.
+    pub balancer: Option<Balancer>,
+    /// The answer when every attempt of a call failed.
+    pub fallback: Option<Fallback>,
+}
+
+impl CallSettings {
+    /// Settings for a route of this HTTP method: idempotent for GET and HEAD.
+    pub fn for_method(method: Option<&Method>) -> Self {
+        CallSettings {
+            idempotent: method.is_some_and(|m| m == Method::GET || m == Method::HEAD),
+            ..CallSettings::default()
+        }
+    }
+}
+
+/// A canned response for when a route's service cannot answer.
+#[derive(Debug, Clone)]
+pub struct Fallback {
+    /// Its status.
+    pub status: http::StatusCode,
+    /// Its body.
+    pub body: bytes::Bytes,
+    /// Its `Content-Type`.
+    pub content_type: http::HeaderValue,
 }
 
 /// A cap on concurrent requests that refuses rather than waits: fixed, or adaptive (a gradient
@@ -163,6 +199,9 @@ impl Route {
                 },
                 origin: format!("service {}", descriptor.name),
                 limit: None,
+                call: CallSettings::for_method(
+                    Method::from_bytes(m.http_method.as_bytes()).ok().as_ref(),
+                ),
             })
             .collect()
     }
@@ -400,6 +439,7 @@ mod tests {
             },
             origin: "test".into(),
             limit: None,
+            call: CallSettings::default(),
         }
     }
 

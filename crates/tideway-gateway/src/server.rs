@@ -432,26 +432,12 @@ impl crate::admin::AdminView for GatewayView {
             }
             "/admin/services" => {
                 let backends = self.state.backends.load();
-                let mut names: Vec<&str> = backends.services().collect();
-                names.sort_unstable();
-                let services: Vec<serde_json::Value> = names
-                    .into_iter()
-                    .map(|name| {
-                        let endpoints: Vec<serde_json::Value> = backends
-                            .clients(name)
-                            .iter()
-                            .map(|c| {
-                                json!({
-                                    "addr": c.addr().to_string(),
-                                    "pending_calls": c.pending_calls(),
-                                    "queued_frames": c.queued_frames(),
-                                    "connections": c.connections(),
-                                })
-                            })
-                            .collect();
-                        json!({"name": name, "endpoints": endpoints})
-                    })
+                let mut services: Vec<serde_json::Value> = backends
+                    .clusters()
+                    .iter()
+                    .map(|cluster| cluster_json(&cluster.status(), cluster.pending_calls()))
                     .collect();
+                services.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
                 json!({ "services": services })
             }
             "/admin/overload" => {
@@ -511,6 +497,7 @@ impl crate::admin::AdminView for GatewayView {
         metrics::gauge!("tideway_pending_rpc_calls").set(backends.pending_calls() as f64);
         metrics::gauge!("tideway_rpc_write_queue_frames").set(backends.queued_frames() as f64);
         metrics::gauge!("tideway_rpc_connections").set(backends.connections() as f64);
+        backends.clusters().record_gauges();
         drop(backends);
         metrics::gauge!("tideway_open_connections")
             .set((settings.max_connections - self.connection_permits.available_permits()) as f64);
@@ -534,6 +521,58 @@ impl crate::admin::AdminView for GatewayView {
             metrics::gauge!("tideway_allocator_resident_bytes").set(resident as f64);
         }
     }
+}
+
+/// One service's cluster for `/admin/services`.
+fn cluster_json(
+    status: &tideway_cluster::ClusterStatus,
+    pending_calls: usize,
+) -> serde_json::Value {
+    use serde_json::json;
+    let breaker = |b: &tideway_cluster::BreakerState| match b {
+        tideway_cluster::BreakerState::Closed => json!({"state": "closed"}),
+        tideway_cluster::BreakerState::Open { remaining } => {
+            json!({"state": "open", "remaining_ms": remaining.as_millis() as u64})
+        }
+        tideway_cluster::BreakerState::HalfOpen => json!({"state": "half_open"}),
+    };
+    let endpoints: Vec<serde_json::Value> = status
+        .endpoints
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "addr": e.addr.to_string(),
+                "weight": e.weight,
+                "state": e.state.as_str(),
+                "breaker": breaker(&e.state.breaker()),
+                "in_flight": e.in_flight,
+                "ewma_latency_ms": e.ewma_latency.as_secs_f64() * 1000.0,
+                "consecutive_failures": e.consecutive_failures,
+                "ejections": e.ejections,
+                "window_calls": e.window_calls,
+                "window_failures": e.window_failures,
+                "connections": e.connections,
+            })
+        })
+        .collect();
+    let s = &status.stats;
+    json!({
+        "name": status.service,
+        "balancer": status.balancer,
+        "breaker": breaker(&status.breaker),
+        "waiting_calls": status.waiting_calls,
+        "pending_calls": pending_calls,
+        "retry_budget": status.retry_budget,
+        "endpoints": endpoints,
+        "stats": {
+            "calls": s.calls, "failed_calls": s.failed_calls, "attempts": s.attempts,
+            "retries": s.retries, "hedges": s.hedges, "budget_exhausted": s.budget_exhausted,
+            "ejections": s.ejections, "probes_succeeded": s.probes_succeeded,
+            "probes_failed": s.probes_failed, "drains": s.drains,
+            "breaker_opens": s.breaker_opens, "shed": s.shed,
+        },
+    })
 }
 
 /// Whether the catalog has had a full state from its registry at least once.

@@ -19,6 +19,8 @@ pub const REQUESTS_TOTAL: &str = "tideway_requests_total";
 pub const REQUEST_DURATION: &str = "tideway_request_duration_seconds";
 /// Requests or connections refused to protect the gateway, by reason.
 pub const SHED_TOTAL: &str = "tideway_shed_total";
+/// Requests answered with their route's fallback because every attempt failed.
+pub const FALLBACKS_TOTAL: &str = "tideway_fallbacks_total";
 /// Label value for requests that matched no route.
 pub const UNMATCHED_ROUTE: &str = "unmatched";
 
@@ -90,6 +92,11 @@ fn describe() {
         SHED_TOTAL,
         "Requests or connections refused to protect the gateway, by reason."
     );
+    describe_counter!(
+        FALLBACKS_TOTAL,
+        "Requests answered with their route's fallback because every attempt failed."
+    );
+    tideway_cluster::metrics::describe();
     describe_gauge!("tideway_in_flight_requests", "Requests being served now.");
     describe_gauge!(
         "tideway_in_flight_limit",

@@ -566,6 +566,7 @@ fn slow_route(path: &str, limit: tideway_gateway::router::ConcurrencyLimit) -> R
         },
         origin: "test".into(),
         limit: Some(limit),
+        call: tideway_gateway::CallSettings::default(),
     }
 }
 
@@ -721,7 +722,13 @@ async fn admin_listener_serves_metrics_health_and_readiness() {
             .body,
     );
     assert_eq!(services["services"][0]["name"], "test.Probe");
-    assert_eq!(services["services"][0]["endpoints"][0]["pending_calls"], 0);
+    assert_eq!(services["services"][0]["pending_calls"], 0);
+    assert_eq!(services["services"][0]["balancer"], "p2c_peak_ewma");
+    assert_eq!(services["services"][0]["endpoints"][0]["state"], "healthy");
+    assert_eq!(
+        services["services"][0]["endpoints"][0]["breaker"]["state"],
+        "closed"
+    );
     let overload = json(
         &send(Method::GET, &format!("{admin}/admin/overload"), "")
             .await

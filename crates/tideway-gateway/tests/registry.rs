@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tideway_cluster::{Balancer, ClusterConfig};
 use tideway_gateway::config::{GatewayConfig, ServerSettings};
 use tideway_gateway::discovery::StaticSources;
 use tideway_gateway::{Gateway, RouteTable, RpcBackends, assemble};
@@ -95,7 +96,17 @@ async fn eventually(gateway: &Gateway, path: &str, accept: impl Fn(u16, &str) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instances_and_routes_follow_the_registry() {
     let registry: Arc<dyn Registry> = Arc::new(EmbeddedRegistry::new());
-    let gateway = gateway_following(&registry, StaticSources::default()).await;
+    // Round robin, so every instance takes calls at once (p2c prefers the instance with latency
+    // samples while the load is one call at a time).
+    let mut sources = StaticSources::default();
+    sources.clusters.insert(
+        "default".into(),
+        ClusterConfig {
+            balancer: Balancer::RoundRobin,
+            ..ClusterConfig::default()
+        },
+    );
+    let gateway = gateway_following(&registry, sources).await;
     // Nothing registered: the route is unknown.
     assert_eq!(get(&gateway, "/who").0, 404);
 
@@ -157,6 +168,54 @@ upstream = "http://127.0.0.1:9"
     assert_eq!(routes.routes().len(), 1, "{:?}", routes.routes());
     assert!(routes.routes()[0].origin.starts_with("config"));
     assert_eq!(get(&gateway, "/who").0, 502);
+    gateway.shutdown(Duration::from_secs(1)).await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_fallback_answers_when_every_attempt_failed() {
+    let registry: Arc<dyn Registry> = Arc::new(EmbeddedRegistry::new());
+    let config = GatewayConfig::parse(
+        r#"
+[registry]
+backend = "embedded"
+
+[clusters.default]
+fail_fast_after = "100ms"
+
+[[routes]]
+path = "/who-or-nobody"
+service = "test.Who"
+rpc_method = "who"
+fallback = { status = 200, body = { who = "nobody" } }
+"#,
+        "test.toml",
+        std::iter::empty(),
+    )
+    .unwrap();
+    let sources = assemble::static_sources(&config, &[]).unwrap();
+    let gateway = gateway_following(&registry, sources).await;
+    // No instance: the call fails fast and the route's fallback answers, marked as such.
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-i", "--max-time", "5"])
+        .arg(format!("http://{}/who-or-nobody", gateway.local_addr()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(text.contains("x-tideway-fallback: true"), "{text}");
+    assert!(text.contains(r#"{"who":"nobody"}"#), "{text}");
+    // An instance registers: the service answers itself.
+    let a = instance("a").await;
+    let reg = register(&registry, "a", a.local_addr()).await;
+    eventually(&gateway, "/who-or-nobody", |s, b| s == 200 && b == "\"a\"").await;
+    // It leaves: the service's cluster has no endpoint, the call fails fast (100 ms here) and
+    // the fallback answers again.
+    reg.deregister().await.unwrap();
+    eventually(&gateway, "/who-or-nobody", |s, b| {
+        s == 200 && b == r#"{"who":"nobody"}"#
+    })
+    .await;
     gateway.shutdown(Duration::from_secs(1)).await;
     a.shutdown().await;
 }

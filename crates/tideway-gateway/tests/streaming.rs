@@ -100,6 +100,7 @@ async fn http_upstream_streams_50_mb_each_way_without_growing_memory() {
         },
         origin: "test".into(),
         limit: None,
+        call: tideway_gateway::CallSettings::default(),
     };
     let gateway = Gateway::start(
         ServerSettings {

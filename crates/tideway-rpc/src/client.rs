@@ -21,6 +21,13 @@
 //!
 //! The entry is owned by a [`PendingGuard`] whose `Drop` removes it, so no exit path can leave
 //! one behind. The map's size is bounded by the per-connection in-flight limit.
+//!
+//! A GoAway from the server makes its connection unusable for new calls (the next call opens a
+//! new one) and counts in [`Client::goaways_received`]. Calls with an id above the GoAway's
+//! `last_request_id` were never started by the server, so their `Unavailable` (answered, or a
+//! connection closed without an answer) is reported as not sent, which makes it retry-safe. A
+//! connection lost with a call in flight otherwise gives an error whose
+//! [`RpcError::is_connection_lost`] is true: only an idempotent call may be sent again.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -87,6 +94,8 @@ struct ClientInner {
     config: ClientConfig,
     slots: Vec<Slot>,
     next_slot: AtomicUsize,
+    /// GoAway frames received over every connection this client opened; shared with them.
+    goaways: Arc<AtomicU64>,
 }
 
 impl Drop for ClientInner {
@@ -129,6 +138,7 @@ impl Client {
                 config,
                 slots,
                 next_slot: AtomicUsize::new(0),
+                goaways: Arc::new(AtomicU64::new(0)),
             }),
         })
     }
@@ -171,6 +181,32 @@ impl Client {
             .iter()
             .filter(|s| s.state.lock().conn.as_ref().is_some_and(|c| c.is_usable()))
             .count()
+    }
+
+    /// GoAway frames received so far, over every connection: a server announcing that it is
+    /// shutting down. Only ever grows; a caller that balances over endpoints compares it with the
+    /// value it saw last to learn that this endpoint is draining.
+    pub fn goaways_received(&self) -> u64 {
+        self.inner.goaways.load(Ordering::Acquire)
+    }
+
+    /// When the endpoint is in reconnect backoff: no connection is usable and every connection
+    /// slot failed its last connect attempt, so calls fail at once (`Unavailable`, not sent)
+    /// until the returned instant. `None` when a call would use or try a connection now.
+    pub fn unreachable_until(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut earliest: Option<Instant> = None;
+        for slot in &self.inner.slots {
+            let state = slot.state.lock();
+            if state.conn.as_ref().is_some_and(|c| c.is_usable()) {
+                return None;
+            }
+            match state.retry_at {
+                Some(at) if at > now => earliest = Some(earliest.map_or(at, |e| e.min(at))),
+                _ => return None,
+            }
+        }
+        earliest
     }
 
     /// Calls `method` (`service/method`) with arguments serialised in the client's codec.
@@ -251,11 +287,29 @@ impl Client {
         match tokio::time::timeout_at(deadline, reply).await {
             Ok(Ok(response)) => {
                 guard.answered = true;
+                if response.status == Status::Unavailable && conn.refused_after_goaway(guard.id) {
+                    return Err(RpcError::not_sent(
+                        Status::Unavailable,
+                        format!(
+                            "{} is shutting down and did not start the call",
+                            self.inner.addr
+                        ),
+                    ));
+                }
                 response_to_result(response)
             }
             Ok(Err(_)) => {
                 guard.answered = true;
-                Err(RpcError::unavailable(format!(
+                if conn.refused_after_goaway(guard.id) {
+                    return Err(RpcError::not_sent(
+                        Status::Unavailable,
+                        format!(
+                            "{} closed the connection after GoAway without starting the call",
+                            self.inner.addr
+                        ),
+                    ));
+                }
+                Err(RpcError::connection_lost(format!(
                     "connection to {} lost before the response arrived",
                     self.inner.addr
                 )))
@@ -297,7 +351,7 @@ impl Client {
                 .await;
         let failure = match connected {
             Ok(Ok(stream)) => {
-                let conn = Connection::start(stream, &inner.config);
+                let conn = Connection::start(stream, &inner.config, Arc::clone(&inner.goaways));
                 let mut state = slot.state.lock();
                 state.conn = Some(Arc::clone(&conn));
                 state.failures = 0;
@@ -365,6 +419,11 @@ struct Connection {
     closed: CancellationToken,
     /// The server sent GoAway: no new calls here.
     going_away: AtomicBool,
+    /// The last request id the server accepted, from its GoAway (`u64::MAX` before one came).
+    /// Calls with a higher id were refused or never read: the server did not start them.
+    goaway_last_id: AtomicU64,
+    /// The client's GoAway counter.
+    goaways: Arc<AtomicU64>,
     /// Milliseconds since `epoch` when the last frame arrived.
     last_read_ms: AtomicU64,
     epoch: Instant,
@@ -407,7 +466,7 @@ impl Drop for PendingGuard {
 }
 
 impl Connection {
-    fn start(stream: TcpStream, config: &ClientConfig) -> Arc<Connection> {
+    fn start(stream: TcpStream, config: &ClientConfig, goaways: Arc<AtomicU64>) -> Arc<Connection> {
         let _ = stream.set_nodelay(true);
         let (read_half, write_half) = stream.into_split();
         let (tx, rx) = mpsc::channel(config.write_queue_capacity);
@@ -418,6 +477,8 @@ impl Connection {
             next_id: AtomicU64::new(1),
             closed: closed.clone(),
             going_away: AtomicBool::new(false),
+            goaway_last_id: AtomicU64::new(u64::MAX),
+            goaways,
             last_read_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         });
@@ -438,6 +499,11 @@ impl Connection {
 
     fn close(&self) {
         self.closed.cancel();
+    }
+
+    /// Whether call `id` came after the server's GoAway cut-off, so the server never started it.
+    fn refused_after_goaway(&self, id: u64) -> bool {
+        self.going_away.load(Ordering::Acquire) && id > self.goaway_last_id.load(Ordering::Acquire)
     }
 
     fn register(
@@ -498,8 +564,12 @@ impl Connection {
                 }
                 Some(Ok(Frame::Pong { .. })) => {}
                 Some(Ok(Frame::GoAway(goaway))) => {
-                    tracing::debug!(reason = %goaway.reason, "server sent GoAway");
-                    self.going_away.store(true, Ordering::Relaxed);
+                    tracing::debug!(reason = %goaway.reason, last_request_id = goaway.last_request_id, "server sent GoAway");
+                    self.goaway_last_id
+                        .fetch_min(goaway.last_request_id, Ordering::AcqRel);
+                    if !self.going_away.swap(true, Ordering::AcqRel) {
+                        self.goaways.fetch_add(1, Ordering::AcqRel);
+                    }
                 }
                 Some(Ok(other)) => {
                     tracing::warn!(kind = ?other.kind(), "protocol violation: unexpected frame from server; closing connection");

@@ -87,6 +87,21 @@ impl RpcError {
         matches!(self.status, Status::Overloaded) || self.message.starts_with(NOT_SENT_PREFIX)
     }
 
+    /// Whether the connection died after the request was written and before its answer came:
+    /// the callee may or may not have acted on the call, so only an idempotent call may be sent
+    /// again. (The status is [`Status::Unavailable`].)
+    pub fn is_connection_lost(&self) -> bool {
+        self.message.starts_with(CONNECTION_LOST_PREFIX)
+    }
+
+    /// An error for a call whose connection died after the request was written.
+    pub(crate) fn connection_lost(why: impl fmt::Display) -> Self {
+        Self::new(
+            Status::Unavailable,
+            format!("{CONNECTION_LOST_PREFIX}{why}"),
+        )
+    }
+
     /// An error for a call that never left this process (no connection, queue full).
     pub(crate) fn not_sent(status: Status, why: impl fmt::Display) -> Self {
         Self::new(status, format!("{NOT_SENT_PREFIX}{why}"))
@@ -106,6 +121,9 @@ impl RpcError {
 /// Messages of errors raised before a call was written start with this, which is how
 /// [`RpcError::is_retry_safe`] knows the callee never saw them.
 const NOT_SENT_PREFIX: &str = "not sent: ";
+/// Messages of errors raised when a connection died with the call in flight start with this
+/// ([`RpcError::is_connection_lost`]).
+const CONNECTION_LOST_PREFIX: &str = "connection lost: ";
 
 #[cfg(test)]
 mod tests {
@@ -121,6 +139,10 @@ mod tests {
         assert!(RpcError::overloaded("full").is_retry_safe());
         assert!(RpcError::not_sent(Status::Unavailable, "connect refused").is_retry_safe());
         assert!(!RpcError::unavailable("connection lost").is_retry_safe());
+        let lost = RpcError::connection_lost("peer reset");
+        assert!(lost.is_connection_lost() && !lost.is_retry_safe());
+        assert_eq!(lost.status(), Status::Unavailable);
+        assert!(!RpcError::unavailable("server busy").is_connection_lost());
         assert!(!RpcError::deadline_exceeded("late").is_retry_safe());
     }
 }

@@ -337,6 +337,7 @@ fn killing_the_server_fails_every_pending_call_within_100ms() {
             let (result, at) = done.unwrap();
             let err = result.unwrap_err();
             assert_eq!(err.status(), Status::Unavailable, "{err}");
+            assert!(err.is_connection_lost() && !err.is_retry_safe(), "{err}");
             let took = at - killed_at;
             assert!(took < Duration::from_millis(100), "failed after {took:?}");
         }
@@ -718,6 +719,10 @@ async fn unreachable_endpoint_fails_fast_and_backs_off_then_reconnects() {
         .unwrap_err();
     assert!(err.message().contains("next connect attempt"), "{err}");
 
+    // The client reports the backoff, so a balancer can skip the endpoint without a failed call.
+    let until = c.unreachable_until().expect("in reconnect backoff");
+    assert!(until > Instant::now());
+
     // Start a server on that port; after the backoff the client connects.
     let probe = Arc::new(Probe::default());
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
@@ -755,4 +760,79 @@ async fn oversized_request_is_refused_before_sending() {
         .unwrap_err();
     assert_eq!(err.status(), Status::InvalidArgument);
     assert_eq!(f.server.connections(), 0, "nothing should have been sent");
+}
+
+/// A raw "server" that answers the first request of the first connection after sending GoAway
+/// with the given cut-off: with `answer`, an Unavailable response; without, it closes.
+async fn goaway_server(last_request_id: u64, answer: bool) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let Some(tideway_wire::Frame::Request(req)) =
+            read_frame(&mut sock, Duration::from_secs(5)).await
+        else {
+            panic!("expected a request");
+        };
+        let mut out = bytes::BytesMut::new();
+        tideway_wire::Frame::GoAway(tideway_wire::GoAway {
+            last_request_id,
+            reason: "test".into(),
+        })
+        .encode(&mut out)
+        .unwrap();
+        if answer {
+            tideway_wire::Frame::Response(tideway_wire::Response::error(
+                req.id,
+                req.codec,
+                Status::Unavailable,
+                "server is shutting down",
+            ))
+            .encode(&mut out)
+            .unwrap();
+        }
+        sock.write_all(&out).await.unwrap();
+        if !answer {
+            drop(sock);
+        } else {
+            // Keep the connection open until the client goes.
+            let _ = closed_by_peer(&mut sock, Duration::from_secs(5)).await;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn calls_past_the_goaway_cut_off_are_reported_as_not_started() {
+    for answer in [true, false] {
+        let c = client(goaway_server(0, answer).await, Codec::MsgPack);
+        assert_eq!(c.goaways_received(), 0);
+        let err = c
+            .call_typed::<_, u64>("test.Svc/sleep", &1u64, &timeout(2_000))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Status::Unavailable, "{err}");
+        assert!(err.is_retry_safe(), "answer={answer}: {err}");
+        assert!(!err.is_connection_lost(), "{err}");
+        assert_eq!(c.goaways_received(), 1);
+    }
+}
+
+#[tokio::test]
+async fn calls_within_the_goaway_cut_off_keep_their_outcome() {
+    // The server says it accepted request 1 (the call): its Unavailable is the server's answer,
+    // and a connection closed without an answer is a lost call, not retry-safe.
+    let c = client(goaway_server(1, true).await, Codec::MsgPack);
+    let err = c
+        .call_typed::<_, u64>("test.Svc/sleep", &1u64, &timeout(2_000))
+        .await
+        .unwrap_err();
+    assert!(!err.is_retry_safe() && !err.is_connection_lost(), "{err}");
+    let c = client(goaway_server(1, false).await, Codec::MsgPack);
+    let err = c
+        .call_typed::<_, u64>("test.Svc/sleep", &1u64, &timeout(2_000))
+        .await
+        .unwrap_err();
+    assert!(!err.is_retry_safe(), "{err}");
+    assert!(err.is_connection_lost(), "{err}");
 }
