@@ -1,4 +1,5 @@
-//! Readers of `/proc/PID/stat` and `/proc/PID/status`: CPU time and resident memory of a process.
+//! Readers of `/proc/PID/stat`, `/proc/PID/status` and `/proc/PID/task/*/schedstat`: CPU time,
+//! resident memory, and time spent waiting for a CPU.
 
 use std::io;
 use std::process::Command;
@@ -35,6 +36,28 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
     (parts.next()? == "kB").then_some(kib * 1024)
 }
 
+/// Time the threads of process `pid` have spent runnable but waiting for a CPU, in nanoseconds:
+/// the sum over `/proc/PID/task/*/schedstat` of the second field (`run_delay`). It shows how
+/// much a process pinned to a core shared with other work was held back by that work; threads
+/// that have exited are not counted.
+pub fn run_delay_ns(pid: u32) -> io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = entry?.path().join("schedstat");
+        // A thread may exit between the listing and the read.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        total += parse_run_delay(&text)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed schedstat"))?;
+    }
+    Ok(total)
+}
+
+fn parse_run_delay(schedstat: &str) -> Option<u64> {
+    schedstat.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Clock ticks per second (`getconf CLK_TCK`), the unit of [`cpu_ticks`].
 pub fn clock_ticks_per_sec() -> io::Result<u64> {
     let out = Command::new("getconf").arg("CLK_TCK").output()?;
@@ -62,10 +85,20 @@ mod tests {
     }
 
     #[test]
+    fn run_delay_is_the_second_schedstat_field() {
+        assert_eq!(
+            parse_run_delay("257130634 309069884 700\n"),
+            Some(309_069_884)
+        );
+        assert_eq!(parse_run_delay("1\n"), None);
+    }
+
+    #[test]
     fn this_process_is_readable() {
         let pid = std::process::id();
         assert!(rss_bytes(pid).unwrap() > 0);
         cpu_ticks(pid).unwrap();
         assert!(clock_ticks_per_sec().unwrap() > 0);
+        run_delay_ns(pid).unwrap();
     }
 }

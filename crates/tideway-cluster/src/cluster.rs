@@ -236,6 +236,17 @@ impl Cluster {
             old.endpoints.iter().map(|e| (e.id.as_str(), e)).collect();
         let mut seen = HashSet::new();
         let mut endpoints = Vec::with_capacity(specs.len().min(MAX_ENDPOINTS));
+        // The median latency estimate of the measured endpoints (one slow instance does not
+        // move it): where new ones start.
+        let mut measured: Vec<f64> = old
+            .endpoints
+            .iter()
+            .filter_map(|e| e.sampled_estimate(now))
+            .collect();
+        measured.sort_by(f64::total_cmp);
+        let peer_estimate = measured
+            .get(measured.len() / 2)
+            .map(|ns| Duration::from_nanos(*ns as u64));
         for spec in specs {
             if !seen.insert(spec.id.as_str()) {
                 tracing::warn!(service = %self.shared.service, endpoint = %spec.id, "duplicate endpoint id; left out");
@@ -259,6 +270,7 @@ impl Cluster {
                     client,
                     Arc::clone(&self.shared),
                     now,
+                    peer_estimate,
                 ))),
                 // Cannot happen: the settings were validated in `new`.
                 Err(e) => {

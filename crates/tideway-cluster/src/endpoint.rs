@@ -134,8 +134,13 @@ impl Endpoint {
         client: Client,
         shared: Arc<Shared>,
         now: Instant,
+        peer_estimate: Option<Duration>,
     ) -> Self {
         let (decay, default_rtt) = shared.ewma_settings();
+        // A new instance among measured ones starts as an average peer: with the fixed prior
+        // (30 ms) it would look worse than every measured instance answering in 1 ms, and p2c
+        // would send it nothing until the prior decayed (tens of seconds at low load).
+        let prior = peer_estimate.unwrap_or(default_rtt);
         let breaker = &shared.config.breaker;
         Endpoint {
             serial,
@@ -146,7 +151,7 @@ impl Endpoint {
             added_at: now,
             in_flight: AtomicUsize::new(0),
             started_sum_us: AtomicU64::new(0),
-            ewma: Mutex::new(PeakEwma::new(now, default_rtt, decay)),
+            ewma: Mutex::new(PeakEwma::new(now, prior, decay)),
             health: Mutex::new(Health {
                 state: HealthState::Healthy,
                 consecutive_failures: 0,
@@ -304,6 +309,12 @@ impl Endpoint {
             probe,
             finished: false,
         }
+    }
+
+    /// The latency estimate now, when at least one sample was taken.
+    pub(crate) fn sampled_estimate(&self, now: Instant) -> Option<f64> {
+        let ewma = self.ewma.lock();
+        ewma.is_sampled().then(|| ewma.estimate_ns(now))
     }
 
     /// The balancer's cost: PeakEWMA latency (or the mean age of the attempts in flight, when

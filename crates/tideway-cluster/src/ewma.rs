@@ -52,6 +52,11 @@ impl PeakEwma {
         self.updated = now;
     }
 
+    /// Whether a sample has replaced the prior.
+    pub(crate) fn is_sampled(&self) -> bool {
+        self.sampled
+    }
+
     /// The estimate in nanoseconds at `now`, decayed since the last sample.
     pub(crate) fn estimate_ns(&self, now: Instant) -> f64 {
         self.estimate_ns * self.weight(now)

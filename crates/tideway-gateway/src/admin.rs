@@ -48,9 +48,18 @@ pub(crate) trait AdminView: Send + Sync + 'static {
 /// Binds the admin listener and serves it until `stop` is cancelled.
 pub(crate) async fn start(
     addr: SocketAddr,
+    token: Option<String>,
     view: Arc<dyn AdminView>,
     stop: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
+    if !addr.ip().is_loopback() && token.is_none() {
+        // The config check refuses this too; the listener never serves it unprotected.
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            "the admin listener needs admin_token when it is not on loopback",
+        ));
+    }
+    let token: Option<Arc<[u8]>> = token.map(|t| Arc::from(format!("Bearer {t}").into_bytes()));
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     // Install the recorder before the first request is counted.
@@ -67,10 +76,30 @@ pub(crate) async fn start(
                 continue;
             };
             let view = Arc::clone(&view);
+            let token = token.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| {
+                let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                     let view = Arc::clone(&view);
-                    async move { Ok::<_, Infallible>(route(&*view, &req)) }
+                    let authorized = token.as_ref().is_none_or(|expected| {
+                        req.headers()
+                            .get(header::AUTHORIZATION)
+                            .is_some_and(|given| constant_time_eq(given.as_bytes(), expected))
+                    });
+                    async move {
+                        if !authorized {
+                            let mut r = text(
+                                StatusCode::UNAUTHORIZED,
+                                "text/plain",
+                                "admin endpoints need Authorization: Bearer <admin_token>\n".into(),
+                            );
+                            r.headers_mut().insert(
+                                header::WWW_AUTHENTICATE,
+                                HeaderValue::from_static("Bearer realm=\"tideway-admin\""),
+                            );
+                            return Ok::<_, Infallible>(r);
+                        }
+                        Ok::<_, Infallible>(route(&*view, &req))
+                    }
                 });
                 let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                 let _ = tokio::time::timeout(ADMIN_CONNECTION_TIMEOUT, conn).await;
@@ -130,4 +159,13 @@ fn route<B>(view: &dyn AdminView, req: &Request<B>) -> Response<GatewayBody> {
             ),
         },
     }
+}
+
+/// Compares without stopping at the first difference, so the time taken does not tell how much
+/// of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

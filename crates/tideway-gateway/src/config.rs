@@ -86,6 +86,11 @@ pub struct GatewayConfig {
     /// Load balancing, health, breakers and retries per service (`[clusters.NAME]`), with
     /// `[clusters.default]` for services without their own.
     pub clusters: BTreeMap<String, tideway_cluster::ClusterConfig>,
+    /// Edge security (`[edge]`): JWT keys, API keys, trusted proxies, token issuer, Redis.
+    pub edge: Option<tideway_edge::EdgeConfig>,
+    /// Policies per route (`[route_policies."GET /path"]`, `[route_policies."/path"]`,
+    /// `[route_policies.default]`): auth, IP rules, rate limit, CORS.
+    pub route_policies: BTreeMap<String, tideway_edge::RoutePolicyConfig>,
 }
 
 /// The HTTP listener and its limits.
@@ -121,6 +126,9 @@ pub struct ServerSettings {
     pub tls: Option<TlsSettings>,
     /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`); none when unset.
     pub admin_listen: Option<SocketAddr>,
+    /// Bearer token the admin listener requires (`Authorization: Bearer ...`). Required when
+    /// `admin_listen` is not a loopback address; optional on loopback.
+    pub admin_token: Option<String>,
     /// Memory budget in bytes (`"256MiB"` or a number); above 90% of it new requests are
     /// refused, above 80% idle connections are closed. None: no budget.
     #[serde(deserialize_with = "deserialize_size")]
@@ -158,6 +166,7 @@ impl Default for ServerSettings {
             http2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
             tls: None,
             admin_listen: None,
+            admin_token: None,
             max_memory: None,
         }
     }
@@ -360,6 +369,29 @@ impl GatewayConfig {
                         }
                     }
                 }
+                "edge" => match value.clone().try_into::<tideway_edge::EdgeConfig>() {
+                    Ok(edge) => config.edge = Some(edge),
+                    Err(e) => issues.push(locator.issue("edge", e.message())),
+                },
+                "route_policies" => {
+                    let Some(table) = value.as_table() else {
+                        issues.push(
+                            locator
+                                .issue(key, "must be a table of [route_policies.\"ROUTE\"] tables"),
+                        );
+                        continue;
+                    };
+                    for (name, item) in table {
+                        match item.clone().try_into::<tideway_edge::RoutePolicyConfig>() {
+                            Ok(p) => {
+                                config.route_policies.insert(name.clone(), p);
+                            }
+                            Err(e) => issues.push(
+                                locator.issue(&format!("route_policies.{name}"), e.message()),
+                            ),
+                        }
+                    }
+                }
                 "registry" => match value.clone().try_into::<tideway_registry::RegistryConfig>() {
                     Ok(registry) => config.registry = Some(registry),
                     Err(e) => issues.push(locator.issue("registry", e.message())),
@@ -389,12 +421,48 @@ impl GatewayConfig {
         if let Some(Err(e)) = self.registry.as_ref().map(|r| r.validate()) {
             out.push(("registry".to_owned(), e.to_string()));
         }
+        match &self.edge {
+            Some(edge) => {
+                for (path, message) in edge.validate() {
+                    out.push((format!("edge.{path}"), message));
+                }
+                for (name, policy) in &self.route_policies {
+                    for (path, message) in edge.validate_route(policy) {
+                        out.push((format!("route_policies.{name}.{path}"), message));
+                    }
+                }
+            }
+            None if !self.route_policies.is_empty() => {
+                let empty = tideway_edge::EdgeConfig::default();
+                for (name, policy) in &self.route_policies {
+                    for (path, message) in empty.validate_route(policy) {
+                        out.push((format!("route_policies.{name}.{path}"), message));
+                    }
+                }
+            }
+            None => {}
+        }
         for (name, cluster) in &self.clusters {
             if let Err(e) = cluster.validate() {
                 out.push((format!("clusters.{name}"), e.to_string()));
             }
         }
         let s = &self.server;
+        if let Some(addr) = s.admin_listen
+            && !addr.ip().is_loopback()
+            && s.admin_token.as_deref().is_none_or(str::is_empty)
+        {
+            out.push((
+                "server.admin_token".to_owned(),
+                format!("the admin listener on {addr} is not on loopback: set admin_token (it exposes metrics, routes and the services behind the gateway)"),
+            ));
+        }
+        if s.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            out.push((
+                "server.admin_token".to_owned(),
+                "must be at least 16 characters".to_owned(),
+            ));
+        }
         let mut check = |ok: bool, path: &str, message: String| {
             if !ok {
                 out.push((path.to_owned(), message));

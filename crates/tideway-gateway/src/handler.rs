@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, header};
+use http::{HeaderValue, Method, Request, Response, header};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use tideway_cluster::{CallPolicy, HashKey};
@@ -27,8 +27,9 @@ use tokio::time::Instant;
 
 use crate::backends::RpcBackends;
 use crate::binding;
-use crate::body::GatewayBody;
+use crate::body::{GatewayBody, full};
 use crate::config::ServerSettings;
+use crate::edge::EdgePolicies;
 use crate::error::GatewayError;
 use crate::overload::{ELEVATED_DEADLINE, OverloadState, Pressure};
 use crate::router::{Fallback, Match, Route, RouteTable, RouteTarget};
@@ -52,6 +53,8 @@ pub(crate) struct GatewayState {
     pub(crate) in_flight: crate::router::ConcurrencyLimit,
     /// Memory pressure, set by the overload manager.
     pub(crate) overload: Arc<OverloadState>,
+    /// Edge policies (auth, IP rules, rate limits, CORS), when configured.
+    pub(crate) edge: arc_swap::ArcSwapOption<EdgePolicies>,
 }
 
 /// The downstream connection a request came on.
@@ -129,20 +132,39 @@ fn refused(err: GatewayError, request_id: &HeaderValue) -> Response<GatewayBody>
 async fn dispatch(
     state: &GatewayState,
     downstream: Downstream,
-    req: Request<hyper::body::Incoming>,
+    mut req: Request<hyper::body::Incoming>,
     request_id: &str,
     matched: &mut Option<Arc<RouteMetrics>>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
-    let (route, path_params) = {
+    let edge = state.edge.load_full();
+    if let Some(edge) = &edge
+        && let Some(issuer) = edge.edge().token_issuer()
+        && req.uri().path() == issuer.path()
+        && req.method() == Method::POST
+    {
+        return Ok(token_endpoint(state, edge, req, request_id).await);
+    }
+    let (route, path_params, policy) = {
         let table = state.routes.load();
+        // A CORS preflight asks about another method of the route; the edge answers it.
+        if let Some(edge) = &edge
+            && req.method() == Method::OPTIONS
+            && let Some(answer) = preflight(edge, &table, &req)
+        {
+            return Ok(answer);
+        }
         match table.lookup(req.method(), req.uri().path()) {
             Match::Found {
                 route,
                 metrics,
                 params,
             } => {
+                let policy = edge
+                    .as_ref()
+                    .and_then(|e| e.policy_for(metrics.label(), &route.path))
+                    .cloned();
                 *matched = Some(Arc::clone(metrics));
-                (Arc::clone(route), params)
+                (Arc::clone(route), params, policy)
             }
             Match::MethodNotAllowed { allow } => {
                 return Err(GatewayError::MethodNotAllowed {
@@ -159,6 +181,179 @@ async fn dispatch(
             }
         }
     };
+    // Edge policies (IP rules, rate limits, authentication) before any work for the route.
+    let mut admitted = None;
+    let mut cors_request = None;
+    if let (Some(edge), Some(policy)) = (&edge, &policy) {
+        let (parts, body) = req.into_parts();
+        let client = edge.edge().client_ip(downstream.peer.ip(), &parts.headers);
+        if policy.has_cors() {
+            let mut origin = http::HeaderMap::new();
+            if let Some(v) = parts.headers.get(header::ORIGIN) {
+                origin.insert(header::ORIGIN, v.clone());
+            }
+            cors_request = Some(origin);
+        }
+        match edge.edge().admit(policy, &parts, client).await {
+            Ok(a) => admitted = Some(a),
+            Err(rejection) => {
+                let mut response = rejection.into_response(request_id).map(full);
+                edge.edge()
+                    .apply_cors(policy, &parts.headers, response.headers_mut());
+                return Ok(response);
+            }
+        }
+        req = Request::from_parts(parts, body);
+    }
+    let identity = admitted.as_ref().and_then(|a| a.principal.as_ref());
+    let mut response = serve_route(
+        state,
+        downstream,
+        &route,
+        path_params,
+        req,
+        request_id,
+        identity,
+    )
+    .await?;
+    if let Some(admitted) = admitted {
+        response.headers_mut().extend(admitted.rate_headers);
+    }
+    if let (Some(edge), Some(policy), Some(origin)) = (&edge, &policy, &cors_request) {
+        edge.edge()
+            .apply_cors(policy, origin, response.headers_mut());
+    }
+    Ok(response)
+}
+
+/// Most bytes of a token request (a form with credentials).
+const MAX_TOKEN_REQUEST_BYTES: usize = 16 * 1024;
+
+/// `POST {token path}`: the credentials go to the configured auth service method; when it
+/// accepts them (answers `{"subject", "claims"}`), a signed token is issued. Refresh tokens are
+/// checked by the issuer and the auth service is asked again about the subject. Errors are
+/// OAuth 2.0 JSON errors.
+async fn token_endpoint(
+    state: &GatewayState,
+    edge: &EdgePolicies,
+    req: Request<hyper::body::Incoming>,
+    request_id: &str,
+) -> Response<GatewayBody> {
+    use tideway_edge::token::{AuthServiceReply, Grant, OAuthError, TokenRequest};
+    let Some(issuer) = edge.edge().token_issuer() else {
+        return OAuthError::server_error("no token issuer")
+            .into_response()
+            .map(full);
+    };
+    let deadline = Instant::now() + state.settings.request_timeout;
+    let (parts, body) = req.into_parts();
+    let body = match tokio::time::timeout_at(
+        deadline,
+        read_body(&parts.headers, body, MAX_TOKEN_REQUEST_BYTES),
+    )
+    .await
+    {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => {
+            return OAuthError::invalid_request(e.to_string())
+                .into_response()
+                .map(full);
+        }
+        Err(_) => {
+            return OAuthError::invalid_request("the request body did not arrive in time")
+                .into_response()
+                .map(full);
+        }
+    };
+    let answer = async {
+        let request = TokenRequest::parse(&parts.headers, &body)?;
+        let payload = match &request.grant {
+            Grant::RefreshToken { refresh_token } => {
+                issuer.refresh(refresh_token.expose())?.auth_payload()
+            }
+            _ => request
+                .auth_payload()
+                .ok_or_else(|| OAuthError::invalid_request("no credentials"))?,
+        };
+        let service = issuer.auth_service();
+        let cluster = state
+            .backends
+            .load()
+            .cluster(service)
+            .cloned()
+            .ok_or_else(|| {
+                OAuthError::unavailable(format!("the auth service {service} is not known"))
+            })?;
+        let mut options =
+            CallOptions::with_timeout(deadline.saturating_duration_since(Instant::now()));
+        options.metadata.insert(REQUEST_ID_HEADER, request_id);
+        let method = format!("{service}/{}", issuer.auth_method());
+        let reply = cluster
+            .call(
+                &method,
+                Codec::Json,
+                Bytes::from(serde_json::to_vec(&payload).unwrap_or_default()),
+                &options,
+                &CallPolicy::default(),
+            )
+            .await
+            .map_err(|e| match e.status() {
+                tideway_rpc::Status::Unauthenticated
+                | tideway_rpc::Status::PermissionDenied
+                | tideway_rpc::Status::InvalidArgument
+                | tideway_rpc::Status::NotFound => {
+                    OAuthError::invalid_grant(e.rpc_error().message().to_owned())
+                }
+                _ => OAuthError::unavailable(format!("the auth service failed: {e}")),
+            })?;
+        let accepted = AuthServiceReply::from_json(&reply)?;
+        issuer
+            .issue(&accepted.subject, &accepted.claims)
+            .map_err(|e| OAuthError::server_error(e.to_string()))
+    }
+    .await;
+    match answer {
+        Ok(token) => token.into_response().map(full),
+        Err(e) => {
+            tracing::debug!(%request_id, error = ?e.to_json(), "token request refused");
+            e.into_response().map(full)
+        }
+    }
+}
+
+/// The edge's answer to a CORS preflight for a route that has a CORS policy.
+fn preflight<B>(
+    edge: &EdgePolicies,
+    table: &RouteTable,
+    req: &Request<B>,
+) -> Option<Response<GatewayBody>> {
+    let (parts, ()) = Request::builder()
+        .method(req.method())
+        .uri(req.uri())
+        .body(())
+        .ok()?
+        .into_parts();
+    let mut parts = parts;
+    parts.headers = req.headers().clone();
+    let asked = tideway_edge::preflight_method(&parts)?;
+    let Match::Found { route, metrics, .. } = table.lookup(&asked, parts.uri.path()) else {
+        return None;
+    };
+    let policy = edge.policy_for(metrics.label(), &route.path)?;
+    let answer = edge.edge().cors_preflight(policy, &parts)?;
+    Some(answer.map(|()| crate::body::empty()))
+}
+
+/// The route's work once admitted: its limit, its deadline, its target.
+async fn serve_route(
+    state: &GatewayState,
+    downstream: Downstream,
+    route: &Arc<Route>,
+    path_params: Vec<(String, String)>,
+    req: Request<hyper::body::Incoming>,
+    request_id: &str,
+    identity: Option<&tideway_edge::Principal>,
+) -> Result<Response<GatewayBody>, GatewayError> {
     let _route_permit = match &route.limit {
         Some(limit) => Some(limit.try_acquire().ok_or_else(|| {
             metrics::counter!(telemetry::SHED_TOTAL, "reason" => "route_in_flight").increment(1);
@@ -182,16 +377,18 @@ async fn dispatch(
         RouteTarget::Rpc { .. } => {
             call_rpc(
                 state,
-                &route,
+                route,
                 path_params,
                 req,
                 request_id,
-                deadline,
-                budget,
+                (deadline, budget),
+                identity,
             )
             .await
         }
-        RouteTarget::Http { .. } => proxy_http(&route, downstream, req, request_id, deadline).await,
+        RouteTarget::Http { .. } => {
+            proxy_http(route, downstream, req, request_id, deadline, identity).await
+        }
     }
 }
 
@@ -207,8 +404,8 @@ async fn call_rpc(
     path_params: Vec<(String, String)>,
     req: Request<hyper::body::Incoming>,
     request_id: &str,
-    deadline: Instant,
-    budget: Duration,
+    (deadline, budget): (Instant, Duration),
+    identity: Option<&tideway_edge::Principal>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let RouteTarget::Rpc {
         service,
@@ -265,6 +462,12 @@ async fn call_rpc(
     for name in ["traceparent", "tracestate"] {
         if let Some(v) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
             options.metadata.insert(name, v);
+        }
+    }
+    // Who the edge authenticated, for the service to authorize (`x-auth-subject`, ...).
+    if let Some(principal) = identity {
+        for (name, value) in principal.metadata() {
+            options.metadata.insert(name, value);
         }
     }
     let balancer = route
@@ -396,6 +599,7 @@ async fn proxy_http(
     req: Request<hyper::body::Incoming>,
     request_id: &str,
     deadline: Instant,
+    identity: Option<&tideway_edge::Principal>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let RouteTarget::Http {
         upstream,
@@ -416,6 +620,11 @@ async fn proxy_http(
     let mut req = req;
     if let Ok(v) = HeaderValue::from_str(request_id) {
         req.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    // Identity headers come from the edge only, never from the client.
+    tideway_edge::strip_identity_headers(req.headers_mut());
+    if let Some(principal) = identity {
+        principal.apply_to_headers(req.headers_mut());
     }
     let client = ClientInfo {
         addr: downstream.peer,

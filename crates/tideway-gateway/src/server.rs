@@ -126,6 +126,7 @@ impl Gateway {
             routes: ArcSwap::from_pointee(routes),
             backends: ArcSwap::from_pointee(backends),
             ids: RequestIds::new(),
+            edge: arc_swap::ArcSwapOption::empty(),
         });
         let shutdown = CancellationToken::new();
         let connections = TaskTracker::new();
@@ -157,9 +158,14 @@ impl Gateway {
         }
         let admin_addr = match state.settings.admin_listen {
             Some(addr) => Some(
-                crate::admin::start(addr, Arc::clone(&view) as _, telemetry_stop.clone())
-                    .await
-                    .map_err(|source| StartError::Bind { addr, source })?,
+                crate::admin::start(
+                    addr,
+                    state.settings.admin_token.clone(),
+                    Arc::clone(&view) as _,
+                    telemetry_stop.clone(),
+                )
+                .await
+                .map_err(|source| StartError::Bind { addr, source })?,
             ),
             None => None,
         };
@@ -209,6 +215,13 @@ impl Gateway {
     /// Swaps in a new route table; requests already routed finish on the old one.
     pub fn set_routes(&self, routes: RouteTable) {
         self.state.routes.store(Arc::new(routes));
+    }
+
+    /// Swaps in edge policies (auth, IP rules, rate limits, CORS); `None` removes them. The
+    /// previous generation (its key-reload task, limiter state) is released when the last
+    /// request using it ends.
+    pub fn set_edge(&self, edge: Option<crate::edge::EdgePolicies>) {
+        self.state.edge.store(edge.map(Arc::new));
     }
 
     /// Swaps in new RPC backends.
@@ -1151,6 +1164,7 @@ mod size_tests {
             routes: ArcSwap::from_pointee(RouteTable::default()),
             backends: ArcSwap::from_pointee(RpcBackends::new()),
             ids: RequestIds::new(),
+            edge: arc_swap::ArcSwapOption::empty(),
         });
         let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
         let fut = serve_connection(

@@ -97,6 +97,7 @@ fn describe() {
         "Requests answered with their route's fallback because every attempt failed."
     );
     tideway_cluster::metrics::describe();
+    tideway_edge::describe_metrics();
     describe_gauge!("tideway_in_flight_requests", "Requests being served now.");
     describe_gauge!(
         "tideway_in_flight_limit",

@@ -15,7 +15,9 @@
 //! ```
 //!
 //! Every request has a deadline (`request_timeout`): the client's balanced channel waits rather
-//! than fails while no endpoint is reachable.
+//! than fails while no endpoint is reachable. With several endpoints, a request the balancer
+//! sent to a member that refuses connections (one that is down) is sent again: the balancer keeps
+//! picking dead members, so without that one member down would fail a share of all requests.
 
 use std::fmt;
 use std::sync::Arc;
@@ -71,20 +73,70 @@ fn unavailable(op: &'static str, e: impl Into<crate::error::BoxError>) -> Regist
     }
 }
 
-/// Runs one etcd request with a deadline.
-async fn call<T>(
-    timeout: Duration,
+/// Pause before sending again a request that an endpoint refused.
+const RESEND_PAUSE: Duration = Duration::from_millis(20);
+
+/// Whether a request an endpoint refused is sent again: only with several endpoints, where the
+/// balancer may pick a live member next (it picks at random and does not avoid dead ones). With
+/// a single endpoint there is nobody else to ask, and an unreachable etcd is reported at once.
+fn resend_refused(config: &EtcdConfig) -> bool {
+    config.endpoints.len() > 1
+}
+
+/// Whether `e` says the request was never sent: the endpoint refused the connection.
+fn is_not_sent(e: &etcd_client::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = match e {
+        etcd_client::Error::GRpcStatus(status) => Some(status),
+        etcd_client::Error::TransportError(e) => Some(e),
+        etcd_client::Error::IoError(e) => Some(e),
+        _ => None,
+    };
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Runs one etcd request (`request` makes an attempt) with a deadline over every attempt. With
+/// several endpoints, an attempt an endpoint refused is made again until the deadline (see
+/// [`resend_refused`]); the last refusal is the error when none got through.
+async fn call<T, Fut>(
+    config: &EtcdConfig,
     op: &'static str,
-    request: impl Future<Output = Result<T, etcd_client::Error>>,
-) -> Result<T, RegistryError> {
-    match tokio::time::timeout(timeout, request).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(unavailable(op, e)),
-        Err(_) => Err(RegistryError::Timeout {
-            backend: BACKEND,
-            op,
-            after: timeout,
-        }),
+    mut request: impl FnMut() -> Fut,
+) -> Result<T, RegistryError>
+where
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = Instant::now() + config.request_timeout;
+    let mut attempt = 1u32;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, request()).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e))
+                if resend_refused(config)
+                    && is_not_sent(&e)
+                    && Instant::now() + RESEND_PAUSE < deadline =>
+            {
+                tracing::debug!(op, attempt, error = %e, "etcd endpoint refused the connection; sending again");
+                attempt += 1;
+                tokio::time::sleep(RESEND_PAUSE).await;
+            }
+            Ok(Err(e)) => return Err(unavailable(op, e)),
+            Err(_) => {
+                return Err(RegistryError::Timeout {
+                    backend: BACKEND,
+                    op,
+                    after: config.request_timeout,
+                });
+            }
+        }
     }
 }
 
@@ -129,11 +181,9 @@ impl EtcdRegistry {
         if let Some(user) = &config.user {
             options = options.with_user(user.name.clone(), user.password.clone());
         }
-        let client = call(
-            config.request_timeout,
-            "connect",
-            Client::connect(&config.endpoints, Some(options)),
-        )
+        let client = call(&config, "connect", || {
+            Client::connect(&config.endpoints, Some(options.clone()))
+        })
         .await?;
         Ok(EtcdRegistry {
             client,
@@ -164,33 +214,45 @@ async fn grant_and_put(
     key: &str,
     value: &[u8],
 ) -> Result<i64, RegistryError> {
-    let mut client = client.clone();
-    let t = config.request_timeout;
-    let lease = call(
-        t,
-        "lease grant",
-        client.lease_grant(config.lease_ttl_secs(), None),
-    )
+    let ttl = config.lease_ttl_secs();
+    let lease = call(config, "lease grant", || {
+        let mut client = client.clone();
+        async move { client.lease_grant(ttl, None).await }
+    })
     .await?
     .id();
-    let put = call(
-        t,
-        "put",
-        client.put(key, value, Some(PutOptions::new().with_lease(lease))),
-    )
+    let put = call(config, "put", || {
+        let mut client = client.clone();
+        let (key, value) = (key.to_owned(), value.to_vec());
+        async move {
+            client
+                .put(key, value, Some(PutOptions::new().with_lease(lease)))
+                .await
+        }
+    })
     .await;
     if let Err(e) = put {
         // The lease would expire by itself; revoking it is only tidier.
-        revoke_in_background(client, t, lease);
+        revoke_in_background(client.clone(), Arc::new(config.clone()), lease);
         return Err(e);
     }
     Ok(lease)
 }
 
-fn revoke_in_background(mut client: Client, timeout: Duration, lease: i64) {
+/// Revokes `lease` (one attempt, with a deadline; the lease expires by itself otherwise).
+async fn revoke(client: &Client, config: &EtcdConfig, lease: i64) -> Result<(), RegistryError> {
+    call(config, "lease revoke", || {
+        let mut client = client.clone();
+        async move { client.lease_revoke(lease).await }
+    })
+    .await
+    .map(drop)
+}
+
+fn revoke_in_background(client: Client, config: Arc<EtcdConfig>, lease: i64) {
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         runtime.spawn(async move {
-            let _ = call(timeout, "lease revoke", client.lease_revoke(lease)).await;
+            let _ = revoke(&client, &config, lease).await;
         });
     }
 }
@@ -243,7 +305,7 @@ async fn list_at(
         .saturating_mul(MAX_INSTANCE_JSON_BYTES + 1024)
         .saturating_add(64 * 1024)
         .max(4 * 1024 * 1024);
-    let mut kv = client.kv_client().max_decoding_message_size(max_message);
+    let kv = client.kv_client().max_decoding_message_size(max_message);
     let mut start = prefix.clone().into_bytes();
     let mut revision: i64 = 0;
     let mut instances = Vec::new();
@@ -252,11 +314,10 @@ async fn list_at(
         if revision > 0 {
             options = options.with_revision(revision);
         }
-        let response = call(
-            config.request_timeout,
-            "list",
-            kv.get(start.clone(), Some(options)),
-        )
+        let response = call(config, "list", || {
+            let (mut kv, start, options) = (kv.clone(), start.clone(), options.clone());
+            async move { kv.get(start, Some(options)).await }
+        })
         .await?;
         if revision == 0 {
             revision = response.header().map_or(0, |h| h.revision());
@@ -323,12 +384,10 @@ impl Registry for EtcdRegistry {
     ) -> BoxFuture<'a, Result<bool, RegistryError>> {
         Box::pin(async move {
             let key = self.key_of(service, id);
-            let mut client = self.client.clone();
-            let response = call(
-                self.config.request_timeout,
-                "delete",
-                client.delete(key, None),
-            )
+            let response = call(&self.config, "delete", || {
+                let (mut client, key) = (self.client.clone(), key.clone());
+                async move { client.delete(key, None).await }
+            })
             .await?;
             Ok(response.deleted() > 0)
         })
@@ -348,7 +407,7 @@ impl Registry for EtcdRegistry {
         let client = self.client.clone();
         let config = self.config.clone();
         Box::pin(async_stream::stream! {
-            let mut client = client;
+            let client = client;
             let prefix = services_prefix(&config.prefix);
             let mut after = after;
             'resync: loop {
@@ -373,11 +432,11 @@ impl Registry for EtcdRegistry {
                     // Large revisions arrive in several responses rather than one over the
                     // message limit (which would fail the same way after every reconnect).
                     .with_fragment();
-                let watch = call(
-                    config.request_timeout,
-                    "watch",
-                    client.watch(prefix.clone(), Some(options)),
-                )
+                let watch = call(&config, "watch", || {
+                    let (mut client, prefix, options) =
+                        (client.clone(), prefix.clone(), options.clone());
+                    async move { client.watch(prefix, Some(options)).await }
+                })
                 .await;
                 let mut stream = match watch {
                     Ok(stream) => stream,
@@ -525,14 +584,7 @@ impl Keeper {
             self.state.send_replace(RegistrationState::Active);
             tracing::info!(key = %self.key, lease = self.lease, "registered in etcd again");
         };
-        let mut client = self.client.clone();
-        let result = match call(
-            self.config.request_timeout,
-            "lease revoke",
-            client.lease_revoke(self.lease),
-        )
-        .await
-        {
+        let result = match revoke(&self.client, &self.config, self.lease).await {
             Err(RegistryError::Unavailable { source, .. })
                 if source
                     .downcast_ref::<etcd_client::Error>()
@@ -540,7 +592,7 @@ impl Keeper {
             {
                 Ok(()) // expired already: the key is gone either way
             }
-            other => other.map(drop),
+            other => other,
         };
         match &result {
             Ok(()) => tracing::info!(key = %self.key, "deregistered from etcd"),
@@ -573,7 +625,7 @@ impl Keeper {
                 reply = &mut self.stop => return Phase::Stop(reply.ok()),
                 outcome = tokio::time::timeout(
                     self.config.request_timeout,
-                    keep_alive_once(&mut self.client, self.lease, &mut stream),
+                    keep_alive_once(&self.client, &self.config, self.lease, &mut stream),
                 ) => outcome,
             };
             let error = match outcome {
@@ -622,11 +674,7 @@ impl Keeper {
                 Ok(lease) => {
                     // The old lease may live on (etcd restarted and restored it); it no longer
                     // holds the key.
-                    revoke_in_background(
-                        self.client.clone(),
-                        self.config.request_timeout,
-                        self.lease,
-                    );
+                    revoke_in_background(self.client.clone(), self.config.clone(), self.lease);
                     self.lease = lease;
                     return None;
                 }
@@ -650,13 +698,24 @@ impl Keeper {
 
 /// Sends one keep-alive on the open stream (opening one if needed) and returns the TTL etcd
 /// answered; `None` when the stream was just opened (its first answer was checked to be > 0).
+/// Opening is tried again when an endpoint refused it, as [`call`] does.
 async fn keep_alive_once(
-    client: &mut Client,
+    client: &Client,
+    config: &EtcdConfig,
     lease: i64,
     stream: &mut Option<(LeaseKeeper, LeaseKeepAliveStream)>,
 ) -> Result<Option<i64>, etcd_client::Error> {
     let Some((keeper, responses)) = stream else {
-        *stream = Some(client.lease_keep_alive(lease).await?);
+        // The caller's deadline bounds the attempts.
+        let opened = loop {
+            match client.clone().lease_keep_alive(lease).await {
+                Err(e) if resend_refused(config) && is_not_sent(&e) => {
+                    tokio::time::sleep(RESEND_PAUSE).await;
+                }
+                result => break result?,
+            }
+        };
+        *stream = Some(opened);
         return Ok(None);
     };
     keeper.keep_alive().await?;

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{EtcdServer, Proxy, eventually, free_port, init_tracing};
+use common::{EtcdServer, Proxy, etcd_client, eventually, free_port, init_tracing};
 use tideway_registry::etcd_client::{CompactionOptions, PutOptions};
 use tideway_registry::{
     Catalog, CatalogConfig, CatalogSnapshot, CatalogStatus, EtcdConfig, EtcdRegistry,
@@ -92,12 +92,12 @@ async fn lease_of(client: &mut tideway_registry::etcd_client::Client, key: &str)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_watch_deregister_and_bad_records() {
-    let etcd = EtcdServer::start().await;
+    let etcd = EtcdServer::start();
     let registry = EtcdRegistry::connect(config(etcd.endpoint(), Duration::from_secs(10)))
         .await
         .unwrap();
     let catalog = catalog_of(&registry).await;
-    let mut admin = etcd.client().await;
+    let mut admin = etcd_client(&etcd).await;
 
     // Register: the catalog sees the instance with its routes; the key follows the layout.
     let instance = ServiceInstance::for_service(&PRICING, "p-1", addr(7001))
@@ -293,7 +293,7 @@ impl Drop for KillOnDrop {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_registrant_disappears_when_its_lease_expires() {
     const TTL: Duration = Duration::from_secs(2);
-    let etcd = EtcdServer::start().await;
+    let etcd = EtcdServer::start();
     let registry = EtcdRegistry::connect(config(etcd.endpoint(), Duration::from_secs(10)))
         .await
         .unwrap();
@@ -348,7 +348,7 @@ async fn killed_registrant_disappears_when_its_lease_expires() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn catalog_keeps_last_state_while_etcd_is_down_and_catches_up() {
     const TTL: Duration = Duration::from_secs(2);
-    let mut etcd = EtcdServer::start().await;
+    let mut etcd = EtcdServer::start();
     let registry = EtcdRegistry::connect(config(etcd.endpoint(), TTL))
         .await
         .unwrap();
@@ -359,7 +359,7 @@ async fn catalog_keeps_last_state_while_etcd_is_down_and_catches_up() {
         .unwrap();
     wait_for(&catalog, "svc/a", |s| has(s, "svc", "a")).await;
     let key = registry.key_of("svc", "a");
-    let first_lease = lease_of(&mut etcd.client().await, &key).await;
+    let first_lease = lease_of(&mut etcd_client(&etcd).await, &key).await;
     let before = catalog.snapshot();
 
     etcd.stop();
@@ -390,7 +390,7 @@ async fn catalog_keeps_last_state_while_etcd_is_down_and_catches_up() {
     .await;
     assert_eq!(catalog.snapshot(), before, "still the last known state");
 
-    etcd.restart().await;
+    etcd.restart();
     // A change made after etcd is back, through the same client.
     let _b = tokio::time::timeout(SOON, async {
         loop {
@@ -418,7 +418,7 @@ async fn catalog_keeps_last_state_while_etcd_is_down_and_catches_up() {
         async move { (state == RegistrationState::Active).then_some(()) }
     })
     .await;
-    let lease = lease_of(&mut etcd.client().await, &key).await;
+    let lease = lease_of(&mut etcd_client(&etcd).await, &key).await;
     assert!(
         lease != 0 && lease != first_lease,
         "registered again with a new lease"
@@ -429,12 +429,12 @@ async fn catalog_keeps_last_state_while_etcd_is_down_and_catches_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_while_disconnected_forces_a_full_resync() {
-    let etcd = EtcdServer::start().await;
+    let etcd = EtcdServer::start();
     let proxy = Proxy::start(etcd.addr()).await;
     let registry = EtcdRegistry::connect(config(proxy.endpoint(), Duration::from_secs(10)))
         .await
         .unwrap();
-    let mut admin = etcd.client().await;
+    let mut admin = etcd_client(&etcd).await;
     let put = |id: &str, port: u16| {
         (
             instance_key("/tideway", "svc", id),
@@ -542,11 +542,11 @@ async fn catalog_reports_an_unreachable_etcd_from_the_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_etcd_that_lost_its_data_is_listed_again() {
-    let mut etcd = EtcdServer::start().await;
+    let mut etcd = EtcdServer::start();
     let registry = EtcdRegistry::connect(config(etcd.endpoint(), Duration::from_secs(10)))
         .await
         .unwrap();
-    let mut admin = etcd.client().await;
+    let mut admin = etcd_client(&etcd).await;
     for i in 0..5u16 {
         let id = format!("old-{i}");
         let value = serde_json::to_vec(&ServiceInstance::new("svc", &id, addr(7000 + i))).unwrap();
@@ -558,8 +558,8 @@ async fn an_etcd_that_lost_its_data_is_listed_again() {
     let catalog = catalog_of(&registry).await;
     wait_for(&catalog, "the old instances", |s| s.instance_count() == 5).await;
 
-    etcd.restart_empty().await;
-    let mut admin = etcd.client().await;
+    etcd.restart_empty();
+    let mut admin = etcd_client(&etcd).await;
     let value = serde_json::to_vec(&ServiceInstance::new("svc", "fresh", addr(7100))).unwrap();
     admin
         .put(instance_key("/tideway", "svc", "fresh"), value, None)
@@ -572,4 +572,36 @@ async fn an_etcd_that_lost_its_data_is_listed_again() {
     })
     .await;
     assert!(catalog.counters().resyncs >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_endpoint_among_several_fails_no_request() {
+    let etcd = EtcdServer::start();
+    // Nothing listens on the first endpoint: a cluster member that is down.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let registry = EtcdRegistry::connect(EtcdConfig {
+        endpoints: vec![dead, etcd.endpoint()],
+        ..config(etcd.endpoint(), Duration::from_secs(10))
+    })
+    .await
+    .unwrap();
+    // The client's balancer picks either endpoint at random: unless refused requests are sent
+    // again, about half of these fail.
+    let mut registrations = Vec::new();
+    for i in 0..20u16 {
+        let instance = ServiceInstance::new("svc", format!("i{i}"), addr(7000 + i));
+        registrations.push(registry.register(instance).await.unwrap());
+        let listed = registry.list().await.unwrap().instances.len();
+        assert_eq!(listed, usize::from(i) + 1);
+    }
+    let catalog = catalog_of(&registry).await;
+    wait_for(&catalog, "the 20 instances", |s| s.instance_count() == 20).await;
+    for registration in registrations {
+        registration.deregister().await.unwrap();
+    }
+    wait_for(&catalog, "every instance deregistered", |s| {
+        s.instance_count() == 0
+    })
+    .await;
+    assert!(catalog.status().is_synced(), "{:?}", catalog.status());
 }

@@ -390,8 +390,18 @@ fn gateway(path: PathBuf) -> anyhow::Result<()> {
             Some(_) => Some(assemble::static_sources(&config, &[])?),
             None => None,
         };
+        let edge = if config.edge.is_some() || !config.route_policies.is_empty() {
+            let edge_config = config.edge.clone().unwrap_or_default();
+            Some(
+                tideway_gateway::edge::EdgePolicies::new(&edge_config, &config.route_policies)
+                    .context("cannot set up the edge policies")?,
+            )
+        } else {
+            None
+        };
         let gateway = Gateway::start(config.server, routes, backends).await?;
         gateway.set_allocator_stats(allocator_stats());
+        gateway.set_edge(edge);
         // The first line of output: scripts wait for it.
         println!(
             "Tideway gateway listening on http://{}",

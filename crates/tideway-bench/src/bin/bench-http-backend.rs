@@ -7,10 +7,13 @@
 //! `GET /stats` answers `{"accepted":N}`, the connections accepted since start (that request's
 //! own included), so the harness can tell how many upstream connections a proxy opened.
 //!
+//! With `--delay-ms`, every answer to `GET /api/item` is held that long first (a slow upstream,
+//! for the overload benchmark); `/stats` is always answered at once.
+//!
 //! Prints `LISTENING <addr>` once bound, then serves until SIGTERM or Ctrl-C.
 //!
 //! ```text
-//! bench-http-backend [--addr 127.0.0.1:0]
+//! bench-http-backend [--addr 127.0.0.1:0] [--delay-ms 0]
 //! ```
 
 use std::convert::Infallible;
@@ -28,7 +31,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tideway_bench::items::{ITEM_PATH, Item};
-use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Pause after a failed accept (such as running out of file descriptors), so the loop does not
@@ -43,6 +45,9 @@ struct Args {
     /// Address to listen on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]
     addr: SocketAddr,
+    /// Hold every `GET /api/item` answer this many milliseconds.
+    #[arg(long, default_value_t = 0)]
+    delay_ms: u64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,7 +56,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(args.addr).await?;
+    let listener = tideway_bench::bind_with_backlog(args.addr, tideway_bench::LISTEN_BACKLOG)?;
+    let delay = Duration::from_millis(args.delay_ms);
     tideway_bench::announce_listening(listener.local_addr()?)?;
     let item = Bytes::from(Item::sample_json());
     let accepted = Arc::new(AtomicU64::new(0));
@@ -75,9 +81,15 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         let item = item.clone();
         let accepted = Arc::clone(&accepted);
         tokio::spawn(async move {
-            let service = service_fn(move |req| {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let hold = !delay.is_zero() && req.uri().path() == ITEM_PATH;
                 let response = respond(&req, &item, &accepted);
-                async move { Ok::<_, Infallible>(response) }
+                async move {
+                    if hold {
+                        tokio::time::sleep(delay).await;
+                    }
+                    Ok::<_, Infallible>(response)
+                }
             });
             // Errors are clients going away mid-request; nothing to do about them here.
             let _ = http1::Builder::new()

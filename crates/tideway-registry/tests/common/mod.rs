@@ -1,21 +1,27 @@
-//! Shared test helpers: a real etcd server on ephemeral ports with a temporary data dir, a TCP
-//! proxy that can cut the network between a client and etcd, and bounded waits.
+//! Shared test helpers: a real etcd server on ephemeral ports with a temporary data dir (from
+//! `tideway-testkit`, shared with the `tideway` binary's tests), a client for it, a TCP proxy
+//! that can cut the network between a client and etcd, and bounded waits.
 //!
 //! Each test file compiles this module on its own and uses part of it.
 #![allow(dead_code, unreachable_pub, unused_imports)]
 
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 
+pub use tideway_testkit::{EtcdServer, free_port};
+
+/// A client connected directly to `etcd` (not through any proxy).
 #[cfg(feature = "etcd")]
-mod etcd_server;
-#[cfg(feature = "etcd")]
-pub use etcd_server::EtcdServer;
+pub async fn etcd_client(etcd: &EtcdServer) -> tideway_registry::etcd_client::Client {
+    tideway_registry::etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .expect("etcd client")
+}
 
 /// Logs to the test's captured output, filtered by `RUST_LOG` (default: warnings), so a failing
 /// test shows what the registry saw.
@@ -46,14 +52,6 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// A port that was free a moment ago (bound to port 0, then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
 }
 
 /// A TCP proxy on 127.0.0.1 that forwards to `upstream` until cut: then it closes every
