@@ -14,6 +14,13 @@
 //!   connection, drawn uniformly from 0.5x to 1.5x so that connections do not move in lockstep;
 //!   `--requests-per-connection`: reconnect after that many requests.
 //! - `--late-ms`: also count, per status, the answers that took longer than this.
+//! - `--warmup-secs`: requests started in the first seconds of the run (connections being
+//!   opened, first requests) are reported apart, under `warmup`, and left out of `statuses`;
+//!   give-ups and errors are counted over the whole run.
+//!
+//! Besides totals, the report has a `timeline`: per second of the run (by when each request
+//! ended), the answers by status, the late ones, the give-ups and the slowest answer, so that
+//! a burst of errors or latency can be placed in time.
 //!
 //! Latency is measured from just before the request is written until the whole response body
 //! has been read, on a connection that is already open (connecting is not included). Runs on
@@ -74,6 +81,9 @@ struct Args {
     /// Close and reopen a connection after this many requests on it (0: never).
     #[arg(long, default_value_t = 0)]
     requests_per_connection: u64,
+    /// Report requests started in the first this many seconds apart (`warmup`).
+    #[arg(long, default_value_t = 0.0)]
+    warmup_secs: f64,
     /// Count, per status, the answers slower than this many milliseconds.
     #[arg(long)]
     late_ms: Option<u64>,
@@ -97,6 +107,7 @@ struct Target {
 /// What every connection task reads.
 #[derive(Debug)]
 struct Plan {
+    started: Instant,
     addr: SocketAddr,
     authority: String,
     targets: Vec<Target>,
@@ -106,6 +117,7 @@ struct Plan {
     think: Duration,
     requests_per_connection: u64,
     late_us: Option<u64>,
+    warmup_until: Instant,
     connect_timeout: Duration,
     ramp: Duration,
     connections: usize,
@@ -154,11 +166,83 @@ impl StatusStats {
 #[derive(Debug, Default)]
 struct ConnResult {
     statuses: BTreeMap<u16, StatusStats>,
+    warmup: BTreeMap<u16, StatusStats>,
+    timeline: BTreeMap<u64, Second>,
     timeouts: u64,
     io_errors: u64,
     connect_errors: u64,
     connects: u64,
     first_error: Option<String>,
+}
+
+/// What ended in one second of the run.
+#[derive(Debug, Default, Clone)]
+struct Second {
+    by_status: BTreeMap<u16, u64>,
+    late: u64,
+    timeouts: u64,
+    errors: u64,
+    max_us: u64,
+}
+
+impl Second {
+    fn merge(&mut self, other: &Second) {
+        for (status, n) in &other.by_status {
+            *self.by_status.entry(*status).or_default() += n;
+        }
+        self.late += other.late;
+        self.timeouts += other.timeouts;
+        self.errors += other.errors;
+        self.max_us = self.max_us.max(other.max_us);
+    }
+}
+
+/// Milliseconds from microseconds.
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+/// Per-status figures as reported, and their totals.
+struct Summary {
+    per_status: serde_json::Map<String, serde_json::Value>,
+    overall: Histogram<u64>,
+    responses: u64,
+    late: u64,
+    worst_us: u64,
+}
+
+impl Summary {
+    fn of(statuses: &BTreeMap<u16, StatusStats>) -> Summary {
+        let mut sum = Summary {
+            per_status: serde_json::Map::new(),
+            overall: new_histogram(),
+            responses: 0,
+            late: 0,
+            worst_us: 0,
+        };
+        for (status, s) in statuses {
+            let h = &s.latencies_us;
+            sum.overall
+                .add(h)
+                .expect("histograms with the same bounds merge");
+            sum.responses += h.len();
+            sum.late += s.late;
+            sum.worst_us = sum.worst_us.max(s.max_us);
+            sum.per_status.insert(
+                status.to_string(),
+                json!({
+                    "count": h.len(),
+                    "p50_ms": ms(h.value_at_quantile(0.50)),
+                    "p90_ms": ms(h.value_at_quantile(0.90)),
+                    "p99_ms": ms(h.value_at_quantile(0.99)),
+                    "p999_ms": ms(h.value_at_quantile(0.999)),
+                    "max_ms": ms(s.max_us),
+                    "late": s.late,
+                }),
+            );
+        }
+        sum
+    }
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -217,6 +301,7 @@ fn plan(args: &Args, started: Instant) -> anyhow::Result<Plan> {
         .next()
         .with_context(|| format!("{with_port} resolves to nothing"))?;
     Ok(Plan {
+        started,
         addr,
         authority,
         targets,
@@ -228,6 +313,7 @@ fn plan(args: &Args, started: Instant) -> anyhow::Result<Plan> {
         think: Duration::from_millis(args.think_ms),
         requests_per_connection: args.requests_per_connection,
         late_us: args.late_ms.map(|ms| ms * 1000),
+        warmup_until: started + Duration::from_secs_f64(args.warmup_secs),
         connect_timeout: Duration::from_millis(args.connect_timeout_ms),
         ramp: Duration::from_millis(args.ramp_ms),
         connections: args.connections,
@@ -253,19 +339,24 @@ async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
     });
 
     let mut statuses: BTreeMap<u16, StatusStats> = BTreeMap::new();
+    let mut warmup: BTreeMap<u16, StatusStats> = BTreeMap::new();
     let mut all = ConnResult::default();
     for task in tasks {
         let r = task.await?;
-        for (status, s) in &r.statuses {
-            statuses
-                .entry(*status)
-                .or_insert_with(StatusStats::new)
-                .merge(s);
+        for (into, from) in [(&mut statuses, &r.statuses), (&mut warmup, &r.warmup)] {
+            for (status, s) in from {
+                into.entry(*status)
+                    .or_insert_with(StatusStats::new)
+                    .merge(s);
+            }
         }
         all.timeouts += r.timeouts;
         all.io_errors += r.io_errors;
         all.connect_errors += r.connect_errors;
         all.connects += r.connects;
+        for (t, sec) in &r.timeline {
+            all.timeline.entry(*t).or_default().merge(sec);
+        }
         if all.first_error.is_none() {
             all.first_error = r.first_error;
         }
@@ -278,31 +369,27 @@ async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
         (procfs::cpu_ticks(me)? - cpu_ticks_0) as f64 / procfs::clock_ticks_per_sec()? as f64;
     let cpu_wait_ms = (procfs::run_delay_ns(me)? - run_delay_0) as f64 / 1e6;
 
-    let ms = |us: u64| us as f64 / 1000.0;
-    let mut overall = new_histogram();
-    let mut per_status = serde_json::Map::new();
-    let (mut responses, mut late, mut worst_us) = (0u64, 0u64, 0u64);
-    for (status, s) in &statuses {
-        let h = &s.latencies_us;
-        overall
-            .add(h)
-            .expect("histograms with the same bounds merge");
-        responses += h.len();
-        late += s.late;
-        worst_us = worst_us.max(s.max_us);
-        per_status.insert(
-            status.to_string(),
+    let measured = Summary::of(&statuses);
+    let warmup = Summary::of(&warmup);
+    let timeline: Vec<_> = all
+        .timeline
+        .iter()
+        .map(|(t, sec)| {
+            let by_status: serde_json::Map<_, _> = sec
+                .by_status
+                .iter()
+                .map(|(status, n)| (status.to_string(), json!(n)))
+                .collect();
             json!({
-                "count": h.len(),
-                "p50_ms": ms(h.value_at_quantile(0.50)),
-                "p90_ms": ms(h.value_at_quantile(0.90)),
-                "p99_ms": ms(h.value_at_quantile(0.99)),
-                "p999_ms": ms(h.value_at_quantile(0.999)),
-                "max_ms": ms(s.max_us),
-                "late": s.late,
-            }),
-        );
-    }
+                "t": t,
+                "by_status": by_status,
+                "late": sec.late,
+                "timeouts": sec.timeouts,
+                "errors": sec.errors,
+                "max_ms": ms(sec.max_us),
+            })
+        })
+        .collect();
     let issued = totals.issued.load(Ordering::Relaxed);
     Ok(json!({
         "connections": plan.connections,
@@ -316,23 +403,31 @@ async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
         // `issued` counts requests started; the counter can overshoot a --requests limit by one
         // per connection (each checks it before starting), so it is capped here.
         "requests": args.requests.map_or(issued, |max| issued.min(max)),
-        "responses": responses,
-        "responses_per_s": responses as f64 / elapsed,
-        "statuses": per_status,
+        "responses": measured.responses,
+        "responses_per_s": (measured.responses + warmup.responses) as f64 / elapsed,
+        "statuses": measured.per_status,
+        "warmup": json!({
+            "secs": args.warmup_secs,
+            "responses": warmup.responses,
+            "statuses": warmup.per_status,
+            "late_responses": warmup.late,
+            "worst_ms": ms(warmup.worst_us),
+        }),
         "timeouts": all.timeouts,
         "io_errors": all.io_errors,
         "connect_errors": all.connect_errors,
         "connects": all.connects,
         "first_error": all.first_error,
-        "late_responses": late,
-        "worst_ms": ms(worst_us),
-        "p50_ms": ms(overall.value_at_quantile(0.50)),
-        "p99_ms": ms(overall.value_at_quantile(0.99)),
+        "late_responses": measured.late,
+        "worst_ms": ms(measured.worst_us),
+        "p50_ms": ms(measured.overall.value_at_quantile(0.50)),
+        "p99_ms": ms(measured.overall.value_at_quantile(0.99)),
         // This process's CPU time and time spent waiting for a CPU during the run: a load
         // generator held back by other work on its core reports latencies that are not only
         // the server's.
         "cpu_s": cpu_s,
         "cpu_wait_ms": cpu_wait_ms,
+        "timeline": timeline,
     }))
 }
 
@@ -490,6 +585,10 @@ async fn connection_loop(index: usize, plan: Arc<Plan>, totals: Arc<Totals>) -> 
         let start = Instant::now();
         let outcome = exchange(c, &plan, target).await;
         let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let second = result
+            .timeline
+            .entry(plan.started.elapsed().as_secs())
+            .or_default();
         let mut backoff = if plan.think.is_zero() {
             Duration::ZERO
         } else {
@@ -507,24 +606,31 @@ async fn connection_loop(index: usize, plan: Arc<Plan>, totals: Arc<Totals>) -> 
                 if let Some(class) = class {
                     class.fetch_add(1, Ordering::Relaxed);
                 }
-                let s = result
-                    .statuses
-                    .entry(status)
-                    .or_insert_with(StatusStats::new);
+                let into = if start < plan.warmup_until {
+                    &mut result.warmup
+                } else {
+                    &mut result.statuses
+                };
+                let s = into.entry(status).or_insert_with(StatusStats::new);
                 s.latencies_us.saturating_record(us.max(1));
                 s.max_us = s.max_us.max(us);
+                *second.by_status.entry(status).or_default() += 1;
+                second.max_us = second.max_us.max(us);
                 if plan.late_us.is_some_and(|late| us > late) {
                     s.late += 1;
+                    second.late += 1;
                 }
             }
             Outcome::TimedOut => {
                 // Give up the way an impatient client does: close the connection.
                 conn = None;
+                second.timeouts += 1;
                 result.timeouts += 1;
                 totals.timeouts.fetch_add(1, Ordering::Relaxed);
             }
             Outcome::Failed(e) => {
                 conn = None;
+                second.errors += 1;
                 result.io_errors += 1;
                 totals.io_errors.fetch_add(1, Ordering::Relaxed);
                 result.first_error.get_or_insert_with(|| format!("{e:#}"));
