@@ -101,13 +101,19 @@ async fn two_gateways_sharing_redis_enforce_one_limit() {
     let (a, b) = (Edge::new(&config).unwrap(), Edge::new(&config).unwrap());
     let (pa, pb) = (policy(&a, &text), policy(&b, &text));
 
-    // Deterministic first: a client that spends its burst at gateway A is refused at B.
+    // Deterministic first: a client that spends its burst at gateway A is refused at B. A
+    // bucket that refills once in 10 s, so no token comes back while the burst is spent (at
+    // the main rate one would every 10 ms, less than a loaded machine's round trips take).
+    let slow = format!(
+        "rate_limit = {{ rate = 0.1, burst = {BURST}, shared = true, bucket = \"spend-at-a\" }}"
+    );
+    let (sa, sb) = (policy(&a, &slow), policy(&b, &slow));
     for i in 0..BURST {
-        hit(&a, &pa, "198.51.100.1")
+        hit(&a, &sa, "198.51.100.1")
             .await
             .unwrap_or_else(|r| panic!("burst request {i} refused: {}", r.message));
     }
-    let r = hit(&b, &pb, "198.51.100.1").await.unwrap_err();
+    let r = hit(&b, &sb, "198.51.100.1").await.unwrap_err();
     assert_eq!(r.status, 429, "{}", r.message);
     let keys = redis.command(&["KEYS", "tideway:rl:*"]);
     assert!(
