@@ -342,15 +342,19 @@ if syncs:
     for f in fills:
         say("(ii) fill: %d keys (%d services x %d), %.1f MB, put in %.0f ms"
             % (f["keys"], f["services"], f["instances_per_service"], f["bytes"] / 1e6, f["ms"]))
-    say("  %-7s %9s %7s %12s %12s %13s %12s %12s" % (
-        "gateway", "instances", "routes", "admin up ms", "catalog ms", "routes ms", "RSS MiB", "settled MiB"))
+    say("  %-7s %9s %7s %12s %11s %10s %8s %9s %12s" % (
+        "gateway", "instances", "routes", "admin up ms", "catalog ms", "routes ms", "(log ms)",
+        "RSS MiB", "settled MiB"))
     for r in syncs:
-        say("  %-7s %9d %7d %12s %12s %13s %12s %12s" % (
+        say("  %-7s %9d %7d %12s %11s %10s %8s %9s %12s" % (
             r["label"], r["expect_instances"], r["expect_routes"], fmt(r["admin_up_ms"]),
-            fmt(r["catalog_ms"]), fmt(r["routes_ms"]), fmt(mib(r["rss_synced"]), ".1f"),
-            fmt(mib(r["rss_settled"]), ".1f")))
+            fmt(r["catalog_ms"]), fmt(r["routes_ms"]), fmt(r.get("applied_log_ms")),
+            fmt(mib(r["rss_synced"]), ".1f"), fmt(mib(r["rss_settled"]), ".1f")))
     say("  times from the gateway's spawn: admin up = first /metrics answer; catalog = every instance")
-    say("  in the catalog; routes = the route table with every route swapped in (the sync time).")
+    say("  in the catalog; routes = the route table with every route swapped in (the sync time),")
+    say("  both seen by polling /metrics every 5 ms; log = the gateway's own \"registry change applied\"")
+    say("  log line with every instance (its timestamp). RSS when synced, and %s s later." % (
+        syncs[0].get("settle_secs", "?")))
     say("")
 
 lookups = {r["routes"]: r for r in rows if r.get("mode") == "lookup"}
@@ -383,6 +387,18 @@ if wrk:
         summary[target] = s
         say("  %-28s %9s %7.2f %7.2f %11s %7d" % (label, fmt(s["req_per_s"]), s["p50"], s["p99"],
                                                 fmt(s["per_cpu"]), s["errors"]))
+    # Each round measures small then large back to back: their ratio within a round is less
+    # exposed to load that comes and goes on a shared machine than the ratio of medians.
+    pairs = []
+    for rnd in sorted({r["round"] for r in wrk}):
+        by = {r["target"]: r for r in wrk if r["round"] == rnd}
+        if "small" in by and "large" in by and by["small"]["req_per_cpu_s"] and by["large"]["req_per_cpu_s"]:
+            pairs.append((rnd, by["large"]["req_per_cpu_s"] / by["small"]["req_per_cpu_s"],
+                          by["small"]["cpu_s"] / by["small"]["duration_us"] * 1e6,
+                          by["large"]["cpu_s"] / by["large"]["duration_us"] * 1e6))
+    for rnd, ratio, cpu_small, cpu_large in pairs:
+        say("  round %d: large/small req per CPU-s %.2f (gateway CPU use %.0f%% / %.0f%% of the run)"
+            % (rnd, ratio, 100 * cpu_small, 100 * cpu_large))
     say("")
 
 say("load average before/after: %s / %s" % (first("loadavg_before"), first("loadavg_after")))

@@ -513,6 +513,7 @@ fn sync(args: SyncArgs) -> anyhow::Result<()> {
         .stdout(out)
         .stderr(err);
     let started = Instant::now();
+    let spawned_wall = std::time::SystemTime::now();
     let mut child = command.spawn().context("start the gateway")?;
     let pid = child.id();
     let ms = |at: Instant| at.duration_since(started).as_secs_f64() * 1000.0;
@@ -554,6 +555,13 @@ fn sync(args: SyncArgs) -> anyhow::Result<()> {
     }
     let synced_at = routes.context("loop ends once synced")?;
     let rss_synced = procfs::rss_bytes(pid).ok();
+    // The same moment from the gateway's own log, independent of the polling: the timestamp of
+    // its first "registry change applied" line with every instance.
+    let applied_log_ms = std::fs::read_to_string(args.log.with_extension("err"))
+        .ok()
+        .and_then(|log| applied_at(&log, args.expect_instances))
+        .and_then(|at| at.duration_since(spawned_wall).ok())
+        .map(|d| d.as_secs_f64() * 1000.0);
     std::thread::sleep(args.settle);
     let rss_settled = procfs::rss_bytes(pid).ok();
     println!(
@@ -567,6 +575,7 @@ fn sync(args: SyncArgs) -> anyhow::Result<()> {
             "admin_up_ms": admin_up.map(ms),
             "catalog_ms": catalog.map(ms),
             "routes_ms": ms(synced_at),
+            "applied_log_ms": applied_log_ms,
             "rss_synced": rss_synced,
             "rss_settled": rss_settled,
             "settle_secs": args.settle.as_secs(),
@@ -579,6 +588,55 @@ fn sync(args: SyncArgs) -> anyhow::Result<()> {
         let _ = child.wait();
     }
     Ok(())
+}
+
+/// When the gateway's log says it applied a catalog of `instances` instances: the timestamp
+/// (`2026-11-24T06:12:46.555760Z`, UTC) of the first such "registry change applied" line.
+fn applied_at(log: &str, instances: u64) -> Option<std::time::SystemTime> {
+    let needle = format!("instances={instances} ");
+    log.lines()
+        .map(strip_ansi)
+        .find(|line| line.contains("registry change applied") && line.contains(&needle))
+        .and_then(|line| parse_utc(line.split_whitespace().next()?))
+}
+
+/// Removes terminal colour sequences (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.ffffff]Z` as a time.
+fn parse_utc(text: &str) -> Option<std::time::SystemTime> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|p| p.parse::<u64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    let nanos: u64 = format!("{frac:0<9}").get(..9)?.parse().ok()?;
+    // Days from 1970-01-01 (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    Some(std::time::UNIX_EPOCH + Duration::new(secs, u32::try_from(nanos).ok()?))
 }
 
 // ---- lookup --------------------------------------------------------------------------------
@@ -636,5 +694,39 @@ fn lookup(sizes: &[usize], iterations: usize) {
                 "build_ms": build_ms,
             })
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_timestamps_parse() {
+        let at = |s: &str| {
+            parse_utc(s).map(|t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs_f64()
+            })
+        };
+        assert_eq!(at("1970-01-01T00:00:01.5Z"), Some(1.5));
+        assert_eq!(at("2000-02-29T23:59:59Z"), Some(951_868_799.0));
+        assert_eq!(
+            at("2026-11-24T06:12:46.555760Z"),
+            Some(1_795_500_766.555_76)
+        );
+        assert_eq!(at("2026-11-24 06:12:46Z"), None);
+        let log = "\u{1b}[2m2026-11-24T06:12:46.555760Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m registry change applied \u{1b}[3mrevision\u{1b}[0m=102 instances=10000 routes=1000\n";
+        assert!(applied_at(log, 10_000).is_some());
+        assert!(applied_at(log, 100).is_none());
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let xs: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&xs, 0.5), Some(50.0));
+        assert_eq!(percentile(&xs, 0.99), Some(99.0));
+        assert_eq!(percentile(&[], 0.99), None);
     }
 }
