@@ -221,6 +221,11 @@ impl Cluster {
         &self.shared.config
     }
 
+    /// The RPC client settings of its endpoints.
+    pub fn client_config(&self) -> &ClientConfig {
+        &self.client_config
+    }
+
     /// Replaces the endpoint set. An endpoint whose id and address stay keeps everything: its
     /// client and connections, latency estimate, health and breaker (its weight is updated).
     /// New endpoints start with the default latency estimate (p2c) or slow start (weighted

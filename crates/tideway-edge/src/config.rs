@@ -57,6 +57,10 @@ pub const DEFAULT_JWKS_POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest bearer token looked at; longer ones are rejected before any decoding. Tokens of
 /// common identity providers are 1-2 KiB.
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Verified tokens kept so a repeated token skips its signature check (0: no cache).
+pub const DEFAULT_JWT_CACHE_ENTRIES: usize = 4096;
+/// Most verified tokens the cache may be configured to keep.
+pub const MAX_JWT_CACHE_ENTRIES: usize = 1_000_000;
 /// Header carrying API keys.
 pub const DEFAULT_API_KEY_HEADER: &str = "x-api-key";
 /// Realm named in `WWW-Authenticate`.
@@ -182,6 +186,9 @@ pub struct EdgeConfig {
     pub jwks_poll_interval: Duration,
     /// Longest bearer token accepted, in bytes.
     pub max_token_bytes: usize,
+    /// Verified tokens kept (by their exact bytes, each until its `exp`) so that a repeated
+    /// token skips its signature check; 0 turns the cache off. Emptied when the keys change.
+    pub jwt_cache_entries: usize,
     /// Realm in `WWW-Authenticate` challenges.
     pub realm: String,
     /// IPv6 clients are rate-limited per prefix of this many bits (1..=128).
@@ -202,6 +209,7 @@ impl Default for EdgeConfig {
             redis: None,
             jwks_poll_interval: DEFAULT_JWKS_POLL_INTERVAL,
             max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            jwt_cache_entries: DEFAULT_JWT_CACHE_ENTRIES,
             realm: DEFAULT_REALM.to_owned(),
             ipv6_rate_limit_prefix: DEFAULT_IPV6_RATE_LIMIT_PREFIX,
             prune_interval: DEFAULT_PRUNE_INTERVAL,
@@ -620,6 +628,12 @@ impl EdgeConfig {
             out.push((
                 "max_token_bytes".into(),
                 "must be between 256 and 1048576".into(),
+            ));
+        }
+        if self.jwt_cache_entries > MAX_JWT_CACHE_ENTRIES {
+            out.push((
+                "jwt_cache_entries".into(),
+                format!("must be at most {MAX_JWT_CACHE_ENTRIES}"),
             ));
         }
         if !(1..=128).contains(&self.ipv6_rate_limit_prefix) {

@@ -172,7 +172,11 @@ impl Edge {
         }
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| EdgeError::NoRuntime)?;
         install_crypto_provider();
-        let jwt = Arc::new(JwtVerifier::new(&config.jwt_keys, config.max_token_bytes)?);
+        let jwt = Arc::new(JwtVerifier::new(
+            &config.jwt_keys,
+            config.max_token_bytes,
+            config.jwt_cache_entries,
+        )?);
         let api_keys = ApiKeys::new(&config.api_keys)
             .map_err(|m| EdgeError::Invalid(vec![("api_keys".into(), m)]))?;
         let trusted = IpSet::parse(&config.trusted_proxies)
@@ -503,16 +507,21 @@ impl Edge {
 
     fn principal_from_jwt(&self, auth: &CompiledAuth, token: &str) -> Result<Principal, AuthError> {
         let verified = self.inner.jwt.verify(token)?;
-        let mut claims = verified.claims;
-        let Some(Value::String(subject)) = claims.remove("sub") else {
+        let claims = &verified.claims;
+        let Some(Value::String(subject)) = claims.get("sub") else {
             return Err(AuthError::BadClaim("sub".into()));
         };
+        let subject = subject.clone();
         let issuer = match claims.get("iss") {
             Some(Value::String(iss)) => Some(iss.clone()),
             _ => None,
         };
         let mut forwarded = Vec::with_capacity(auth.forward_claims.len());
         for name in &auth.forward_claims {
+            // The subject travels as the principal's subject, not as a claim.
+            if name == "sub" {
+                continue;
+            }
             let value = match claims.get(name) {
                 None | Some(Value::Null) => continue,
                 Some(Value::String(s)) => s.clone(),

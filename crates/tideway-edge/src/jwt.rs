@@ -35,6 +35,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{JwtAlgorithm, JwtKeyConfig};
 use crate::error::EdgeError;
+use crate::jwt_cache::TokenCache;
 use crate::metrics as m;
 use crate::token::{REFRESH_TOKEN_USE, TOKEN_USE_CLAIM};
 
@@ -236,11 +237,11 @@ struct JwksSource {
     state: Mutex<JwksState>,
 }
 
-/// A successfully verified token.
-#[derive(Debug)]
+/// A successfully verified token (cheap to clone: the verified-token cache hands out copies).
+#[derive(Debug, Clone)]
 pub(crate) struct Verified {
     pub(crate) key: Arc<VerifyKey>,
-    pub(crate) claims: Map<String, Value>,
+    pub(crate) claims: Arc<Map<String, Value>>,
 }
 
 /// The verifier: static keys, JWKS sources, and the current key set.
@@ -250,6 +251,8 @@ pub(crate) struct JwtVerifier {
     jwks: Vec<JwksSource>,
     current: ArcSwap<KeySet>,
     max_token_bytes: usize,
+    /// Verified tokens (see [`crate::jwt_cache`]); `None` when `jwt_cache_entries` is 0.
+    cache: Option<TokenCache>,
 }
 
 fn validation_for(config: &JwtKeyConfig) -> Validation {
@@ -422,6 +425,7 @@ impl JwtVerifier {
     pub(crate) fn new(
         configs: &[JwtKeyConfig],
         max_token_bytes: usize,
+        cache_entries: usize,
     ) -> Result<JwtVerifier, EdgeError> {
         let mut static_keys = Vec::new();
         let mut jwks = Vec::new();
@@ -459,6 +463,7 @@ impl JwtVerifier {
             jwks,
             current: ArcSwap::from_pointee(KeySet::default()),
             max_token_bytes,
+            cache: (cache_entries > 0).then(|| TokenCache::new(cache_entries)),
         };
         verifier.rebuild();
         Ok(verifier)
@@ -472,6 +477,10 @@ impl JwtVerifier {
         let set = KeySet::build(keys);
         metrics::gauge!(m::JWT_KEYS).set(set.all.len() as f64);
         self.current.store(Arc::new(set));
+        // A token verified with a key that is gone must not be accepted from the cache.
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
     }
 
     /// Whether any JWKS file is configured (then a reload task is worth running).
@@ -526,11 +535,26 @@ impl JwtVerifier {
         self.static_keys.iter().find(|k| &*k.kid == id)
     }
 
-    /// Verifies a bearer token.
+    /// Verifies a bearer token: from the verified-token cache when this exact token verified
+    /// before and has not expired, else in full (and then cached).
     pub(crate) fn verify(&self, token: &str) -> Result<Verified, AuthError> {
         if token.len() > self.max_token_bytes {
             return Err(AuthError::TooLong(self.max_token_bytes));
         }
+        let Some(cache) = &self.cache else {
+            return self.verify_uncached(token);
+        };
+        let now = jsonwebtoken::get_current_timestamp();
+        if let Some(verified) = cache.get(token, now) {
+            return Ok(verified);
+        }
+        let verified = self.verify_uncached(token)?;
+        cache.insert(token, &verified, now);
+        Ok(verified)
+    }
+
+    /// Verifies a bearer token in full: header, key, signature, claims.
+    fn verify_uncached(&self, token: &str) -> Result<Verified, AuthError> {
         let mut parts = token.split('.');
         let (Some(header), Some(_), Some(_), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -617,6 +641,136 @@ fn decode(token: &str, key: &Arc<VerifyKey>, alg: JwtAlgorithm) -> Result<Verifi
     }
     Ok(Verified {
         key: Arc::clone(key),
-        claims,
+        claims: Arc::new(claims),
     })
+}
+
+/// A verification key built from `config` (static keys only), for unit tests.
+#[cfg(test)]
+pub(crate) fn test_key(config: &JwtKeyConfig) -> Arc<VerifyKey> {
+    Arc::new(VerifyKey {
+        kid: Arc::from(config.id.as_str()),
+        source: Arc::from(config.id.as_str()),
+        algorithm: config.algorithm,
+        key: static_key(config).expect("a usable test key"),
+        validation: Arc::new(validation_for(config)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn hs_config(id: &str) -> JwtKeyConfig {
+        JwtKeyConfig {
+            id: id.into(),
+            algorithm: JwtAlgorithm::HS256,
+            secret: Some(crate::config::Secret::new(SECRET)),
+            secret_file: None,
+            public_key_file: None,
+            jwks_file: None,
+            issuer: Some("https://idp.test".into()),
+            audience: vec!["api".into()],
+            leeway: Duration::ZERO,
+        }
+    }
+
+    fn token(kid: &str, sub: &str, exp_in: i64) -> String {
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some(kid.into());
+        let claims =
+            json!({"sub": sub, "iss": "https://idp.test", "aud": "api", "exp": now + exp_in});
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn cached(v: &JwtVerifier) -> usize {
+        v.cache.as_ref().map_or(0, TokenCache::len)
+    }
+
+    #[test]
+    fn a_verified_token_is_cached_and_a_tampered_one_still_refused() {
+        let v = JwtVerifier::new(&[hs_config("k")], 8192, 16).unwrap();
+        let t = token("k", "alice", 600);
+        assert_eq!(v.verify(&t).unwrap().claims["sub"], "alice");
+        assert_eq!(cached(&v), 1);
+        assert_eq!(v.verify(&t).unwrap().claims["sub"], "alice");
+        assert_eq!(cached(&v), 1);
+        // The same header and claims with another signature: not the cached bytes, verified
+        // in full and refused.
+        let (signed, sig) = t.rsplit_once('.').unwrap();
+        let flipped = if sig.starts_with('A') { 'B' } else { 'A' };
+        let tampered = format!("{signed}.{flipped}{}", &sig[1..]);
+        assert_eq!(v.verify(&tampered).unwrap_err(), AuthError::BadSignature);
+        assert_eq!(cached(&v), 1, "refused tokens are not cached");
+    }
+
+    #[test]
+    fn expired_tokens_are_not_cached_and_refused() {
+        let v = JwtVerifier::new(&[hs_config("k")], 8192, 16).unwrap();
+        let t = token("k", "alice", -5);
+        assert_eq!(v.verify(&t).unwrap_err(), AuthError::Expired);
+        assert_eq!(cached(&v), 0);
+    }
+
+    #[test]
+    fn a_cached_token_expires_with_its_exp() {
+        let v = JwtVerifier::new(&[hs_config("k")], 8192, 16).unwrap();
+        let t = token("k", "alice", 1);
+        v.verify(&t).unwrap();
+        assert_eq!(cached(&v), 1);
+        // Past exp (leeway 0): the cache no longer answers and full verification refuses it.
+        std::thread::sleep(Duration::from_millis(2_100));
+        assert_eq!(v.verify(&t).unwrap_err(), AuthError::Expired);
+        assert_eq!(cached(&v), 0);
+    }
+
+    #[test]
+    fn a_key_set_change_empties_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let jwks = |kid: &str| {
+            let k = URL_SAFE_NO_PAD.encode(SECRET);
+            format!(r#"{{"keys":[{{"kty":"oct","kid":"{kid}","alg":"HS256","k":"{k}"}}]}}"#)
+        };
+        std::fs::write(&path, jwks("one")).unwrap();
+        let config = JwtKeyConfig {
+            secret: None,
+            jwks_file: Some(path.clone()),
+            ..hs_config("set")
+        };
+        let v = JwtVerifier::new(&[config], 8192, 16).unwrap();
+        let t = token("one", "alice", 600);
+        v.verify(&t).unwrap();
+        assert_eq!(cached(&v), 1);
+        // Key "one" is replaced by "two": the token cached under "one" must be refused now.
+        std::fs::write(&path, jwks("two")).unwrap();
+        assert!(v.reload());
+        assert_eq!(cached(&v), 0);
+        assert_eq!(
+            v.verify(&t).unwrap_err(),
+            AuthError::UnknownKey("one".into())
+        );
+    }
+
+    #[test]
+    fn no_cache_when_configured_off() {
+        let v = JwtVerifier::new(&[hs_config("k")], 8192, 0).unwrap();
+        assert!(v.cache.is_none());
+        let t = token("k", "alice", 600);
+        v.verify(&t).unwrap();
+        v.verify(&t).unwrap();
+    }
 }

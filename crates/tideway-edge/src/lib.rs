@@ -12,6 +12,7 @@
 //!               the prune task and the Redis connection; per-request checks
 //! ip.rs         CIDR sets (binary search over merged ranges) and X-Forwarded-For
 //! jwt.rs        key set (static keys, JWKS files reloaded on change) and token verification
+//! jwt_cache.rs  bounded cache of verified tokens (until their exp), so repeats skip the signature
 //! principal.rs  the authenticated caller and its x-auth-* metadata; hashed API keys
 //! ratelimit.rs  GCRA: bounded local store, atomic Redis script, fallback when Redis fails
 //! cors.rs       preflight answers and response headers
@@ -71,6 +72,7 @@ mod edge;
 mod error;
 pub mod ip;
 mod jwt;
+mod jwt_cache;
 pub mod metrics;
 mod principal;
 pub mod ratelimit;

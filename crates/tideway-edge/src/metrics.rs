@@ -23,6 +23,14 @@ pub const RATE_LIMIT_FALLBACKS: &str = "tideway_rate_limit_fallbacks_total";
 pub const JWKS_RELOADS: &str = "tideway_jwks_reloads_total";
 /// JWT verification keys in use (static and from JWKS files).
 pub const JWT_KEYS: &str = "tideway_jwt_keys";
+/// Bearer tokens answered from the verified-token cache (no signature check).
+pub const JWT_CACHE_HITS: &str = "tideway_jwt_cache_hits_total";
+/// Bearer tokens looked up in the verified-token cache and not found (or expired there).
+pub const JWT_CACHE_MISSES: &str = "tideway_jwt_cache_misses_total";
+/// Unexpired tokens dropped from the full verified-token cache to make room.
+pub const JWT_CACHE_EVICTIONS: &str = "tideway_jwt_cache_evictions_total";
+/// Tokens in the verified-token cache.
+pub const JWT_CACHE_ENTRIES: &str = "tideway_jwt_cache_entries";
 /// Tokens signed by the token issuer, by `kind` (`access`, `refresh`).
 pub const TOKENS_ISSUED: &str = "tideway_tokens_issued_total";
 /// CORS preflights answered, by `result` (`allowed`, `refused`).
@@ -60,6 +68,19 @@ pub fn describe_metrics() {
     );
     describe_counter!(JWKS_RELOADS, "JWKS file reloads, by result");
     describe_gauge!(JWT_KEYS, "JWT verification keys in use");
+    describe_counter!(
+        JWT_CACHE_HITS,
+        "Bearer tokens answered from the verified-token cache"
+    );
+    describe_counter!(
+        JWT_CACHE_MISSES,
+        "Bearer tokens not found in the verified-token cache"
+    );
+    describe_counter!(
+        JWT_CACHE_EVICTIONS,
+        "Unexpired tokens evicted from the full verified-token cache"
+    );
+    describe_gauge!(JWT_CACHE_ENTRIES, "Tokens in the verified-token cache");
     describe_counter!(TOKENS_ISSUED, "Tokens signed by the token issuer, by kind");
     describe_counter!(
         CORS_PREFLIGHTS,

@@ -2,6 +2,12 @@
 //! state) and `/readyz` (readiness: not ready while draining, over the memory budget, or before
 //! the first registry sync). It runs on its own address so that it can be kept off
 //! the public network, and its own connection cap keeps scrapers from piling up.
+//!
+//! It also serves the JSON admin API ([`ADMIN_API`], with `/admin/memory`: the last hour of
+//! memory samples, see [`crate::history`]), `/openapi.json` and `/docs` (the route table as an
+//! OpenAPI document, see [`crate::openapi`]) and the web dashboard at `/dashboard`
+//! ([`crate::dashboard`]). The dashboard's and the docs' static files carry no data and are
+//! served without the admin token; everything they fetch needs it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -20,12 +26,15 @@ use crate::body::{GatewayBody, full};
 use crate::telemetry;
 
 /// The JSON admin API: read-only views of the gateway's state.
-pub(crate) const ADMIN_API: [&str; 4] = [
+pub(crate) const ADMIN_API: [&str; 5] = [
     "/admin/routes",
     "/admin/services",
     "/admin/overload",
     "/admin/registry",
+    MEMORY_PATH,
 ];
+/// The memory history (RSS and allocator bytes over the last hour), for the dashboard's chart.
+const MEMORY_PATH: &str = "/admin/memory";
 
 /// Admin connections served at once; more are closed.
 const MAX_ADMIN_CONNECTIONS: usize = 64;
@@ -43,6 +52,10 @@ pub(crate) trait AdminView: Send + Sync + 'static {
     /// The JSON document of an admin API path (`/admin/routes`, ...), or `None` for an unknown
     /// one.
     fn admin_json(&self, path: &str) -> Option<serde_json::Value>;
+    /// The OpenAPI document of the current route table, pointing at the public listener.
+    fn openapi(&self) -> bytes::Bytes;
+    /// The config reload the binary set up, when there is one (`POST /admin/reload`).
+    fn reload_hook(&self) -> Option<crate::reload::ReloadHook>;
 }
 
 /// Binds the admin listener and serves it until `stop` is cancelled.
@@ -80,11 +93,13 @@ pub(crate) async fn start(
             tokio::spawn(async move {
                 let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                     let view = Arc::clone(&view);
-                    let authorized = token.as_ref().is_none_or(|expected| {
-                        req.headers()
-                            .get(header::AUTHORIZATION)
-                            .is_some_and(|given| constant_time_eq(given.as_bytes(), expected))
-                    });
+                    // Static pages hold no data: the browser loads them, then asks for the token.
+                    let authorized = crate::dashboard::asset(req.uri().path()).is_some()
+                        || token.as_ref().is_none_or(|expected| {
+                            req.headers()
+                                .get(header::AUTHORIZATION)
+                                .is_some_and(|given| constant_time_eq(given.as_bytes(), expected))
+                        });
                     async move {
                         if !authorized {
                             let mut r = text(
@@ -98,6 +113,9 @@ pub(crate) async fn start(
                             );
                             return Ok::<_, Infallible>(r);
                         }
+                        if req.uri().path() == RELOAD_PATH {
+                            return Ok::<_, Infallible>(reload(&*view, req.method()).await);
+                        }
                         Ok::<_, Infallible>(route(&*view, &req))
                     }
                 });
@@ -110,6 +128,42 @@ pub(crate) async fn start(
     Ok(local)
 }
 
+/// `POST /admin/reload`: reads the config file again and swaps in the new generation.
+const RELOAD_PATH: &str = "/admin/reload";
+
+async fn reload(view: &dyn AdminView, method: &http::Method) -> Response<GatewayBody> {
+    if method != http::Method::POST {
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            format!("{RELOAD_PATH} takes POST\n"),
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    let Some(hook) = view.reload_hook() else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "this gateway has no config file to reload\n".into(),
+        );
+    };
+    let (status, doc) = match hook().await {
+        Ok(outcome) => (
+            StatusCode::OK,
+            serde_json::json!({ "reloaded": true, "outcome": outcome }),
+        ),
+        Err(error) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            serde_json::json!({ "reloaded": false, "error": error }),
+        ),
+    };
+    let mut body = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    body.push('\n');
+    text(status, "application/json", body)
+}
+
 fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<GatewayBody> {
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
@@ -120,7 +174,20 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 }
 
 fn route<B>(view: &dyn AdminView, req: &Request<B>) -> Response<GatewayBody> {
+    if let Some(asset) = crate::dashboard::asset(req.uri().path()) {
+        return crate::openapi::page(
+            asset.content_type,
+            bytes::Bytes::from_static(asset.body.as_bytes()),
+        );
+    }
     match req.uri().path() {
+        crate::openapi::OPENAPI_PATH => crate::openapi::page("application/json", view.openapi()),
+        MEMORY_PATH => {
+            let mut body =
+                serde_json::to_string(&crate::history::global().to_json()).unwrap_or_default();
+            body.push('\n');
+            text(StatusCode::OK, "application/json", body)
+        }
         "/metrics" => {
             view.refresh_gauges();
             text(
@@ -153,8 +220,9 @@ fn route<B>(view: &dyn AdminView, req: &Request<B>) -> Response<GatewayBody> {
                 StatusCode::NOT_FOUND,
                 "text/plain",
                 format!(
-                    "admin endpoints: /metrics /healthz /readyz {}\n",
-                    ADMIN_API.join(" ")
+                    "admin endpoints: /metrics /healthz /readyz {} {} /docs /dashboard\n",
+                    ADMIN_API.join(" "),
+                    crate::openapi::OPENAPI_PATH,
                 ),
             ),
         },

@@ -91,10 +91,13 @@ pub struct GatewayConfig {
     /// Policies per route (`[route_policies."GET /path"]`, `[route_policies."/path"]`,
     /// `[route_policies.default]`): auth, IP rules, rate limit, CORS.
     pub route_policies: BTreeMap<String, tideway_edge::RoutePolicyConfig>,
+    /// Tracing over OTLP and access logs (`[observability.tracing]`,
+    /// `[observability.access_log]`); both off by default.
+    pub observability: tideway_observe::ObservabilityConfig,
 }
 
 /// The HTTP listener and its limits.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
     /// Address to listen on.
@@ -173,7 +176,7 @@ impl Default for ServerSettings {
 }
 
 /// Certificate and key files (PEM).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     /// Certificate chain, PEM.
@@ -392,6 +395,15 @@ impl GatewayConfig {
                         }
                     }
                 }
+                "observability" => {
+                    match value
+                        .clone()
+                        .try_into::<tideway_observe::ObservabilityConfig>()
+                    {
+                        Ok(o) => config.observability = o,
+                        Err(e) => issues.push(locator.issue("observability", e.message())),
+                    }
+                }
                 "registry" => match value.clone().try_into::<tideway_registry::RegistryConfig>() {
                     Ok(registry) => config.registry = Some(registry),
                     Err(e) => issues.push(locator.issue("registry", e.message())),
@@ -417,7 +429,7 @@ impl GatewayConfig {
 
     /// Semantic checks; returns `(key path, message)` for every problem.
     pub fn validate(&self) -> Vec<(String, String)> {
-        let mut out = Vec::new();
+        let mut out = self.observability.validate();
         if let Some(Err(e)) = self.registry.as_ref().map(|r| r.validate()) {
             out.push(("registry".to_owned(), e.to_string()));
         }

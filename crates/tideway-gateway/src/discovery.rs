@@ -25,11 +25,13 @@ use http::Method;
 use tideway_cluster::{Cluster, ClusterConfig, EndpointSpec};
 use tideway_registry::{Catalog, CatalogSnapshot, RouteMeta};
 use tideway_rpc::ClientConfig;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::RpcBackends;
 use crate::binding::{Param, ParamKind};
 use crate::handler::GatewayState;
+use crate::reload::Reconfigure;
 use crate::router::{CallSettings, Route, RouteTable, RouteTarget};
 
 /// Services that lost all their instances whose routes are still served (503).
@@ -67,17 +69,27 @@ pub fn cluster_config(clusters: &BTreeMap<String, ClusterConfig>, service: &str)
 /// The `[clusters]` key whose settings apply to services without their own.
 pub const DEFAULT_CLUSTER: &str = "default";
 
-/// Follows `catalog` until `stop`: applies every snapshot to the gateway's state.
+/// Follows `catalog` until `stop`: applies every snapshot to the gateway's state, and every
+/// new config generation that arrives on `reconfigure` (see [`crate::reload`]).
 pub(crate) fn spawn(
     state: Arc<GatewayState>,
     catalog: Catalog,
     sources: StaticSources,
     client: ClientConfig,
     stop: CancellationToken,
+    mut reconfigure: mpsc::Receiver<Reconfigure>,
 ) -> tokio::task::JoinHandle<()> {
     let mut snapshots = catalog.subscribe();
+    // The clusters of the services the config file lists, as the gateway started with them.
+    let backends = state.backends.load_full();
+    let static_clusters = sources
+        .services
+        .iter()
+        .filter_map(|name| Some((name.clone(), Arc::clone(backends.cluster(name)?))))
+        .collect();
     let mut follower = Follower {
         sources,
+        static_clusters,
         client,
         remembered: Remembered::default(),
     };
@@ -92,6 +104,14 @@ pub(crate) fn spawn(
             tokio::select! {
                 () = stop.cancelled() => return,
                 changed = snapshots.changed() => if changed.is_err() { return },
+                Some(next) = reconfigure.recv() => {
+                    follower.sources = next.sources;
+                    follower.static_clusters = next.static_clusters;
+                    let snapshot = Arc::clone(&snapshots.borrow());
+                    follower.apply(&state, &snapshot);
+                    let _ = next.applied.send(());
+                    continue;
+                }
             }
             let snapshot = Arc::clone(&snapshots.borrow_and_update());
             follower.apply(&state, &snapshot);
@@ -101,6 +121,8 @@ pub(crate) fn spawn(
 
 struct Follower {
     sources: StaticSources,
+    /// Clusters of the services the config file lists; the registry does not change them.
+    static_clusters: BTreeMap<String, Arc<Cluster>>,
     client: ClientConfig,
     remembered: Remembered,
 }
@@ -112,10 +134,8 @@ impl Follower {
         // only their endpoint sets change.
         let previous = state.backends.load_full();
         let mut backends = RpcBackends::new();
-        for name in &self.sources.services {
-            if let Some(cluster) = previous.cluster(name) {
-                backends.insert_cluster(Arc::clone(cluster));
-            }
+        for cluster in self.static_clusters.values() {
+            backends.insert_cluster(Arc::clone(cluster));
         }
         let mut published: Vec<(String, Vec<RouteMeta>)> = Vec::new();
         for entry in snapshot.services() {
@@ -175,15 +195,16 @@ impl Follower {
 
 impl Follower {
     /// The cluster of `service`: the one already serving it, else a new one.
+    /// A service whose `[clusters]` settings changed (config reload) gets a new cluster; the old
+    /// one drains.
     fn cluster(&self, previous: &RpcBackends, service: &str) -> Option<Arc<Cluster>> {
-        if let Some(cluster) = previous.cluster(service) {
+        let settings = self.sources.cluster_config(service);
+        if let Some(cluster) = previous.cluster(service)
+            && cluster.config() == &settings
+        {
             return Some(Arc::clone(cluster));
         }
-        match Cluster::new(
-            service,
-            self.sources.cluster_config(service),
-            self.client.clone(),
-        ) {
+        match Cluster::new(service, settings, self.client.clone()) {
             Ok(cluster) => Some(Arc::new(cluster)),
             Err(e) => {
                 tracing::warn!(service, error = %e, "cannot make the service's cluster; its routes answer 503");

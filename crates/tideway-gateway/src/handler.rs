@@ -4,7 +4,11 @@
 //! request id ─► route match ─► (RPC)  read body (bounded) ─► bind ─► call with deadline ─► JSON
 //!                          └─► (HTTP) forward, bodies streamed both ways
 //!            ─► finish: error → JSON error body; x-request-id on every response
+//!            ─► (observability on) the body is wrapped: when it is done, the request's span
+//!               ends and its access log line is queued
 //! ```
+//!
+//! Tracing and access logs (`tideway-observe`) cost one pointer check per request when off.
 //!
 //! The whole request runs under its route's deadline. If the client goes away, hyper drops this
 //! future, which drops the RPC call, which sends Cancel to the service.
@@ -22,6 +26,7 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use tideway_cluster::{CallPolicy, HashKey};
 use tideway_http_upstream::{ClientInfo, Scheme};
+use tideway_observe::{Observability, RequestObservation};
 use tideway_rpc::{CallOptions, Codec, RpcError};
 use tokio::time::Instant;
 
@@ -55,7 +60,12 @@ pub(crate) struct GatewayState {
     pub(crate) overload: Arc<OverloadState>,
     /// Edge policies (auth, IP rules, rate limits, CORS), when configured.
     pub(crate) edge: arc_swap::ArcSwapOption<EdgePolicies>,
+    /// Tracing and access logs, when either is on.
+    pub(crate) observe: arc_swap::ArcSwapOption<Observability>,
 }
+
+/// The request's observation, when tracing or access logs are on.
+type Obs<'a> = Option<&'a mut RequestObservation>;
 
 /// The downstream connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +74,13 @@ pub(crate) struct Downstream {
     pub(crate) scheme: Scheme,
 }
 
+/// WARN lines for failed requests: at most this many per second, the rest counted and reported.
+const FAILURE_LOG_LINES_PER_SECOND: u32 = 20;
+static FAILURE_LOG: std::sync::LazyLock<crate::log_throttle::LogThrottle> =
+    std::sync::LazyLock::new(|| {
+        crate::log_throttle::LogThrottle::new(FAILURE_LOG_LINES_PER_SECOND)
+    });
+
 /// Handles one request; never fails (every failure is a response).
 pub(crate) async fn handle(
     state: Arc<GatewayState>,
@@ -71,6 +88,28 @@ pub(crate) async fn handle(
     req: Request<hyper::body::Incoming>,
 ) -> Response<GatewayBody> {
     let request_id_header = state.ids.for_request(&req);
+    let Some(observe) = state.observe.load_full() else {
+        return serve(&state, downstream, req, request_id_header, None).await;
+    };
+    let mut observation = observe.request(&req, &request_id_header, downstream.peer);
+    let response = serve(
+        &state,
+        downstream,
+        req,
+        request_id_header,
+        Some(&mut observation),
+    )
+    .await;
+    observation.finish(response).map(BodyExt::boxed)
+}
+
+async fn serve(
+    state: &GatewayState,
+    downstream: Downstream,
+    req: Request<hyper::body::Incoming>,
+    request_id_header: HeaderValue,
+    obs: Obs<'_>,
+) -> Response<GatewayBody> {
     // Ids are visible ASCII: taken only when they are, generated as hex otherwise.
     let request_id = request_id_header.to_str().unwrap_or_default();
     let started = Instant::now();
@@ -96,12 +135,18 @@ pub(crate) async fn handle(
     let method = req.method().clone();
     let uri = req.uri().clone();
     let mut matched: Option<Arc<RouteMetrics>> = None;
-    let mut response = match dispatch(&state, downstream, req, request_id, &mut matched).await {
+    let mut response = match dispatch(state, downstream, req, request_id, &mut matched, obs).await {
         Ok(response) => response,
         Err(err) => {
             let (status, _) = err.status_and_code();
             if status.is_server_error() {
-                tracing::warn!(%request_id, %method, path = uri.path(), %status, error = %err, "request failed");
+                // At most a few lines a second: under overload, writing one per failure would
+                // cost as much as serving (every request is in the access log when it is on).
+                if let Some(suppressed) = FAILURE_LOG.allow() {
+                    tracing::warn!(%request_id, %method, path = uri.path(), %status, error = %err, suppressed, "request failed");
+                } else {
+                    tracing::debug!(%request_id, %method, path = uri.path(), %status, error = %err, "request failed");
+                }
             } else {
                 tracing::debug!(%request_id, %method, path = uri.path(), %status, error = %err, "request refused");
             }
@@ -135,6 +180,7 @@ async fn dispatch(
     mut req: Request<hyper::body::Incoming>,
     request_id: &str,
     matched: &mut Option<Arc<RouteMetrics>>,
+    mut obs: Obs<'_>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let edge = state.edge.load_full();
     if let Some(edge) = &edge
@@ -164,6 +210,9 @@ async fn dispatch(
                     .and_then(|e| e.policy_for(metrics.label(), &route.path))
                     .cloned();
                 *matched = Some(Arc::clone(metrics));
+                if let Some(o) = obs.as_deref_mut() {
+                    o.set_route(metrics.label(), &route.path);
+                }
                 (Arc::clone(route), params, policy)
             }
             Match::MethodNotAllowed { allow } => {
@@ -214,6 +263,7 @@ async fn dispatch(
         req,
         request_id,
         identity,
+        obs,
     )
     .await?;
     if let Some(admitted) = admitted {
@@ -345,6 +395,8 @@ fn preflight<B>(
 }
 
 /// The route's work once admitted: its limit, its deadline, its target.
+// The request path in phase order passes its pieces explicitly rather than in a bag.
+#[allow(clippy::too_many_arguments)]
 async fn serve_route(
     state: &GatewayState,
     downstream: Downstream,
@@ -353,6 +405,7 @@ async fn serve_route(
     req: Request<hyper::body::Incoming>,
     request_id: &str,
     identity: Option<&tideway_edge::Principal>,
+    obs: Obs<'_>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let _route_permit = match &route.limit {
         Some(limit) => Some(limit.try_acquire().ok_or_else(|| {
@@ -383,11 +436,12 @@ async fn serve_route(
                 request_id,
                 (deadline, budget),
                 identity,
+                obs,
             )
             .await
         }
         RouteTarget::Http { .. } => {
-            proxy_http(route, downstream, req, request_id, deadline, identity).await
+            proxy_http(route, downstream, req, request_id, deadline, identity, obs).await
         }
     }
 }
@@ -398,6 +452,8 @@ fn deadline_passed(budget: Duration) -> GatewayError {
     )))
 }
 
+// The request path in phase order passes its pieces explicitly rather than in a bag.
+#[allow(clippy::too_many_arguments)]
 async fn call_rpc(
     state: &GatewayState,
     route: &Route,
@@ -406,6 +462,7 @@ async fn call_rpc(
     request_id: &str,
     (deadline, budget): (Instant, Duration),
     identity: Option<&tideway_edge::Principal>,
+    mut obs: Obs<'_>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let RouteTarget::Rpc {
         service,
@@ -441,6 +498,9 @@ async fn call_rpc(
         .await
         .map_err(|_| deadline_passed(budget))??
     };
+    if let Some(o) = obs.as_deref_mut() {
+        o.add_bytes_in(body.len() as u64);
+    }
     let payload = binding::bind(params, &path_params, parts.uri.query(), body)?;
 
     // The cluster is taken out of the shared set before the call, so no guard on that set is
@@ -483,10 +543,14 @@ async fn call_rpc(
         hash_key: hash_key.as_deref(),
         balancer: route.call.balancer.as_ref(),
     };
-    let reply = match cluster
-        .call(full_name, Codec::Json, payload, &options, &policy)
-        .await
-    {
+    let call = cluster.call(full_name, Codec::Json, payload, &options, &policy);
+    // With tracing, each attempt gets a span whose context replaces the client's `traceparent`
+    // in the metadata; the access log learns the instance that answered.
+    let result = match obs {
+        Some(o) => tideway_rpc::observe_client_calls(o.rpc_observer(), call).await,
+        None => call.await,
+    };
+    let reply = match result {
         Ok(reply) => reply,
         Err(e) => {
             return match &route.call.fallback {
@@ -600,6 +664,7 @@ async fn proxy_http(
     request_id: &str,
     deadline: Instant,
     identity: Option<&tideway_edge::Principal>,
+    obs: Obs<'_>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let RouteTarget::Http {
         upstream,
@@ -631,9 +696,27 @@ async fn proxy_http(
         scheme: downstream.scheme,
     };
     let timeout = deadline.saturating_duration_since(Instant::now());
-    let response = upstream
-        .forward(req, &path_and_query, &client, timeout)
-        .await?;
+    let response = match obs {
+        None => {
+            upstream
+                .forward(req, &path_and_query, &client, timeout)
+                .await?
+        }
+        Some(o) => {
+            o.set_upstream_url(upstream.base_url());
+            // The upstream continues the gateway's span.
+            if let Some(tp) = o.traceparent()
+                && let Ok(v) = HeaderValue::from_str(&tp)
+            {
+                req.headers_mut()
+                    .insert(tideway_observe::trace::TRACEPARENT, v);
+            }
+            let req = req.map(|body| o.count_request_body(body));
+            upstream
+                .forward(req, &path_and_query, &client, timeout)
+                .await?
+        }
+    };
     Ok(response.map(|body| body.map_err(Into::into).boxed()))
 }
 

@@ -12,7 +12,9 @@
 //! discovery.rs registry catalog ─► new route table + backends, swapped in on every change
 //! edge.rs     edge policies per route: CORS preflight, IP rules, rate limits, auth (tideway-edge)
 //! error.rs    every failure ─► status + JSON {code, message, request_id}
-//! admin.rs    the admin listener: /metrics, /healthz, /readyz (telemetry.rs: metrics, stalls)
+//! admin.rs    the admin listener: /metrics, /healthz, /readyz (telemetry.rs: metrics, stalls),
+//!             the admin API, /openapi.json + /docs (openapi.rs), /dashboard (dashboard/,
+//!             memory chart from history.rs)
 //! ```
 //!
 //! HTTP upstream routes go through `tideway-http-upstream`, which streams bodies both ways.
@@ -25,11 +27,16 @@ pub mod backends;
 pub mod binding;
 pub mod body;
 pub mod config;
+mod dashboard;
 pub mod discovery;
 pub mod edge;
 pub mod error;
 mod handler;
+pub mod history;
+mod log_throttle;
+pub mod openapi;
 pub mod overload;
+pub mod reload;
 pub mod router;
 mod server;
 pub mod telemetry;

@@ -46,6 +46,9 @@ use crate::router::RouteTable;
 use crate::telemetry::{self, AllocatorStats, StallWatchdog};
 use crate::tls;
 
+/// Config reloads queued for the registry follower; more wait their turn (each reload waits
+/// for its own to be applied).
+const RELOAD_QUEUE: usize = 4;
 /// How long graceful shutdown waits for in-flight requests.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections being refused (503 written) at once; past this, refused connections are closed
@@ -95,6 +98,8 @@ pub struct Gateway {
     connections: TaskTracker,
     connection_permits: Arc<Semaphore>,
     accept: tokio::task::JoinHandle<()>,
+    /// The registry follower's inbox for config reloads, once the gateway follows a registry.
+    follower: Arc<parking_lot::Mutex<Option<crate::reload::FollowerLink>>>,
 }
 
 impl Gateway {
@@ -127,6 +132,7 @@ impl Gateway {
             backends: ArcSwap::from_pointee(backends),
             ids: RequestIds::new(),
             edge: arc_swap::ArcSwapOption::empty(),
+            observe: arc_swap::ArcSwapOption::empty(),
         });
         let shutdown = CancellationToken::new();
         let connections = TaskTracker::new();
@@ -140,6 +146,8 @@ impl Gateway {
             stalls: StallWatchdog::spawn(telemetry_stop.clone()),
             allocator: parking_lot::RwLock::new(None),
             registry: parking_lot::RwLock::new(None),
+            public_url: public_url(local_addr, state.settings.tls.is_some()),
+            reload_hook: parking_lot::RwLock::new(None),
         });
         {
             // Allocator resident bytes when the binary reports them, else the process RSS.
@@ -189,6 +197,7 @@ impl Gateway {
             connections,
             connection_permits,
             accept,
+            follower: Arc::default(),
         })
     }
 
@@ -204,6 +213,8 @@ impl Gateway {
 
     /// Reports allocator statistics in `/metrics` (the binary knows its allocator).
     pub fn set_allocator_stats(&self, stats: AllocatorStats) {
+        // The dashboard's memory chart samples it too.
+        crate::history::set_allocator_stats(Arc::clone(&stats));
         *self.view.allocator.write() = Some(stats);
     }
 
@@ -227,6 +238,11 @@ impl Gateway {
     /// Swaps in new RPC backends.
     pub fn set_backends(&self, backends: RpcBackends) {
         self.state.backends.store(Arc::new(backends));
+    }
+
+    /// Turns tracing and access logs on (or off with `None`) for requests that arrive from now.
+    pub fn set_observability(&self, observe: Option<Arc<tideway_observe::Observability>>) {
+        self.state.observe.store(observe);
     }
 
     /// The current route table.
@@ -261,13 +277,28 @@ impl Gateway {
     /// state. Runs until the gateway shuts down.
     pub fn follow_registry(&self, catalog: Catalog, sources: StaticSources, client: ClientConfig) {
         *self.view.registry.write() = Some(catalog.subscribe_status());
+        let (link, inbox) = tokio::sync::mpsc::channel(RELOAD_QUEUE);
+        *self.follower.lock() = Some(link);
         crate::discovery::spawn(
             Arc::clone(&self.state),
             catalog,
             sources,
             client,
             self.telemetry_stop.clone(),
+            inbox,
         );
+    }
+
+    /// What `POST /admin/reload` runs (the binary re-reads its config file and calls
+    /// [`crate::reload::Reloader::reload`]).
+    pub fn set_reload_hook(&self, hook: crate::reload::ReloadHook) {
+        *self.view.reload_hook.write() = Some(hook);
+    }
+
+    /// A handle that reloads this gateway's config: routes, services, cluster settings and
+    /// edge policies (see [`crate::reload`]).
+    pub fn reloader(&self) -> crate::reload::Reloader {
+        crate::reload::Reloader::new(Arc::clone(&self.state), Arc::clone(&self.follower))
     }
 
     /// The registry's state, when the gateway follows one.
@@ -381,6 +412,20 @@ struct GatewayView {
     allocator: parking_lot::RwLock<Option<AllocatorStats>>,
     /// The registry's state, when the gateway follows one.
     registry: parking_lot::RwLock<Option<tokio::sync::watch::Receiver<CatalogStatus>>>,
+    /// The public listener's base URL, for the OpenAPI document the admin listener serves.
+    public_url: String,
+    /// `POST /admin/reload`, when the binary set it up.
+    reload_hook: parking_lot::RwLock<Option<crate::reload::ReloadHook>>,
+}
+
+/// `http://127.0.0.1:8080`; an unspecified address (`0.0.0.0`) is shown as `localhost`.
+fn public_url(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    if addr.ip().is_unspecified() {
+        format!("{scheme}://localhost:{}", addr.port())
+    } else {
+        format!("{scheme}://{addr}")
+    }
 }
 
 impl std::fmt::Debug for GatewayView {
@@ -392,6 +437,10 @@ impl std::fmt::Debug for GatewayView {
 }
 
 impl crate::admin::AdminView for GatewayView {
+    fn reload_hook(&self) -> Option<crate::reload::ReloadHook> {
+        self.reload_hook.read().clone()
+    }
+
     fn readiness(&self) -> Result<(), &'static str> {
         if self.shutdown.is_cancelled() {
             Err("draining")
@@ -409,6 +458,10 @@ impl crate::admin::AdminView for GatewayView {
         } else {
             Ok(())
         }
+    }
+
+    fn openapi(&self) -> Bytes {
+        crate::openapi::document_bytes(&self.state.routes.load(), Some(&self.public_url))
     }
 
     fn admin_json(&self, path: &str) -> Option<serde_json::Value> {
@@ -661,6 +714,13 @@ fn connection_service(
     service_fn(move |req| {
         let in_service = watch.request_started();
         let state = Arc::clone(&state);
+        // `/openapi.json` and `/docs`, unless a route takes those paths.
+        if let Some(response) = crate::openapi::public_answer(&state, &req) {
+            return Box::pin(async move {
+                drop(in_service);
+                Ok(response)
+            }) as BoxedResponseFuture;
+        }
         Box::pin(async move {
             let response = handle(state, downstream, req).await;
             drop(in_service);
@@ -1165,6 +1225,7 @@ mod size_tests {
             backends: ArcSwap::from_pointee(RpcBackends::new()),
             ids: RequestIds::new(),
             edge: arc_swap::ArcSwapOption::empty(),
+            observe: arc_swap::ArcSwapOption::empty(),
         });
         let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
         let fut = serve_connection(

@@ -59,6 +59,8 @@ pub fn prometheus() -> &'static PrometheusHandle {
                 loop {
                     std::thread::sleep(METRICS_UPKEEP_PERIOD);
                     upkeep.run_upkeep();
+                    // The dashboard's memory chart: sampled here when due.
+                    crate::history::upkeep();
                 }
             });
         if let Err(e) = spawned {

@@ -238,11 +238,37 @@ impl Client {
         payload: Bytes,
         options: &CallOptions,
     ) -> Result<Bytes, RpcError> {
+        // An observer (tracing) installed with `observe_client_calls` sees the call and may add
+        // metadata; without one, nothing is cloned or allocated here.
+        let Some((metadata, observed)) =
+            crate::observe::start_client_call(method, self.inner.addr, &options.metadata)
+        else {
+            return self
+                .send_call(method, codec, payload, options, &options.metadata)
+                .await;
+        };
+        let result = self
+            .send_call(method, codec, payload, options, &metadata)
+            .await;
+        match &result {
+            Ok(_) => observed.finish(Status::Ok, None),
+            Err(e) => observed.finish(e.status(), Some(e.message())),
+        }
+        result
+    }
+
+    async fn send_call(
+        &self,
+        method: &str,
+        codec: Codec,
+        payload: Bytes,
+        options: &CallOptions,
+        metadata: &Metadata,
+    ) -> Result<Bytes, RpcError> {
         let config = &self.inner.config;
         let timeout = options.timeout.unwrap_or(config.default_timeout);
         let deadline = Instant::now() + timeout;
-        let metadata_len: usize = options
-            .metadata
+        let metadata_len: usize = metadata
             .iter()
             .map(|(k, v)| 1 + k.len() + 2 + v.len())
             .sum();
@@ -268,7 +294,7 @@ impl Client {
         let (mut guard, reply) = conn.register(config.max_in_flight_per_connection)?;
         let mut request = Request::new(guard.id, method, codec, payload);
         request.deadline = Some(deadline.saturating_duration_since(Instant::now()));
-        request.metadata = options.metadata.clone();
+        request.metadata = metadata.clone();
         match tokio::time::timeout_at(deadline, conn.tx.send(Frame::Request(request))).await {
             Ok(Ok(())) => guard.sent = true,
             Ok(Err(_)) => {

@@ -138,7 +138,7 @@ impl ServerConfig {
 }
 
 /// Client settings, per endpoint.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClientConfig {
     /// Connections to open to the endpoint; calls are spread over them round-robin.
     pub connections: usize,

@@ -21,6 +21,8 @@
 //! - [`ServiceDispatch`] and the descriptors: what `#[service]` (crate `tideway-macros`)
 //!   generates code against.
 //! - [`RpcError`]: the one error type of calls, a [`Status`] and a message.
+//! - [`CallObserver`] (`observe.rs`): hooks on both sides of a call for tracing; the server's is
+//!   set on its builder, a client's with [`observe_client_calls`] around the calls.
 //!
 //! # Deadlines
 //!
@@ -37,6 +39,7 @@ mod client;
 mod config;
 mod context;
 mod error;
+mod observe;
 mod server;
 mod service;
 mod transport;
@@ -48,6 +51,7 @@ pub use client::{CallOptions, Client};
 pub use config::*;
 pub use context::CallContext;
 pub use error::RpcError;
+pub use observe::{CallObserver, CallSide, ObservedCall, observe_client_calls};
 pub use server::{ServeError, Server, ServerBuilder, ServerHandle};
 pub use service::{
     HandlerFuture, MethodDescriptor, ParamDescriptor, ServiceDescriptor, ServiceDispatch,

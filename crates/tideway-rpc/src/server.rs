@@ -46,6 +46,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{ConfigError, ServerConfig};
 use crate::context::CallContext;
 use crate::error::RpcError;
+use crate::observe::{CallObserver, CallSide};
 use crate::service::ServiceDispatch;
 use crate::transport::{WireCodec, write_loop};
 
@@ -63,6 +64,7 @@ impl Server {
         ServerBuilder {
             config: ServerConfig::default(),
             services: HashMap::new(),
+            observer: None,
         }
     }
 }
@@ -72,6 +74,7 @@ impl Server {
 pub struct ServerBuilder {
     config: ServerConfig,
     services: HashMap<&'static str, Arc<dyn ServiceDispatch>>,
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl ServerBuilder {
@@ -85,6 +88,13 @@ impl ServerBuilder {
     pub fn add_service(mut self, service: impl ServiceDispatch) -> Self {
         let name = service.descriptor().name;
         self.services.insert(name, Arc::new(service));
+        self
+    }
+
+    /// Watches every call that starts a handler (tracing: a span per call, its context in the
+    /// handler's metadata). None by default.
+    pub fn observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.observer = Some(observer);
         self
     }
 
@@ -113,6 +123,7 @@ impl ServerBuilder {
             connection_permits: Arc::new(Semaphore::new(self.config.max_connections)),
             config: self.config,
             services: self.services,
+            observer: self.observer,
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
         });
@@ -184,6 +195,7 @@ impl ServerHandle {
 struct Shared {
     config: ServerConfig,
     services: HashMap<&'static str, Arc<dyn ServiceDispatch>>,
+    observer: Option<Arc<dyn CallObserver>>,
     global_permits: Arc<Semaphore>,
     connection_permits: Arc<Semaphore>,
     shutdown: CancellationToken,
@@ -225,6 +237,8 @@ struct Connection {
     permits: Arc<Semaphore>,
     /// Highest request id accepted, for GoAway.
     last_accepted: AtomicU64,
+    /// The client's address.
+    peer: SocketAddr,
 }
 
 /// Owned by a handler task: on drop (completion, abort, panic) it unregisters the call and
@@ -260,6 +274,7 @@ async fn serve_connection(
         handlers: Mutex::new(HashMap::new()),
         permits: Arc::new(Semaphore::new(config.max_in_flight_per_connection)),
         last_accepted: AtomicU64::new(0),
+        peer,
     });
     let handlers = TaskTracker::new();
     let mut drain_deadline: Option<Instant> = None;
@@ -359,7 +374,7 @@ fn start_call(
         codec,
         method,
         deadline,
-        metadata,
+        mut metadata,
         payload,
     } = req;
     let refuse = |status, message: String| Some(Response::error(id, codec, status, message));
@@ -414,6 +429,10 @@ fn start_call(
         .unwrap_or(config.default_deadline)
         .min(config.max_deadline);
     let deadline = Instant::now() + budget;
+    let observed = shared
+        .observer
+        .as_ref()
+        .and_then(|o| o.start(CallSide::Server, &method, conn.peer, &mut metadata));
     let ctx = CallContext::new(method, id, deadline, codec, metadata);
     let guard = HandlerGuard {
         conn: Arc::clone(conn),
@@ -442,6 +461,10 @@ fn start_call(
             ),
         };
         let response = fit_response(response, max_frame_len);
+        if let Some(observed) = observed {
+            let message = (response.status != Status::Ok).then(|| response.message());
+            observed.finish(response.status, message.as_deref());
+        }
         // The answer is queued before the permits are released, so the write queue, not the
         // handler count, absorbs a slow reader.
         let _ = tx.send(Frame::Response(response)).await;

@@ -385,6 +385,7 @@ fn gateway(path: PathBuf) -> anyhow::Result<()> {
             ),
             ..ClientConfig::default()
         };
+        let reload_client = client.clone();
         let registry = config.registry.clone();
         let sources = match &registry {
             Some(_) => Some(assemble::static_sources(&config, &[])?),
@@ -399,7 +400,10 @@ fn gateway(path: PathBuf) -> anyhow::Result<()> {
         } else {
             None
         };
+        let observe = tideway_observe::Observability::start(&config.observability)
+            .context("cannot start tracing or the access log")?;
         let gateway = Gateway::start(config.server, routes, backends).await?;
+        gateway.set_observability(observe.clone());
         gateway.set_allocator_stats(allocator_stats());
         gateway.set_edge(edge);
         // The first line of output: scripts wait for it.
@@ -432,15 +436,70 @@ fn gateway(path: PathBuf) -> anyhow::Result<()> {
             }
             gateway.follow_registry(catalog, sources, client);
         }
+        // The config file is read again on SIGHUP and on `POST /admin/reload`.
+        let hook = reload_hook(path.clone(), gateway.reloader(), reload_client);
+        gateway.set_reload_hook(std::sync::Arc::clone(&hook));
+        let _sighup = reload_on_sighup(hook)?;
         if let Some(admin) = gateway.admin_addr() {
             println!("Admin: http://{admin}/metrics  /healthz  /readyz");
         }
         print_routes(&gateway.routes());
         stop.wait().await;
         gateway.shutdown(DEFAULT_DRAIN_TIMEOUT).await;
+        if let Some(observe) = observe {
+            // Queued access log lines and spans are written before the process exits.
+            observe.shutdown(OBSERVE_SHUTDOWN_TIMEOUT).await;
+        }
         Ok(())
     })
 }
+
+/// Reads `path` again and reloads the gateway with it (routes, services, clusters, edge).
+fn reload_hook(
+    path: PathBuf,
+    reloader: tideway_gateway::reload::Reloader,
+    client: ClientConfig,
+) -> tideway_gateway::reload::ReloadHook {
+    std::sync::Arc::new(move || {
+        let (path, reloader, client) = (path.clone(), reloader.clone(), client.clone());
+        Box::pin(async move {
+            // A config file is small; reading it on a worker is fine.
+            let config = GatewayConfig::load(&path).map_err(|e| {
+                let error = format!("{e:#}");
+                tideway_gateway::reload::refused(&error);
+                error
+            })?;
+            reloader
+                .reload(&config, &client)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    })
+}
+
+/// Reloads on every SIGHUP until the returned task is dropped with the runtime.
+fn reload_on_sighup(
+    hook: tideway_gateway::reload::ReloadHook,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+        Ok(tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                // The outcome is logged by the reload itself.
+                let _ = hook().await;
+            }
+        }))
+    }
+    #[cfg(not(unix))]
+    Ok(tokio::spawn(async move {
+        let _ = hook;
+    }))
+}
+
+/// How long the exit waits for queued access log lines and spans to be written.
+const OBSERVE_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long `tideway gateway` waits for its registry before it starts serving anyway.
 const REGISTRY_STARTUP_WAIT: Duration = Duration::from_secs(5);
