@@ -57,13 +57,23 @@ fn two_random(n: usize, eligible: &impl Fn(usize) -> bool) -> Option<(usize, Opt
     }
 }
 
-/// The first eligible slot from `start` on, wrapping.
+/// The `start`-th eligible slot, counting over the eligible slots only: while a slot is
+/// ineligible (ejected, draining) its turns are spread over the others evenly, not all given to
+/// the slot after it.
 pub(crate) fn round_robin(
     n: usize,
     start: usize,
     eligible: impl Fn(usize) -> bool,
 ) -> Option<usize> {
-    (0..n).map(|k| (start + k) % n).find(|&i| eligible(i))
+    let count = (0..n).filter(|&i| eligible(i)).count();
+    if count == 0 {
+        return None;
+    }
+    (0..n)
+        .filter(|&i| eligible(i))
+        .nth(start % count)
+        // Eligibility may change between the two passes (other calls finish meanwhile).
+        .or_else(|| (0..n).find(|&i| eligible(i)))
 }
 
 /// Smooth weighted round robin (nginx): every eligible slot gains its weight, the richest is
@@ -153,7 +163,8 @@ mod tests {
         let picks: Vec<_> = (0..6)
             .map(|s| round_robin(3, s, |i| i != 1).unwrap())
             .collect();
-        assert_eq!(picks, [0, 2, 2, 0, 2, 2]);
+        // The ineligible slot's turns are shared, not all given to its successor.
+        assert_eq!(picks, [0, 2, 0, 2, 0, 2]);
         assert_eq!(round_robin(3, 0, |_| false), None);
         assert_eq!(round_robin(0, 0, |_| true), None);
     }
