@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 
-use metrics::{Counter, Gauge};
 use parking_lot::Mutex;
 use serde_json::Value;
 
@@ -39,10 +38,6 @@ struct Entry {
 pub(crate) struct TokenCache {
     max_entries: usize,
     map: Mutex<HashMap<Box<str>, Entry>>,
-    hits: Counter,
-    misses: Counter,
-    evictions: Counter,
-    entries: Gauge,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -55,15 +50,12 @@ impl std::fmt::Debug for TokenCache {
 }
 
 impl TokenCache {
-    /// A cache of at most `max_entries` tokens (at least 1).
+    /// A cache of at most `max_entries` tokens (at least 1). Metrics are looked up when
+    /// recorded, not held: the gateway builds its first `Edge` before it installs the recorder.
     pub(crate) fn new(max_entries: usize) -> TokenCache {
         TokenCache {
             max_entries: max_entries.max(1),
             map: Mutex::new(HashMap::new()),
-            hits: metrics::counter!(m::JWT_CACHE_HITS),
-            misses: metrics::counter!(m::JWT_CACHE_MISSES),
-            evictions: metrics::counter!(m::JWT_CACHE_EVICTIONS),
-            entries: metrics::gauge!(m::JWT_CACHE_ENTRIES),
         }
     }
 
@@ -75,15 +67,15 @@ impl TokenCache {
             Some(entry) if now < entry.expires_at => Some(entry.verified.clone()),
             Some(_) => {
                 map.remove(token);
-                self.entries.set(map.len() as f64);
+                metrics::gauge!(m::JWT_CACHE_ENTRIES).set(map.len() as f64);
                 None
             }
             None => None,
         };
         drop(map);
         match &found {
-            Some(_) => self.hits.increment(1),
-            None => self.misses.increment(1),
+            Some(_) => metrics::counter!(m::JWT_CACHE_HITS).increment(1),
+            None => metrics::counter!(m::JWT_CACHE_MISSES).increment(1),
         }
         found
     }
@@ -109,7 +101,7 @@ impl TokenCache {
             if let Some((key, victim_expires)) = victim {
                 map.remove(&key);
                 if victim_expires > now {
-                    self.evictions.increment(1);
+                    metrics::counter!(m::JWT_CACHE_EVICTIONS).increment(1);
                 }
             }
         }
@@ -120,14 +112,14 @@ impl TokenCache {
                 expires_at,
             },
         );
-        self.entries.set(map.len() as f64);
+        metrics::gauge!(m::JWT_CACHE_ENTRIES).set(map.len() as f64);
     }
 
     /// Forgets every token (the key set changed).
     pub(crate) fn clear(&self) {
         let mut map = self.map.lock();
         map.clear();
-        self.entries.set(0.0);
+        metrics::gauge!(m::JWT_CACHE_ENTRIES).set(0.0);
     }
 
     /// Tokens cached.
