@@ -10,6 +10,7 @@
 //! binding.rs  path + query + JSON body ─► the RPC payload object
 //! backends.rs service name ─► tideway_rpc::Client
 //! discovery.rs registry catalog ─► new route table + backends, swapped in on every change
+//! reload.rs   config file ─► a new generation (routes, services, clusters, edge) swapped in
 //! edge.rs     edge policies per route: CORS preflight, IP rules, rate limits, auth (tideway-edge)
 //! error.rs    every failure ─► status + JSON {code, message, request_id}
 //! admin.rs    the admin listener: /metrics, /healthz, /readyz (telemetry.rs: metrics, stalls),
