@@ -81,6 +81,9 @@ static FAILURE_LOG: std::sync::LazyLock<crate::log_throttle::LogThrottle> =
         crate::log_throttle::LogThrottle::new(FAILURE_LOG_LINES_PER_SECOND)
     });
 
+/// Payloads up to this size are copied out of hyper's read buffer before an RPC call.
+const SMALL_PAYLOAD_COPY: usize = 4096;
+
 /// Handles one request; never fails (every failure is a response).
 pub(crate) async fn handle(
     state: Arc<GatewayState>,
@@ -91,16 +94,21 @@ pub(crate) async fn handle(
     let Some(observe) = state.observe.load_full() else {
         return serve(&state, downstream, req, request_id_header, None).await;
     };
-    let mut observation = observe.request(&req, &request_id_header, downstream.peer);
-    let response = serve(
-        &state,
-        downstream,
-        req,
-        request_id_header,
-        Some(&mut observation),
-    )
-    .await;
-    observation.finish(response).map(BodyExt::boxed)
+    // Boxed: the observed branch must not size the future of every request when tracing and
+    // access logs are off (the future is allocated whole per request in flight).
+    Box::pin(async move {
+        let mut observation = observe.request(&req, &request_id_header, downstream.peer);
+        let response = serve(
+            &state,
+            downstream,
+            req,
+            request_id_header,
+            Some(&mut observation),
+        )
+        .await;
+        observation.finish(response).map(BodyExt::boxed)
+    })
+    .await
 }
 
 async fn serve(
@@ -133,7 +141,9 @@ async fn serve(
     };
     // Cheap clones (an enum and a shared buffer), kept for the log line of a failure.
     let method = req.method().clone();
-    let uri = req.uri().clone();
+    // The path is copied for the log line of a failure. Cloning the `Uri` would share hyper's
+    // read buffer and keep all 8 KiB of it alive while the request waits on a slow service.
+    let path: Box<str> = req.uri().path().into();
     let mut matched: Option<Arc<RouteMetrics>> = None;
     let mut response = match dispatch(state, downstream, req, request_id, &mut matched, obs).await {
         Ok(response) => response,
@@ -143,12 +153,12 @@ async fn serve(
                 // At most a few lines a second: under overload, writing one per failure would
                 // cost as much as serving (every request is in the access log when it is on).
                 if let Some(suppressed) = FAILURE_LOG.allow() {
-                    tracing::warn!(%request_id, %method, path = uri.path(), %status, error = %err, suppressed, "request failed");
+                    tracing::warn!(%request_id, %method, path = &*path, %status, error = %err, suppressed, "request failed");
                 } else {
-                    tracing::debug!(%request_id, %method, path = uri.path(), %status, error = %err, "request failed");
+                    tracing::debug!(%request_id, %method, path = &*path, %status, error = %err, "request failed");
                 }
             } else {
-                tracing::debug!(%request_id, %method, path = uri.path(), %status, error = %err, "request refused");
+                tracing::debug!(%request_id, %method, path = &*path, %status, error = %err, "request refused");
             }
             err.into_response(request_id)
         }
@@ -161,7 +171,7 @@ async fn serve(
         None => RouteMetrics::unmatched(),
     };
     route_metrics.record(response.status(), started.elapsed());
-    tracing::trace!(%request_id, %method, path = uri.path(), status = %response.status(), elapsed = ?started.elapsed(), "request done");
+    tracing::trace!(%request_id, %method, path = &*path, status = %response.status(), elapsed = ?started.elapsed(), "request done");
     response
 }
 
@@ -188,7 +198,9 @@ async fn dispatch(
         && req.uri().path() == issuer.path()
         && req.method() == Method::POST
     {
-        return Ok(token_endpoint(state, edge, req, request_id).await);
+        // Boxed, as every branch off the RPC path: the request future is allocated whole for
+        // each request in flight, so a rare branch must not size it.
+        return Ok(Box::pin(token_endpoint(state, edge, req, request_id)).await);
     }
     let (route, path_params, policy) = {
         let table = state.routes.load();
@@ -243,7 +255,7 @@ async fn dispatch(
             }
             cors_request = Some(origin);
         }
-        match edge.edge().admit(policy, &parts, client).await {
+        match Box::pin(edge.edge().admit(policy, &parts, client)).await {
             Ok(a) => admitted = Some(a),
             Err(rejection) => {
                 let mut response = rejection.into_response(request_id).map(full);
@@ -441,7 +453,10 @@ async fn serve_route(
             .await
         }
         RouteTarget::Http { .. } => {
-            proxy_http(route, downstream, req, request_id, deadline, identity, obs).await
+            Box::pin(proxy_http(
+                route, downstream, req, request_id, deadline, identity, obs,
+            ))
+            .await
         }
     }
 }
@@ -502,6 +517,13 @@ async fn call_rpc(
         o.add_bytes_in(body.len() as u64);
     }
     let payload = binding::bind(params, &path_params, parts.uri.query(), body)?;
+    // A body forwarded as it came may be a slice of hyper's read buffer; a small one is copied
+    // so that the whole buffer is not kept for the length of the call.
+    let payload = if payload.len() <= SMALL_PAYLOAD_COPY {
+        Bytes::copy_from_slice(&payload)
+    } else {
+        payload
+    };
 
     // The cluster is taken out of the shared set before the call, so no guard on that set is
     // held across the wait.
@@ -543,11 +565,14 @@ async fn call_rpc(
         hash_key: hash_key.as_deref(),
         balancer: route.call.balancer.as_ref(),
     };
+    // Nothing of the request is needed past this point. Its head shares hyper's read buffer
+    // (8 KiB), which must not stay allocated while the call waits on a slow service.
+    drop(parts);
     let call = cluster.call(full_name, Codec::Json, payload, &options, &policy);
     // With tracing, each attempt gets a span whose context replaces the client's `traceparent`
     // in the metadata; the access log learns the instance that answered.
     let result = match obs {
-        Some(o) => tideway_rpc::observe_client_calls(o.rpc_observer(), call).await,
+        Some(o) => Box::pin(tideway_rpc::observe_client_calls(o.rpc_observer(), call)).await,
         None => call.await,
     };
     let reply = match result {
@@ -745,8 +770,9 @@ impl RequestIds {
             let v = v.as_bytes();
             !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN && v.iter().all(u8::is_ascii_graphic)
         }) {
-            // A clone shares the bytes.
-            return given.clone();
+            // Copied, not shared: a shared value would keep hyper's whole read buffer (8 KiB)
+            // alive for as long as the request is in flight.
+            return HeaderValue::from_bytes(given.as_bytes()).unwrap_or_else(|_| given.clone());
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         // splitmix64 of seed + counter: unique per process, spread over the whole range.

@@ -377,6 +377,9 @@ fn gateway(path: PathBuf) -> anyhow::Result<()> {
     let rt = runtime(config.server.worker_threads)?;
     rt.block_on(async move {
         let stop = StopSignals::register()?;
+        // The metrics recorder first: what is built below (edge policies) takes metric handles,
+        // and handles taken before a recorder exists record nothing.
+        tideway_gateway::telemetry::prometheus();
         let (config, routes, backends) = load(&path)?;
         let client = ClientConfig {
             connections: assemble::connections_for(
