@@ -54,6 +54,9 @@ struct Inner {
     issuer: Option<TokenIssuer>,
     shared: Option<Arc<SharedStore>>,
     buckets: Arc<Mutex<HashMap<Arc<str>, Weak<Bucket>>>>,
+    /// `tideway_auth_accepted_total{method="jwt"}` and `{method="api_key"}`, taken once.
+    accepted_jwt: metrics::Counter,
+    accepted_api_key: metrics::Counter,
 }
 
 impl std::fmt::Debug for Edge {
@@ -226,6 +229,11 @@ impl Edge {
             issuer,
             shared,
             buckets: Arc::new(Mutex::new(HashMap::new())),
+            accepted_jwt: metrics::counter!(m::AUTH_ACCEPTED, "method" => AuthMethod::Jwt.as_str()),
+            accepted_api_key: metrics::counter!(
+                m::AUTH_ACCEPTED,
+                "method" => AuthMethod::ApiKey.as_str()
+            ),
         });
         let mut tasks = Vec::new();
         if inner.jwt.has_jwks() {
@@ -493,8 +501,10 @@ impl Edge {
         })();
         match result {
             Ok(principal) => {
-                if let Some(p) = &principal {
-                    metrics::counter!(m::AUTH_ACCEPTED, "method" => p.via.as_str()).increment(1);
+                match principal.as_ref().map(|p| p.via) {
+                    Some(AuthMethod::Jwt) => self.inner.accepted_jwt.increment(1),
+                    Some(AuthMethod::ApiKey) => self.inner.accepted_api_key.increment(1),
+                    None => {}
                 }
                 Ok(principal)
             }
@@ -616,7 +626,7 @@ impl Edge {
         };
         match decision {
             Decision::Allow { .. } => Ok(if bucket.headers {
-                decision.headers(bucket.gcra.burst())
+                decision.headers_with(&bucket.limit_value)
             } else {
                 HeaderMap::new()
             }),
@@ -636,7 +646,7 @@ impl Edge {
                         retry_after.as_millis().max(1)
                     ),
                 );
-                r.headers = decision.headers(bucket.gcra.burst());
+                r.headers = decision.headers_with(&bucket.limit_value);
                 Err(r)
             }
         }

@@ -15,6 +15,7 @@
 //! Memory: at most `max_entries` × ([`MAX_CACHED_TOKEN_BYTES`] + the claims).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 
 use parking_lot::Mutex;
 use serde_json::Value;
@@ -37,7 +38,71 @@ struct Entry {
 /// The cache; see the module docs.
 pub(crate) struct TokenCache {
     max_entries: usize,
-    map: Mutex<HashMap<Box<str>, Entry>>,
+    map: Mutex<HashMap<Box<str>, Entry, TokenHash>>,
+    hits: metrics::Counter,
+    misses: metrics::Counter,
+}
+
+/// A fast hash of token bytes for the cache map (SipHash over a ~700-byte token costs more than
+/// the rest of a cache hit). A lookup still compares the whole token, so the hash decides only
+/// where to look. Flooding the map with colliding keys is not possible: only tokens whose
+/// signature verified are inserted. Seeded per cache all the same.
+#[derive(Clone, Copy)]
+struct TokenHash {
+    seed: u64,
+}
+
+impl BuildHasher for TokenHash {
+    type Hasher = TokenHasher;
+
+    fn build_hasher(&self) -> TokenHasher {
+        TokenHasher { state: self.seed }
+    }
+}
+
+/// Multiply-rotate over 8-byte words (as rustc's FxHasher), finished with a mix.
+struct TokenHasher {
+    state: u64,
+}
+
+const HASH_K: u64 = 0xf135_7aea_2e62_a9c5;
+
+impl TokenHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.state = (self.state.rotate_left(26) ^ word).wrapping_mul(HASH_K);
+    }
+}
+
+impl Hasher for TokenHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+        self.add(bytes.len() as u64);
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // Spread the high bits down: hashbrown takes its control bits from the top.
+        let x = self.state ^ (self.state >> 29);
+        x.wrapping_mul(0xbf58_476d_1ce4_e5b9) ^ (x >> 32)
+    }
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -50,12 +115,15 @@ impl std::fmt::Debug for TokenCache {
 }
 
 impl TokenCache {
-    /// A cache of at most `max_entries` tokens (at least 1). Metrics are looked up when
-    /// recorded, not held: the gateway builds its first `Edge` before it installs the recorder.
+    /// A cache of at most `max_entries` tokens (at least 1). The hit and miss counters are
+    /// taken here (once, not per request), so the metrics recorder must be installed before.
     pub(crate) fn new(max_entries: usize) -> TokenCache {
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0x7469_6465_u64);
         TokenCache {
             max_entries: max_entries.max(1),
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(HashMap::with_hasher(TokenHash { seed })),
+            hits: metrics::counter!(m::JWT_CACHE_HITS),
+            misses: metrics::counter!(m::JWT_CACHE_MISSES),
         }
     }
 
@@ -74,8 +142,8 @@ impl TokenCache {
         };
         drop(map);
         match &found {
-            Some(_) => metrics::counter!(m::JWT_CACHE_HITS).increment(1),
-            None => metrics::counter!(m::JWT_CACHE_MISSES).increment(1),
+            Some(_) => self.hits.increment(1),
+            None => self.misses.increment(1),
         }
         found
     }

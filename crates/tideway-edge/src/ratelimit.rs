@@ -160,24 +160,45 @@ impl Gcra {
 
 impl Decision {
     /// `RateLimit-*` headers (and `Retry-After` for a refusal).
+    #[cfg(test)]
     pub(crate) fn headers(&self, limit: u32) -> HeaderMap {
+        self.headers_with(&HeaderValue::from(limit))
+    }
+
+    /// [`headers`](Self::headers) with the `RateLimit-Limit` value made beforehand (it is the
+    /// bucket's burst, the same on every answer). Small numbers come from a table of values
+    /// built once, so a typical answer allocates only the map.
+    pub(crate) fn headers_with(&self, limit: &HeaderValue) -> HeaderMap {
         let mut h = HeaderMap::with_capacity(4);
-        h.insert(RATELIMIT_LIMIT, HeaderValue::from(limit));
+        h.insert(RATELIMIT_LIMIT, limit.clone());
         match *self {
             Decision::Allow { remaining, reset } => {
-                h.insert(RATELIMIT_REMAINING, HeaderValue::from(remaining));
-                h.insert(RATELIMIT_RESET, HeaderValue::from(ceil_secs(reset)));
+                h.insert(RATELIMIT_REMAINING, number_value(u64::from(remaining)));
+                h.insert(RATELIMIT_RESET, number_value(ceil_secs(reset)));
             }
             Decision::Deny { retry_after, reset } => {
-                h.insert(RATELIMIT_REMAINING, HeaderValue::from(0u32));
-                h.insert(RATELIMIT_RESET, HeaderValue::from(ceil_secs(reset)));
+                h.insert(RATELIMIT_REMAINING, number_value(0));
+                h.insert(RATELIMIT_RESET, number_value(ceil_secs(reset)));
                 h.insert(
                     http::header::RETRY_AFTER,
-                    HeaderValue::from(ceil_secs(retry_after).max(1)),
+                    number_value(ceil_secs(retry_after).max(1)),
                 );
             }
         }
         h
+    }
+}
+
+/// Numbers below this have a header value made once (cloning one costs no allocation).
+const SMALL_NUMBERS: u64 = 1024;
+
+/// `n` as a header value.
+fn number_value(n: u64) -> HeaderValue {
+    static SMALL: std::sync::LazyLock<Vec<HeaderValue>> =
+        std::sync::LazyLock::new(|| (0..SMALL_NUMBERS).map(HeaderValue::from).collect());
+    match usize::try_from(n).ok().and_then(|i| SMALL.get(i)) {
+        Some(v) => v.clone(),
+        None => HeaderValue::from(n),
     }
 }
 
@@ -423,6 +444,8 @@ pub(crate) struct Bucket {
     pub(crate) shared: bool,
     pub(crate) max_keys: usize,
     pub(crate) headers: bool,
+    /// `RateLimit-Limit` (the burst), made once.
+    pub(crate) limit_value: HeaderValue,
     pub(crate) local: LocalStore,
     pub(crate) limited_local: metrics::Counter,
     pub(crate) limited_shared: metrics::Counter,
@@ -442,6 +465,7 @@ impl Bucket {
             limited_local: metrics::counter!(m::RATE_LIMITED, "bucket" => label.clone(), "store" => "local"),
             limited_shared: metrics::counter!(m::RATE_LIMITED, "bucket" => label, "store" => "shared"),
             name,
+            limit_value: HeaderValue::from(gcra.burst()),
             gcra,
             key,
             shared,
