@@ -852,14 +852,13 @@ async fn attempt(
     options: &CallOptions,
     deadline: Instant,
 ) -> (AttemptGuard, Result<Bytes, RpcError>) {
-    let options = CallOptions {
-        timeout: Some(deadline.saturating_duration_since(Instant::now())),
-        metadata: options.metadata.clone(),
-    };
+    // The attempt's own timeout (what is left of the call's), with the call's metadata as it is:
+    // not copied per attempt.
+    let timeout = Some(deadline.saturating_duration_since(Instant::now()));
     let result = guard
         .endpoint()
         .client
-        .call(method, codec, payload, &options)
+        .call_with(method, codec, payload, timeout, &options.metadata)
         .await;
     (guard, result)
 }

@@ -238,17 +238,31 @@ impl Client {
         payload: Bytes,
         options: &CallOptions,
     ) -> Result<Bytes, RpcError> {
+        self.call_with(method, codec, payload, options.timeout, &options.metadata)
+            .await
+    }
+
+    /// [`call`](Self::call) with the timeout and metadata given apart, so a caller making
+    /// several attempts with one metadata set (retries, hedges) need not copy it for each.
+    pub async fn call_with(
+        &self,
+        method: &str,
+        codec: Codec,
+        payload: Bytes,
+        timeout: Option<Duration>,
+        metadata: &Metadata,
+    ) -> Result<Bytes, RpcError> {
         // An observer (tracing) installed with `observe_client_calls` sees the call and may add
         // metadata; without one, nothing is cloned or allocated here.
-        let Some((metadata, observed)) =
-            crate::observe::start_client_call(method, self.inner.addr, &options.metadata)
+        let Some((observed_metadata, observed)) =
+            crate::observe::start_client_call(method, self.inner.addr, metadata)
         else {
             return self
-                .send_call(method, codec, payload, options, &options.metadata)
+                .send_call(method, codec, payload, timeout, metadata)
                 .await;
         };
         let result = self
-            .send_call(method, codec, payload, options, &metadata)
+            .send_call(method, codec, payload, timeout, &observed_metadata)
             .await;
         match &result {
             Ok(_) => observed.finish(Status::Ok, None),
@@ -262,11 +276,11 @@ impl Client {
         method: &str,
         codec: Codec,
         payload: Bytes,
-        options: &CallOptions,
+        timeout: Option<Duration>,
         metadata: &Metadata,
     ) -> Result<Bytes, RpcError> {
         let config = &self.inner.config;
-        let timeout = options.timeout.unwrap_or(config.default_timeout);
+        let timeout = timeout.unwrap_or(config.default_timeout);
         let deadline = Instant::now() + timeout;
         let metadata_len: usize = metadata
             .iter()
