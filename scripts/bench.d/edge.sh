@@ -37,6 +37,7 @@
 # Knobs (environment): BENCH_SECS BENCH_WARMUP_SECS BENCH_ROUNDS BENCH_CONNECTIONS BENCH_TARGETS
 # BENCH_GATEWAYS BENCH_RATE_LIMIT BENCH_RATE_BURST SERVER_CPU LOAD_CPU CARGO_TARGET_DIR.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -95,16 +96,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# cpu_ticks PID: utime+stime of the whole process (all threads), in clock ticks.
-cpu_ticks() {
-    # Field 2 (the command) is in parentheses; utime and stime are fields 12 and 13 after it.
-    sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # start_bench NAME CPU TAG: starts $bin/NAME pinned to CPU on port 0 and sets $started_pid and
 # $started_addr from its first stdout line, `LISTENING <addr>`.
@@ -473,15 +464,12 @@ load_before = next((r["loadavg_before"] for r in rows if "loadavg_before" in r),
 load_after = next((r["loadavg_after"] for r in rows if "loadavg_after" in r), "?")
 source = next((r["source"] for r in rows if "source" in r), "?")
 
-
 def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
 
-
 def fmt(x, spec=",.0f"):
     return "-" if x is None else format(x, spec)
-
 
 describe = {
     "plain": "no policy (baseline)",
@@ -571,11 +559,9 @@ if overhead is not None:
         % ("met" if overhead < 15 else "NOT met", overhead))
 say("")
 
-
 def result(key, value, spec=".1f"):
     if value is not None:
         say("RESULT %s=%s" % (key, format(value, spec)))
-
 
 non_200 = sum(s["non_200"] for s in summary.values())
 result("edge_non_200_total", non_200, "d")

@@ -29,6 +29,7 @@
 # (BENCH_TARGETS=none or BENCH_IDLE_TARGETS=none skips S1 or S3) SERVER_CPU LOAD_CPU
 # CARGO_TARGET_DIR.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -104,11 +105,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-stop() {
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
-
 # stop_nginx: SIGTERM to the master, which stops its worker; then makes sure the worker is gone.
 stop_nginx() {
     stop "$nginx_pid"
@@ -117,18 +113,6 @@ stop_nginx() {
         sleep 0.1
     done
     kill -9 "$nginx_worker" 2>/dev/null || true
-}
-
-# cpu_ticks PID: utime+stime of the whole process (all threads), in clock ticks.
-cpu_ticks() {
-    # Field 2 (the command) is in parentheses; utime and stime are fields 12 and 13 after it.
-    sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
-}
-
-# free_port: a TCP port on 127.0.0.1 that was free a moment ago (for nginx, which cannot listen
-# on port 0 and report it).
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 # start_bench NAME CPU TAG: starts $bin/NAME pinned to CPU on port 0 and sets $started_pid and
@@ -307,14 +291,12 @@ soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 request = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUser-Agent: bench-idle\r\n\r\n" % (path, host, port)).encode()
 
-
 def rss(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS for pid %d" % pid)
-
 
 def exchange(sock):
     """Sends the GET and reads one whole response (Content-Length bodies only)."""
@@ -340,12 +322,10 @@ def exchange(sock):
         body += chunk
     return status
 
-
 def connect():
     s = socket.create_connection((host, port), timeout=10)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return s
-
 
 # Warm-up on one connection, so that lazily built state (route tables, the RPC connection,
 # upstream pools) exists before the baseline is read.
@@ -581,15 +561,12 @@ load_before = next((r["loadavg_before"] for r in rows if "loadavg_before" in r),
 load_after = next((r["loadavg_after"] for r in rows if "loadavg_after" in r), "?")
 source = next((r["source"] for r in rows if "source" in r), "?")
 
-
 def med(xs):
     xs = [x for x in xs if x is not None]
     return statistics.median(xs) if xs else None
 
-
 def fmt(x, spec=",.0f"):
     return "-" if x is None else format(x, spec)
-
 
 order = ["backend", "nginx", "tideway-http", "tideway-rpc"]
 label = {
@@ -647,13 +624,11 @@ if master:
 say("CPU = CPU time of the measured process / wall time of the run (the gateway: all its threads).")
 say("new upstream conns = connections the backend accepted from the proxy during the measured run.")
 
-
 def ratio(a, b, key):
     a, b = summary.get(a), summary.get(b)
     if a and b and a[key] and b[key]:
         return a[key] / b[key]
     return None
-
 
 rpc_vs_nginx = ratio("tideway-rpc", "nginx", "per_cpu")
 proxy_vs_nginx = ratio("tideway-http", "nginx", "per_cpu")
@@ -693,11 +668,9 @@ say("built from: %s" % source)
 for f in failed:
     say("FAILED: %s" % f)
 
-
 def target_line(what, value, goal, ok):
     if value is not None:
         say("target: %s %s: %s (%s)" % (what, goal, "met" if ok(value) else "NOT met", fmt(value, ".2f")))
-
 
 tw = idle.get("tideway")
 idle_kib = tw["kib_per_conn"] if tw else None
@@ -708,11 +681,9 @@ target_line("KiB per idle connection (gateway)", idle_kib, "<= 2", lambda v: v <
 
 say("")
 
-
 def result(key, value, spec=".2f"):
     if value is not None:
         say("RESULT %s=%s" % (key, format(value, spec)))
-
 
 result("http_rpc_vs_nginx_per_cpu", rpc_vs_nginx)
 result("http_proxy_vs_nginx_per_cpu", proxy_vs_nginx)

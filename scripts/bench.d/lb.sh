@@ -30,6 +30,7 @@
 # RESTART_DELAY_MS RESTART_IDEMPOTENT BENCH_SCENARIOS (default "slow restart")
 # GATEWAY_LOG (the gateway's RUST_LOG, default warn) SERVER_CPU LOAD_CPU CARGO_TARGET_DIR.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -94,27 +95,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-stop() {
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# wait_line FILE SED_EXPR PID: prints the first match of SED_EXPR in FILE once it appears.
-wait_line() {
-    local found=""
-    for _ in $(seq 100); do
-        found="$(sed -n "$2" "$1")"
-        [ -n "$found" ] && { echo "$found"; return 0; }
-        kill -0 "$3" 2>/dev/null || break
-        sleep 0.05
-    done
-    return 1
-}
-
 # run_delay_ms PID: milliseconds the process has waited for a CPU so far (schedstat).
 run_delay_ms() {
     awk '{ printf "%.0f", $2 / 1e6 }' "/proc/$1/schedstat" 2>/dev/null || echo 0
@@ -133,8 +113,8 @@ start_instance() {
     local pid=$!
     procs+=("$pid")
     local listening stats
-    if ! listening="$(wait_line "$log_file" '1s/^LISTENING //p' "$pid")" ||
-        ! stats="$(wait_line "$log_file" 's/^STATS //p' "$pid")"; then
+    if ! listening="$(wait_line "$log_file" '1s/^LISTENING //p' "$pid" 0.05)" ||
+        ! stats="$(wait_line "$log_file" 's/^STATS //p' "$pid" 0.05)"; then
         log "bench-lb $name did not start:"
         cat "$log_file" >&2
         return 1
@@ -190,7 +170,7 @@ EOF
         >"$log_file" 2>"$tmp/gateway-$tag.stderr.log" &
     gateway_pid=$!
     procs+=("$gateway_pid")
-    if ! gateway_addr="$(wait_line "$log_file" '1s|^Tideway gateway listening on http://||p' "$gateway_pid")"; then
+    if ! gateway_addr="$(wait_line "$log_file" '1s|^Tideway gateway listening on http://||p' "$gateway_pid" 0.05)"; then
         log "tideway gateway did not start:"
         cat "$log_file" "$tmp/gateway-$tag.stderr.log" >&2
         return 1
@@ -335,7 +315,6 @@ source = next((r["source"] for r in rows if "source" in r), "?")
 load_before = next((r["loadavg_before"] for r in rows if "loadavg_before" in r), "?")
 load_after = next((r["loadavg_after"] for r in rows if "loadavg_after" in r), "?")
 
-
 def outcome(load):
     """(sent, ok, failed by kind) of one bench-http-load report; every request counts."""
     statuses = dict(load.get("statuses", {}))
@@ -351,17 +330,14 @@ def outcome(load):
             failed[kind] = load[kind]
     return ok + sum(failed.values()), ok, failed
 
-
 def fmt_failed(failed):
     return ", ".join("%s: %d" % kv for kv in sorted(failed.items())) or "-"
-
 
 def cluster_stats(run):
     """The gateway's counters of the bench.Lb cluster at the end of a run (/admin/services)."""
     services = (run.get("services") or {}).get("services") or []
     svc = next((s for s in services if s.get("name") == "bench.Lb"), {})
     return svc.get("stats", {})
-
 
 names = {
     "p2c": ("p2c", "p2c PeakEWMA"),
@@ -444,11 +420,9 @@ if restart_failed is not None:
     say("target: rolling restart 0 failed: %s (%d)" % ("met" if restart_failed == 0 else "NOT met", restart_failed))
 say("")
 
-
 def result(key, value, spec=".3f"):
     if value is not None:
         say("RESULT %s=%s" % (key, format(value, spec)))
-
 
 for key in ("p2c", "rr", "random", "wrr", "hash"):
     r = results.get(key)

@@ -46,6 +46,7 @@
 # BENCH_SCENARIOS (default "a b c d") SLOW_TARGETS (default "tideway-rpc nginx tideway-http")
 # GATEWAY_LOG (the gateway's RUST_LOG, default warn) SERVER_CPU LOAD_CPU CARGO_TARGET_DIR.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -134,27 +135,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 now() { date +%s.%N; }
-
-stop() {
-    kill "$1" 2>/dev/null || true
-    wait "$1" 2>/dev/null || true
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-# wait_line FILE SED_EXPR PID: prints the first match of SED_EXPR in FILE once it appears.
-wait_line() {
-    local found=""
-    for _ in $(seq 100); do
-        found="$(sed -n "$2" "$1")"
-        [ -n "$found" ] && { echo "$found"; return 0; }
-        kill -0 "$3" 2>/dev/null || break
-        sleep 0.1
-    done
-    return 1
-}
 
 # start_bench NAME TAG ARGS...: starts $bin/NAME on $load_cpu; sets $started_pid and
 # $started_addr from its `LISTENING <addr>` line.
@@ -623,50 +603,40 @@ load_after = next((r["loadavg_after"] for r in rows if "loadavg_after" in r), "?
 results = {}
 targets = []
 
-
 def read_samples(path):
     with open(path) as f:
         return [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()}
                 for r in csv.DictReader(f)]
-
 
 def col(samples, key, t0=None, t1=None):
     return [s[key] for s in samples
             if s.get(key) is not None and (t0 is None or s["unix_s"] >= t0)
             and (t1 is None or s["unix_s"] <= t1)]
 
-
 def nearest(samples, key, t):
     """The last sample of `key` taken at or before t."""
     xs = [s for s in samples if s.get(key) is not None and s["unix_s"] <= t]
     return xs[-1][key] if xs else None
 
-
 def mib(kib):
     return None if kib is None else kib / 1024
-
 
 def fmt(x, spec=".1f"):
     return "-" if x is None else format(x, spec)
 
-
 def status(load, code):
     return load.get("statuses", {}).get(str(code), {})
-
 
 def other_than(load, *codes):
     return sum(s["count"] for k, s in load.get("statuses", {}).items() if int(k) not in codes)
 
-
 def unanswered(load):
     return load.get("timeouts", 0) + load.get("io_errors", 0) + load.get("connect_errors", 0)
-
 
 def cpu_wait(smp, key, t0, t1):
     """Milliseconds the process waited for a CPU between t0 and t1 (schedstat run_delay)."""
     xs = col(smp, key, t0, t1)
     return xs[-1] - xs[0] if len(xs) >= 2 else None
-
 
 def stalls(smp, t0, t1):
     xs = col(smp, "scheduler_stalls", t0, t1)
@@ -675,7 +645,6 @@ def stalls(smp, t0, t1):
         return None
     return "%d scheduler stall(s) >= 100 ms (worst since start %s ms)" % (
         xs[-1] - xs[0], fmt(max(worst) if worst else None, ".0f"))
-
 
 def noise_line(smp, key, who, load, t0, t1):
     """How much the process under test and the load generator waited for a CPU: other work on
@@ -686,12 +655,10 @@ def noise_line(smp, key, who, load, t0, t1):
         % (who, fmt(w, ".0f"), fmt(load.get("cpu_wait_ms"), ".0f"), t1 - t0, load.get("cpu_s", 0),
            "; " + st if st else ""))
 
-
 def target(what, value, goal, ok):
     if value is not None:
         targets.append("target: %s %s: %s (%s)" % (what, goal, "met" if ok(value) else "NOT met",
                                                     value if isinstance(value, int) else fmt(value, ".2f")))
-
 
 say("Overload scenarios on 127.0.0.1: %s clients; the gateway (worker_threads = 1) or the nginx"
     % cfg.get("clients", "?"))
@@ -939,12 +906,10 @@ say("built from: %s" % source)
 lines.extend(targets)
 say("")
 
-
 def result(key, spec):
     v = results.get(key)
     if v is not None:
         say("RESULT %s=%s" % (key, format(v, spec)))
-
 
 for key, spec in (("slow_peak_rss_vs_nginx", ".2f"), ("slow_rss_after_vs_base", ".2f"),
                   ("deadhost_late_responses", "d"), ("flood_shed_p99_ms", ".2f"),

@@ -30,6 +30,7 @@
 # BENCH_INSTANCES BENCH_SYNC_ROUNDS SETTLE_SECS BENCH_SECS BENCH_ROUNDS BENCH_CONNECTIONS
 # BENCH_PARTS (default "propagation sync") SERVER_CPU LOAD_CPU CARGO_TARGET_DIR.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.bash"
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -92,14 +93,6 @@ stop() {
         sleep 0.1
     done
     kill -9 "$1" 2>/dev/null || true
-}
-
-cpu_ticks() {
-    sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 # etcd, pinned to the load CPU. Default settings apart from the addresses (fsync on).
@@ -311,14 +304,11 @@ rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
 lines = []
 say = lines.append
 
-
 def first(key):
     return next((r[key] for r in rows if key in r), "?")
 
-
 def fmt(x, spec=",.0f"):
     return "-" if x is None else format(x, spec)
-
 
 prop = next((r for r in rows if r.get("mode") == "propagation"), None)
 if prop:
@@ -427,11 +417,9 @@ if wrk_ratio is not None:
     say("requests per gateway CPU-second, large-set vs small-set gateway: %.2fx (wrk)" % wrk_ratio)
 say("")
 
-
 def result(key, value, spec=".1f"):
     if value is not None:
         say("RESULT %s=%s" % (key, format(value, spec)))
-
 
 if prop:
     result("registry_propagation_p50_ms", prop["p50_ms"])

@@ -187,12 +187,14 @@ async fn build_and_swap(
                 static_clusters,
                 applied,
             };
-            if link.send(message).await.is_err() {
+            // One deadline for queueing behind other reloads and for the apply itself.
+            let handed_over = tokio::time::timeout(APPLY_TIMEOUT, async {
+                link.send(message).await.ok()?;
+                done.await.ok()
+            })
+            .await;
+            if !matches!(handed_over, Ok(Some(()))) {
                 return Err(ReloadError::NotApplied);
-            }
-            match tokio::time::timeout(APPLY_TIMEOUT, done).await {
-                Ok(Ok(())) => {}
-                _ => return Err(ReloadError::NotApplied),
             }
         }
         None => {
