@@ -21,10 +21,10 @@ use crate::config::{AuthMethods, EdgeConfig, RateLimitKey, RedisFallback, RouteP
 use crate::cors::Cors;
 use crate::error::{EdgeError, Rejection};
 use crate::ip::{self, ClientIp, IpSet};
-use crate::jwt::{AuthError, JwtVerifier};
+use crate::jwt::{AuthError, JwtVerifier, Verified};
 use crate::metrics as m;
 use crate::principal::{ApiKeys, AuthMethod, MAX_CLAIM_VALUE_BYTES, Principal};
-use crate::ratelimit::{Bucket, Decision, Gcra, LimitKey, SharedError, SharedStore};
+use crate::ratelimit::{Bucket, Decision, Gcra, LimitKey, RateHeaders, SharedError, SharedStore};
 use crate::token::TokenIssuer;
 
 static GENERATIONS: AtomicU64 = AtomicU64::new(1);
@@ -86,24 +86,27 @@ impl Drop for Edge {
 pub struct Admitted {
     /// Who the caller is; `None` on routes without authentication or with optional
     /// authentication and no credentials.
-    pub principal: Option<Principal>,
+    pub principal: Option<Arc<Principal>>,
     /// `RateLimit-*` headers for the response (empty when the route has no limit, or its limit
-    /// sets `headers = false`). Add them with `response.headers_mut().extend(..)`.
-    pub rate_headers: HeaderMap,
+    /// sets `headers = false`). Add them with [`RateHeaders::apply`].
+    pub rate_headers: RateHeaders,
 }
 
 impl Admitted {
-    /// The principal's metadata pairs for `CallOptions.metadata` (empty when anonymous).
-    pub fn metadata(&self) -> Vec<(String, String)> {
-        self.principal
-            .as_ref()
-            .map(Principal::metadata)
-            .unwrap_or_default()
+    /// The principal's metadata pairs for the RPC call (empty when anonymous).
+    pub fn metadata(&self) -> &[(String, String)] {
+        self.principal.as_ref().map_or(&[], |p| &p.metadata()[..])
     }
 }
 
+/// Source of [`CompiledAuth::id`].
+static NEXT_AUTH_POLICY_ID: AtomicU64 = AtomicU64::new(1);
+
 #[derive(Debug)]
 struct CompiledAuth {
+    /// Unique per compiled policy (process-wide): names the policy's principal of a cached
+    /// token (`PrincipalSlots`).
+    id: u64,
     methods: AuthMethods,
     forward_claims: Vec<String>,
     optional: bool,
@@ -328,6 +331,7 @@ impl Edge {
             generation: self.inner.generation,
             route: Arc::from(route),
             auth: config.auth.as_ref().map(|a| CompiledAuth {
+                id: NEXT_AUTH_POLICY_ID.fetch_add(1, Ordering::Relaxed),
                 methods: a.methods,
                 forward_claims: a.forward_claims.clone(),
                 optional: a.optional,
@@ -413,9 +417,9 @@ impl Edge {
             && bucket.key != RateLimitKey::Ip
         {
             let key = match (&admitted.principal, bucket.key) {
-                (Some(p), RateLimitKey::Subject) => LimitKey::Name(p.subject.as_str().into()),
-                (Some(p), RateLimitKey::ApiKey) if p.via == AuthMethod::ApiKey => {
-                    LimitKey::Name(p.subject.as_str().into())
+                (Some(p), RateLimitKey::Subject) => LimitKey::Name(Arc::clone(p.subject())),
+                (Some(p), RateLimitKey::ApiKey) if p.via() == AuthMethod::ApiKey => {
+                    LimitKey::Name(Arc::clone(p.subject()))
                 }
                 _ => ip_key(),
             };
@@ -457,7 +461,7 @@ impl Edge {
         &self,
         auth: &CompiledAuth,
         headers: &HeaderMap,
-    ) -> Result<Option<Principal>, Rejection> {
+    ) -> Result<Option<Arc<Principal>>, Rejection> {
         let jwt_ok = matches!(auth.methods, AuthMethods::Jwt | AuthMethods::Either);
         let api_ok = matches!(auth.methods, AuthMethods::ApiKey | AuthMethods::Either);
         let result = (|| {
@@ -480,13 +484,13 @@ impl Edge {
                     .api_keys
                     .verify(value.as_bytes())
                     .ok_or(AuthError::BadApiKey)?;
-                return Ok(Some(Principal {
-                    subject: name.to_string(),
-                    via: AuthMethod::ApiKey,
-                    key_id: name,
-                    issuer: None,
-                    claims: Vec::new(),
-                }));
+                return Ok(Some(Arc::new(Principal::new(
+                    Arc::clone(&name),
+                    AuthMethod::ApiKey,
+                    name,
+                    None,
+                    Vec::new(),
+                ))));
             }
             if auth.optional {
                 return Ok(None);
@@ -501,7 +505,7 @@ impl Edge {
         })();
         match result {
             Ok(principal) => {
-                match principal.as_ref().map(|p| p.via) {
+                match principal.as_ref().map(|p| p.via()) {
                     Some(AuthMethod::Jwt) => self.inner.accepted_jwt.increment(1),
                     Some(AuthMethod::ApiKey) => self.inner.accepted_api_key.increment(1),
                     None => {}
@@ -515,41 +519,17 @@ impl Edge {
         }
     }
 
-    fn principal_from_jwt(&self, auth: &CompiledAuth, token: &str) -> Result<Principal, AuthError> {
+    /// The principal of a bearer token for a route policy. With the verified-token cache, a
+    /// token seen before comes with its principal for this policy already made.
+    fn principal_from_jwt(
+        &self,
+        auth: &CompiledAuth,
+        token: &str,
+    ) -> Result<Arc<Principal>, AuthError> {
         let verified = self.inner.jwt.verify(token)?;
-        let claims = &verified.claims;
-        let Some(Value::String(subject)) = claims.get("sub") else {
-            return Err(AuthError::BadClaim("sub".into()));
-        };
-        let subject = subject.clone();
-        let issuer = match claims.get("iss") {
-            Some(Value::String(iss)) => Some(iss.clone()),
-            _ => None,
-        };
-        let mut forwarded = Vec::with_capacity(auth.forward_claims.len());
-        for name in &auth.forward_claims {
-            // The subject travels as the principal's subject, not as a claim.
-            if name == "sub" {
-                continue;
-            }
-            let value = match claims.get(name) {
-                None | Some(Value::Null) => continue,
-                Some(Value::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
-            };
-            if value.len() > MAX_CLAIM_VALUE_BYTES {
-                tracing::debug!(claim = %name, len = value.len(), "claim too long to forward; left out");
-                continue;
-            }
-            forwarded.push((name.clone(), value));
-        }
-        Ok(Principal {
-            subject,
-            via: AuthMethod::Jwt,
-            key_id: Arc::clone(&verified.key.kid),
-            issuer,
-            claims: forwarded,
-        })
+        verified
+            .principals
+            .get_or_make(auth.id, || principal_of_claims(auth, &verified))
     }
 
     fn unauthenticated(&self, auth: &CompiledAuth, e: &AuthError) -> Rejection {
@@ -583,7 +563,7 @@ impl Edge {
         r
     }
 
-    async fn rate_check(&self, bucket: &Bucket, key: LimitKey) -> Result<HeaderMap, Rejection> {
+    async fn rate_check(&self, bucket: &Bucket, key: LimitKey) -> Result<RateHeaders, Rejection> {
         let mut store = "local";
         let decision = match (&self.inner.shared, bucket.shared) {
             (Some(shared), true) => match shared.check(&bucket.gcra, &bucket.name, &key).await {
@@ -604,7 +584,7 @@ impl Edge {
                         RedisFallback::Allow => {
                             metrics::counter!(m::RATE_LIMIT_FALLBACKS, "action" => "allow")
                                 .increment(1);
-                            return Ok(HeaderMap::new());
+                            return Ok(RateHeaders::default());
                         }
                         RedisFallback::Deny => {
                             metrics::counter!(m::RATE_LIMIT_FALLBACKS, "action" => "deny")
@@ -626,9 +606,9 @@ impl Edge {
         };
         match decision {
             Decision::Allow { .. } => Ok(if bucket.headers {
-                decision.headers_with(&bucket.limit_value)
+                decision.rate_headers(&bucket.limit_value)
             } else {
-                HeaderMap::new()
+                RateHeaders::default()
             }),
             Decision::Deny { retry_after, .. } => {
                 if store == "shared" {
@@ -681,6 +661,43 @@ impl Edge {
     pub fn config(&self) -> &EdgeConfig {
         &self.inner.config
     }
+}
+
+/// Makes the principal of a verified token for a route policy: its subject, issuer and the
+/// claims the policy forwards.
+fn principal_of_claims(auth: &CompiledAuth, verified: &Verified) -> Result<Principal, AuthError> {
+    let claims = &verified.claims;
+    let Some(Value::String(subject)) = claims.get("sub") else {
+        return Err(AuthError::BadClaim("sub".into()));
+    };
+    let issuer = match claims.get("iss") {
+        Some(Value::String(iss)) => Some(Arc::from(iss.as_str())),
+        _ => None,
+    };
+    let mut forwarded = Vec::with_capacity(auth.forward_claims.len());
+    for name in &auth.forward_claims {
+        // The subject travels as the principal's subject, not as a claim.
+        if name == "sub" {
+            continue;
+        }
+        let value = match claims.get(name) {
+            None | Some(Value::Null) => continue,
+            Some(Value::String(s)) => s.clone(),
+            Some(other) => other.to_string(),
+        };
+        if value.len() > MAX_CLAIM_VALUE_BYTES {
+            tracing::debug!(claim = %name, len = value.len(), "claim too long to forward; left out");
+            continue;
+        }
+        forwarded.push((name.clone(), value));
+    }
+    Ok(Principal::new(
+        Arc::from(subject.as_str()),
+        AuthMethod::Jwt,
+        Arc::clone(&verified.key.kid),
+        issuer,
+        forwarded,
+    ))
 }
 
 fn live_buckets(buckets: &Mutex<HashMap<Arc<str>, Weak<Bucket>>>) -> Vec<Arc<Bucket>> {

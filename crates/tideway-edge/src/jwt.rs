@@ -37,6 +37,7 @@ use crate::config::{JwtAlgorithm, JwtKeyConfig};
 use crate::error::EdgeError;
 use crate::jwt_cache::TokenCache;
 use crate::metrics as m;
+use crate::principal::PrincipalSlots;
 use crate::token::{REFRESH_TOKEN_USE, TOKEN_USE_CLAIM};
 
 /// Longest `kid` or algorithm name quoted back in an error message.
@@ -242,6 +243,8 @@ struct JwksSource {
 pub(crate) struct Verified {
     pub(crate) key: Arc<VerifyKey>,
     pub(crate) claims: Arc<Map<String, Value>>,
+    /// The principals made from this token, per route policy (shared by the cache's copies).
+    pub(crate) principals: Arc<PrincipalSlots>,
 }
 
 /// The verifier: static keys, JWKS sources, and the current key set.
@@ -642,6 +645,7 @@ fn decode(token: &str, key: &Arc<VerifyKey>, alg: JwtAlgorithm) -> Result<Verifi
     Ok(Verified {
         key: Arc::clone(key),
         claims: Arc::new(claims),
+        principals: Arc::default(),
     })
 }
 

@@ -12,7 +12,11 @@
 //!   tokens at once.
 //! - Counted in `tideway_jwt_cache_{hits,misses,evictions}_total` and `tideway_jwt_cache_entries`.
 //!
-//! Memory: at most `max_entries` × ([`MAX_CACHED_TOKEN_BYTES`] + the claims).
+//! - Each entry also keeps the principals made from its token, one per route policy that saw
+//!   it (at most [`MAX_PRINCIPALS_PER_TOKEN`](crate::principal::MAX_PRINCIPALS_PER_TOKEN)), so
+//!   a hit finds its call metadata ready.
+//!
+//! Memory: at most `max_entries` × ([`MAX_CACHED_TOKEN_BYTES`] + the claims + the principals).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -67,6 +71,9 @@ struct TokenHasher {
 
 const HASH_K: u64 = 0xf135_7aea_2e62_a9c5;
 
+/// How much of a token's end the cache hashes (see [`TokenHasher::write`]).
+const HASHED_TAIL_BYTES: usize = 64;
+
 impl TokenHasher {
     #[inline]
     fn add(&mut self, word: u64) {
@@ -77,6 +84,11 @@ impl TokenHasher {
 impl Hasher for TokenHasher {
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
+        // Only the last HASHED_TAIL_BYTES: a token ends with its signature (43 to 342
+        // base64url characters), which differs between any two tokens, so the tail spreads them
+        // as well as the whole would, at a fraction of the cost for a 700-byte RS256 token.
+        let len = bytes.len();
+        let bytes = &bytes[len.saturating_sub(HASHED_TAIL_BYTES)..];
         let mut chunks = bytes.chunks_exact(8);
         for chunk in &mut chunks {
             let mut word = [0u8; 8];
@@ -89,7 +101,7 @@ impl Hasher for TokenHasher {
             word[..rest.len()].copy_from_slice(rest);
             self.add(u64::from_le_bytes(word));
         }
-        self.add(bytes.len() as u64);
+        self.add(len as u64);
     }
 
     #[inline]
@@ -240,6 +252,7 @@ mod tests {
         Verified {
             key,
             claims: Arc::new(claims),
+            principals: Arc::default(),
         }
     }
 
@@ -265,6 +278,20 @@ mod tests {
         assert!(cache.get("aaa.bbb.ccd", 0).is_none());
         assert!(cache.get("aaa.bbb.cc", 0).is_none());
         assert!(cache.get("aaa.bbb.ccc", 0).is_some());
+    }
+
+    #[test]
+    fn tokens_that_differ_only_before_the_hashed_tail_are_told_apart() {
+        let cache = TokenCache::new(10);
+        let tail = "s".repeat(HASHED_TAIL_BYTES);
+        let alice = format!("header.alice.{tail}");
+        let mallory = format!("header.malory.{tail}");
+        cache.insert(&alice, &verified("alice", json!(1_000)), 0);
+        assert!(cache.get(&mallory, 0).is_none(), "same tail, other token");
+        cache.insert(&mallory, &verified("mallory", json!(1_000)), 0);
+        assert_eq!(sub(&cache.get(&alice, 0).unwrap()), "alice");
+        assert_eq!(sub(&cache.get(&mallory, 0).unwrap()), "mallory");
+        assert_eq!(cache.len(), 2);
     }
 
     #[test]

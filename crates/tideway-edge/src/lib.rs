@@ -89,6 +89,7 @@ pub use principal::{
     AuthMethod, CLAIM_PREFIX, IDENTITY_PREFIX, ISSUER_KEY, KEY_ID_KEY, MAX_CLAIM_VALUE_BYTES,
     METHOD_KEY, Principal, SUBJECT_KEY, strip_identity_headers,
 };
+pub use ratelimit::RateHeaders;
 pub use token::{
     AuthServiceReply, Grant, IssuedToken, OAuthError, RefreshGrant, SignError, TokenIssuer,
     TokenRequest,

@@ -48,39 +48,80 @@ impl AuthMethod {
     }
 }
 
-/// An authenticated caller.
+/// An authenticated caller. Made once per token and route policy and shared (`Arc`) by the
+/// requests that present that token: its call metadata is built here, once, so that a request
+/// adds it to its RPC call without copying a string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
-    /// JWT `sub`, or the API key's configured name.
-    pub subject: String,
-    /// How it authenticated.
-    pub via: AuthMethod,
-    /// The `kid` of the key that verified the token, or the API key's name.
-    pub key_id: Arc<str>,
-    /// The token's `iss`.
-    pub issuer: Option<String>,
-    /// Claims the route forwards (`forward_claims`), in that order, as text: strings as they
-    /// are, other JSON values in compact JSON (`["ops","billing"]`, `42`, `true`). Claims the
-    /// token lacks are absent.
-    pub claims: Vec<(String, String)>,
+    subject: Arc<str>,
+    via: AuthMethod,
+    key_id: Arc<str>,
+    issuer: Option<Arc<str>>,
+    claims: Vec<(String, String)>,
+    metadata: Arc<[(String, String)]>,
 }
 
 impl Principal {
-    /// The metadata pairs to add to the RPC call (`CallOptions.metadata`): `x-auth-subject`,
-    /// `x-auth-method`, `x-auth-key-id`, `x-auth-issuer` (JWT with `iss`), and
-    /// `x-auth-claim-<name>` per forwarded claim.
-    pub fn metadata(&self) -> Vec<(String, String)> {
-        let mut out = Vec::with_capacity(4 + self.claims.len());
-        out.push((SUBJECT_KEY.to_owned(), self.subject.clone()));
-        out.push((METHOD_KEY.to_owned(), self.via.as_str().to_owned()));
-        out.push((KEY_ID_KEY.to_owned(), self.key_id.to_string()));
-        if let Some(iss) = &self.issuer {
-            out.push((ISSUER_KEY.to_owned(), iss.clone()));
+    /// A principal; `claims` are the forwarded claims, in order, as text.
+    pub fn new(
+        subject: Arc<str>,
+        via: AuthMethod,
+        key_id: Arc<str>,
+        issuer: Option<Arc<str>>,
+        claims: Vec<(String, String)>,
+    ) -> Principal {
+        let mut metadata = Vec::with_capacity(4 + claims.len());
+        metadata.push((SUBJECT_KEY.to_owned(), subject.to_string()));
+        metadata.push((METHOD_KEY.to_owned(), via.as_str().to_owned()));
+        metadata.push((KEY_ID_KEY.to_owned(), key_id.to_string()));
+        if let Some(iss) = &issuer {
+            metadata.push((ISSUER_KEY.to_owned(), iss.to_string()));
         }
-        for (name, value) in &self.claims {
-            out.push((format!("{CLAIM_PREFIX}{name}"), value.clone()));
+        for (name, value) in &claims {
+            metadata.push((format!("{CLAIM_PREFIX}{name}"), value.clone()));
         }
-        out
+        Principal {
+            subject,
+            via,
+            key_id,
+            issuer,
+            claims,
+            metadata: Arc::from(metadata),
+        }
+    }
+
+    /// JWT `sub`, or the API key's configured name.
+    pub fn subject(&self) -> &Arc<str> {
+        &self.subject
+    }
+
+    /// How it authenticated.
+    pub fn via(&self) -> AuthMethod {
+        self.via
+    }
+
+    /// The `kid` of the key that verified the token, or the API key's name.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// The token's `iss`.
+    pub fn issuer(&self) -> Option<&str> {
+        self.issuer.as_deref()
+    }
+
+    /// Claims the route forwards (`forward_claims`), in that order, as text: strings as they
+    /// are, other JSON values in compact JSON (`["ops","billing"]`, `42`, `true`). Claims the
+    /// token lacks are absent.
+    pub fn claims(&self) -> &[(String, String)] {
+        &self.claims
+    }
+
+    /// The metadata pairs for the RPC call (add them with `Metadata::extend_shared`):
+    /// `x-auth-subject`, `x-auth-method`, `x-auth-key-id`, `x-auth-issuer` (JWT with `iss`),
+    /// and `x-auth-claim-<name>` per forwarded claim.
+    pub fn metadata(&self) -> &Arc<[(String, String)]> {
+        &self.metadata
     }
 
     /// Sets the same pairs as request headers (for HTTP upstream routes), after removing any
@@ -88,14 +129,46 @@ impl Principal {
     /// characters) are left out.
     pub fn apply_to_headers(&self, headers: &mut HeaderMap) {
         strip_identity_headers(headers);
-        for (name, value) in self.metadata() {
+        for (name, value) in self.metadata.iter() {
             if let (Ok(name), Ok(value)) = (
                 HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(&value),
+                HeaderValue::from_str(value),
             ) {
                 headers.append(name, value);
             }
         }
+    }
+}
+
+/// Principals made from one verified token, one per route policy (`CompiledAuth` id), so a
+/// request with a cached token finds its principal ready. Shared by every copy of the token's
+/// cache entry; at most [`MAX_PRINCIPALS_PER_TOKEN`] kept (a token used on more policies than
+/// that gets the rest made per request).
+#[derive(Debug, Default)]
+pub(crate) struct PrincipalSlots {
+    slots: parking_lot::Mutex<Vec<(u64, Arc<Principal>)>>,
+}
+
+/// Route policies whose principal is kept per verified token.
+pub(crate) const MAX_PRINCIPALS_PER_TOKEN: usize = 8;
+
+impl PrincipalSlots {
+    /// The principal kept for policy `policy_id`, or the one `make` builds (then kept while there
+    /// is room).
+    pub(crate) fn get_or_make<E>(
+        &self,
+        policy_id: u64,
+        make: impl FnOnce() -> Result<Principal, E>,
+    ) -> Result<Arc<Principal>, E> {
+        if let Some((_, p)) = self.slots.lock().iter().find(|(id, _)| *id == policy_id) {
+            return Ok(Arc::clone(p));
+        }
+        let made = Arc::new(make()?);
+        let mut slots = self.slots.lock();
+        if slots.len() < MAX_PRINCIPALS_PER_TOKEN && !slots.iter().any(|(id, _)| *id == policy_id) {
+            slots.push((policy_id, Arc::clone(&made)));
+        }
+        Ok(made)
     }
 }
 
@@ -169,16 +242,16 @@ mod tests {
 
     #[test]
     fn metadata_and_headers() {
-        let p = Principal {
-            subject: "ada".into(),
-            via: AuthMethod::Jwt,
-            key_id: Arc::from("k1"),
-            issuer: Some("https://idp".into()),
-            claims: vec![("roles".into(), r#"["ops"]"#.into())],
-        };
+        let p = Principal::new(
+            "ada".into(),
+            AuthMethod::Jwt,
+            Arc::from("k1"),
+            Some("https://idp".into()),
+            vec![("roles".into(), r#"["ops"]"#.into())],
+        );
         assert_eq!(
-            p.metadata(),
-            vec![
+            &p.metadata()[..],
+            [
                 ("x-auth-subject".to_owned(), "ada".to_owned()),
                 ("x-auth-method".to_owned(), "jwt".to_owned()),
                 ("x-auth-key-id".to_owned(), "k1".to_owned()),
@@ -197,5 +270,37 @@ mod tests {
             "spoofed claim removed"
         );
         assert_eq!(h["accept"], "*/*");
+    }
+
+    #[test]
+    fn principal_slots_keep_one_principal_per_policy() {
+        let slots = PrincipalSlots::default();
+        let make = |sub: &str| {
+            let sub: Arc<str> = sub.into();
+            move || {
+                Ok::<_, ()>(Principal::new(
+                    sub,
+                    AuthMethod::Jwt,
+                    "k".into(),
+                    None,
+                    vec![],
+                ))
+            }
+        };
+        let a = slots.get_or_make(1, make("ada")).unwrap();
+        // Kept: the second request for policy 1 does not build (its `make` would differ).
+        let again = slots.get_or_make(1, make("other")).unwrap();
+        assert!(Arc::ptr_eq(&a, &again));
+        let b = slots.get_or_make(2, make("bob")).unwrap();
+        assert_eq!(&**b.subject(), "bob");
+        assert_eq!(slots.get_or_make(3, || Err(())), Err(()));
+        // Bounded: past MAX_PRINCIPALS_PER_TOKEN policies, principals are made and not kept.
+        for id in 10..10 + MAX_PRINCIPALS_PER_TOKEN as u64 {
+            slots.get_or_make(id, make("x")).unwrap();
+        }
+        assert_eq!(slots.slots.lock().len(), MAX_PRINCIPALS_PER_TOKEN);
+        let first = slots.get_or_make(99, make("y")).unwrap();
+        let second = slots.get_or_make(99, make("y")).unwrap();
+        assert!(!Arc::ptr_eq(&first, &second));
     }
 }

@@ -41,7 +41,6 @@
 //! one per request.
 
 use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -166,25 +165,71 @@ impl Decision {
     }
 
     /// [`headers`](Self::headers) with the `RateLimit-Limit` value made beforehand (it is the
-    /// bucket's burst, the same on every answer). Small numbers come from a table of values
-    /// built once, so a typical answer allocates only the map.
+    /// bucket's burst, the same on every answer).
     pub(crate) fn headers_with(&self, limit: &HeaderValue) -> HeaderMap {
         let mut h = HeaderMap::with_capacity(4);
-        h.insert(RATELIMIT_LIMIT, limit.clone());
-        match *self {
-            Decision::Allow { remaining, reset } => {
-                h.insert(RATELIMIT_REMAINING, number_value(u64::from(remaining)));
-                h.insert(RATELIMIT_RESET, number_value(ceil_secs(reset)));
-            }
-            Decision::Deny { retry_after, reset } => {
-                h.insert(RATELIMIT_REMAINING, number_value(0));
-                h.insert(RATELIMIT_RESET, number_value(ceil_secs(reset)));
-                h.insert(
-                    http::header::RETRY_AFTER,
-                    number_value(ceil_secs(retry_after).max(1)),
-                );
-            }
+        self.rate_headers(limit).apply(&mut h);
+        h
+    }
+
+    /// The answer's `RateLimit-*` (and `Retry-After`) values, to be written into a response's
+    /// headers. Small numbers come from a table of values built once, so this allocates nothing
+    /// in the common case.
+    pub(crate) fn rate_headers(&self, limit: &HeaderValue) -> RateHeaders {
+        let (remaining, reset, retry_after) = match *self {
+            Decision::Allow { remaining, reset } => (u64::from(remaining), reset, None),
+            Decision::Deny { retry_after, reset } => (0, reset, Some(retry_after)),
+        };
+        RateHeaders {
+            values: Some(Box::new(RateHeaderValues {
+                limit: limit.clone(),
+                remaining: number_value(remaining),
+                reset: number_value(ceil_secs(reset)),
+                retry_after: retry_after.map(|d| number_value(ceil_secs(d).max(1))),
+            })),
         }
+    }
+}
+
+/// The `RateLimit-Limit`, `-Remaining` and `-Reset` headers (and `Retry-After` on a refusal) of
+/// one rate-limit decision, or none (no limit on the route, or `headers = false`). Written into
+/// the response's own header map ([`apply`](Self::apply)) rather than kept as a map of their own.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RateHeaders {
+    // Boxed: an `Admitted` travels in every request future, and most routes have no limit.
+    values: Option<Box<RateHeaderValues>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RateHeaderValues {
+    limit: HeaderValue,
+    remaining: HeaderValue,
+    reset: HeaderValue,
+    retry_after: Option<HeaderValue>,
+}
+
+impl RateHeaders {
+    /// Whether there are no headers to add.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_none()
+    }
+
+    /// Sets the headers in `headers` (replacing values of the same names).
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        let Some(v) = &self.values else { return };
+        headers.reserve(3 + usize::from(v.retry_after.is_some()));
+        headers.insert(RATELIMIT_LIMIT, v.limit.clone());
+        headers.insert(RATELIMIT_REMAINING, v.remaining.clone());
+        headers.insert(RATELIMIT_RESET, v.reset.clone());
+        if let Some(retry_after) = &v.retry_after {
+            headers.insert(http::header::RETRY_AFTER, retry_after.clone());
+        }
+    }
+
+    /// The headers as a map of their own.
+    pub fn to_header_map(&self) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        self.apply(&mut h);
         h
     }
 }
@@ -210,7 +255,7 @@ fn ceil_secs(d: Duration) -> u64 {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum LimitKey {
     Ip(IpAddr),
-    Name(Box<str>),
+    Name(Arc<str>),
 }
 
 impl LimitKey {
@@ -222,11 +267,17 @@ impl LimitKey {
     }
 }
 
+/// Hashes limit keys: foldhash, randomly seeded per store. Keys are client addresses and
+/// subjects, so the seed keeps clients from choosing colliding keys; SipHash (std's default)
+/// cost more than the rest of a rate-limit check.
+type KeyHasher = foldhash::fast::RandomState;
+type KeyMap = HashMap<LimitKey, u64, KeyHasher>;
+
 /// The local, bounded key store of one bucket.
 #[derive(Debug)]
 pub(crate) struct LocalStore {
-    hasher: RandomState,
-    shards: Box<[Mutex<HashMap<LimitKey, u64>>]>,
+    hasher: KeyHasher,
+    shards: Box<[Mutex<KeyMap>]>,
     per_shard: usize,
     epoch: Instant,
 }
@@ -241,8 +292,10 @@ impl LocalStore {
         };
         let per_shard = max_keys.div_ceil(n);
         LocalStore {
-            hasher: RandomState::new(),
-            shards: (0..n).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: KeyHasher::default(),
+            shards: (0..n)
+                .map(|_| Mutex::new(KeyMap::with_hasher(KeyHasher::default())))
+                .collect(),
             per_shard,
             epoch: Instant::now(),
         }
@@ -253,7 +306,7 @@ impl LocalStore {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    fn shard(&self, key: &LimitKey) -> &Mutex<HashMap<LimitKey, u64>> {
+    fn shard(&self, key: &LimitKey) -> &Mutex<KeyMap> {
         let i = (self.hasher.hash_one(key) as usize) % self.shards.len();
         &self.shards[i]
     }

@@ -142,16 +142,17 @@ async fn tokens_signed_by_pyjwt_are_accepted_for_every_algorithm() {
             .await
             .unwrap_or_else(|r| panic!("{key} (kid {kid:?}) refused: {} {}", r.reason, r.message));
         let p = admitted.principal.as_ref().expect("a principal");
-        assert_eq!(p.subject, "ada");
-        assert_eq!(p.via, AuthMethod::Jwt);
+        assert_eq!(&**p.subject(), "ada");
+        assert_eq!(p.via(), AuthMethod::Jwt);
         assert_eq!(
-            &*p.key_id, *key,
+            p.key_id(),
+            *key,
             "verified by the key the token names or fits"
         );
-        assert_eq!(p.issuer.as_deref(), Some(ISS));
+        assert_eq!(p.issuer(), Some(ISS));
         assert_eq!(
-            p.claims,
-            vec![
+            p.claims(),
+            [
                 ("roles".to_owned(), r#"["ops","billing"]"#.to_owned()),
                 ("tenant".to_owned(), "harbour".to_owned()),
             ]
@@ -164,6 +165,52 @@ async fn tokens_signed_by_pyjwt_are_accepted_for_every_algorithm() {
         assert!(metadata.contains(&("x-auth-claim-tenant".into(), "harbour".into())));
         assert!(admitted.rate_headers.is_empty());
     }
+}
+
+#[tokio::test]
+async fn a_cached_token_reuses_its_principal_per_policy_only() {
+    let edge = Edge::new(&edge_config("")).unwrap();
+    let roles = policy(
+        &edge,
+        r#"auth = { methods = "jwt", forward_claims = ["roles"] }"#,
+    );
+    let tenant = policy(
+        &edge,
+        r#"auth = { methods = "jwt", forward_claims = ["tenant"] }"#,
+    );
+    let mut c = claims("ada", ISS, AUD);
+    c["roles"] = json!(["ops"]);
+    c["tenant"] = json!("harbour");
+    let token = &py(&[sign_hs_req(HS_SECRET, Some("hs"), c)])[0];
+    let principal = |a: Admitted| a.principal.expect("a principal");
+    let first = principal(with_token(&edge, &roles, token).await.unwrap());
+    let again = principal(with_token(&edge, &roles, token).await.unwrap());
+    assert!(
+        Arc::ptr_eq(&first, &again),
+        "the second request with the token finds the principal made for the first"
+    );
+    assert_eq!(
+        first.claims(),
+        [("roles".to_owned(), r#"["ops"]"#.to_owned())]
+    );
+    // Another policy forwards other claims: it gets a principal of its own.
+    let other = principal(with_token(&edge, &tenant, token).await.unwrap());
+    assert!(!Arc::ptr_eq(&first, &other));
+    assert_eq!(
+        other.claims(),
+        [("tenant".to_owned(), "harbour".to_owned())]
+    );
+    assert!(
+        other
+            .metadata()
+            .contains(&("x-auth-claim-tenant".to_owned(), "harbour".to_owned()))
+    );
+    assert!(
+        !other
+            .metadata()
+            .iter()
+            .any(|(k, _)| k == "x-auth-claim-roles")
+    );
 }
 
 #[tokio::test]
@@ -487,8 +534,7 @@ audience = "{AUD}"
             .unwrap()
             .principal
             .unwrap()
-            .key_id
-            .as_ref(),
+            .key_id(),
         "p1"
     );
     assert_eq!(
@@ -543,8 +589,8 @@ async fn api_keys_are_checked_against_their_hashes() {
     let api = policy(&edge, r#"auth = { methods = "api_key" }"#);
     let ok = admit(&edge, &api, &[("x-api-key", API_KEY)]).await.unwrap();
     let p = ok.principal.as_ref().unwrap();
-    assert_eq!(p.subject, "warehouse-scanner");
-    assert_eq!(p.via, AuthMethod::ApiKey);
+    assert_eq!(&**p.subject(), "warehouse-scanner");
+    assert_eq!(p.via(), AuthMethod::ApiKey);
     assert!(
         ok.metadata()
             .contains(&("x-auth-method".into(), "api_key".into()))
@@ -579,11 +625,14 @@ async fn api_keys_are_checked_against_their_hashes() {
     )
     .await
     .unwrap();
-    assert_eq!(both.principal.unwrap().subject, "ada");
+    assert_eq!(&**both.principal.unwrap().subject(), "ada");
     let key_only = admit(&edge, &either, &[("x-api-key", API_KEY)])
         .await
         .unwrap();
-    assert_eq!(key_only.principal.unwrap().subject, "warehouse-scanner");
+    assert_eq!(
+        &**key_only.principal.unwrap().subject(),
+        "warehouse-scanner"
+    );
     let none = admit(&edge, &either, &[]).await.unwrap_err();
     assert_eq!(
         none.headers.get_all("www-authenticate").iter().count(),

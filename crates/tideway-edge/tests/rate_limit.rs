@@ -33,7 +33,9 @@ async fn hit(
 ) -> Result<http::HeaderMap, Rejection> {
     let parts = parts(&[]);
     let c = edge.client_ip(ip(client), &parts.headers);
-    edge.admit(policy, &parts, c).await.map(|a| a.rate_headers)
+    edge.admit(policy, &parts, c)
+        .await
+        .map(|a| a.rate_headers.to_header_map())
 }
 
 /// Offers `per_second` requests per second from one client for [`WINDOW`], steadily (a tick

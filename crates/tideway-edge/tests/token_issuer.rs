@@ -58,7 +58,7 @@ async fn accepted_subject(edge: &Edge, token: &str) -> Result<String, String> {
     let client = edge.client_ip(ip("192.0.2.1"), &parts.headers);
     edge.admit(&policy, &parts, client)
         .await
-        .map(|a| a.principal.unwrap().subject)
+        .map(|a| a.principal.unwrap().subject().to_string())
         .map_err(|r| format!("{}: {}", r.reason, r.message))
 }
 

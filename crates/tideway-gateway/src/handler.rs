@@ -266,7 +266,7 @@ async fn dispatch(
         }
         req = Request::from_parts(parts, body);
     }
-    let identity = admitted.as_ref().and_then(|a| a.principal.as_ref());
+    let identity = admitted.as_ref().and_then(|a| a.principal.as_deref());
     let mut response = serve_route(
         state,
         downstream,
@@ -279,7 +279,7 @@ async fn dispatch(
     )
     .await?;
     if let Some(admitted) = admitted {
-        response.headers_mut().extend(admitted.rate_headers);
+        admitted.rate_headers.apply(response.headers_mut());
     }
     if let (Some(edge), Some(policy), Some(origin)) = (&edge, &policy, &cors_request) {
         edge.edge()
@@ -547,10 +547,11 @@ async fn call_rpc(
         }
     }
     // Who the edge authenticated, for the service to authorize (`x-auth-subject`, ...).
+    // Made once per token and route policy, added here without a copy.
     if let Some(principal) = identity {
-        for (name, value) in principal.metadata() {
-            options.metadata.insert(name, value);
-        }
+        options
+            .metadata
+            .extend_shared(Arc::clone(principal.metadata()));
     }
     let balancer = route
         .call

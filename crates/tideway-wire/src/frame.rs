@@ -1,6 +1,7 @@
 //! Frame layout, message types and the incremental decoder. The layout is drawn in the crate
 //! docs.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -79,9 +80,17 @@ impl FrameKind {
 
 /// Key/value pairs that travel with a request: trace context, authenticated principal, caller.
 /// Keys are compared exactly; callers should use lowercase keys, as HTTP/2 does.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Besides its own entries, metadata can hold one shared block of pairs
+/// ([`extend_shared`](Self::extend_shared)): pairs made once and reused by many calls (a
+/// gateway's authenticated principal, the same for every request with one token), so that adding
+/// them or cloning the metadata costs a reference count, not a copy of each string. The block
+/// comes after the own entries in [`iter`](Self::iter) and on the wire; two metadata values are
+/// equal when they iterate to the same pairs, however they are split.
+#[derive(Debug, Clone, Default)]
 pub struct Metadata {
     entries: Vec<(String, String)>,
+    shared: Option<Arc<[(String, String)]>>,
 }
 
 impl Metadata {
@@ -92,37 +101,74 @@ impl Metadata {
 
     /// The first value for `key`.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.entries
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     /// Sets `key` to `value`, replacing an earlier value.
     pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
         let key = key.into();
         let value = value.into();
+        if self.shared_has(&key) {
+            self.unshare();
+        }
         match self.entries.iter_mut().find(|(k, _)| *k == key) {
             Some(entry) => entry.1 = value,
             None => self.entries.push((key, value)),
         }
     }
 
+    /// Adds `pairs` after the current entries without copying them. Keys already present keep
+    /// their first value for [`get`](Self::get), as with repeated keys on the wire; callers
+    /// should add a block of keys they do not set otherwise. A second block is merged into the
+    /// own entries (copied) first.
+    pub fn extend_shared(&mut self, pairs: Arc<[(String, String)]>) {
+        if self.shared.is_some() {
+            self.unshare();
+        }
+        if !pairs.is_empty() {
+            self.shared = Some(pairs);
+        }
+    }
+
+    fn shared_has(&self, key: &str) -> bool {
+        self.shared
+            .as_ref()
+            .is_some_and(|s| s.iter().any(|(k, _)| k == key))
+    }
+
+    /// Moves the shared block into the own entries (copying its strings).
+    fn unshare(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            self.entries.extend(shared.iter().cloned());
+        }
+    }
+
     /// All entries in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.entries
+            .iter()
+            .chain(self.shared.iter().flat_map(|s| s.iter()))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.shared.as_ref().map_or(0, |s| s.len())
     }
 
     /// Whether there are no entries.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 }
+
+impl PartialEq for Metadata {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Metadata {}
 
 /// A call: method, deadline, metadata and an opaque payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -486,6 +532,7 @@ pub fn decode_frame(mut buf: Bytes) -> Result<Frame, DecodeError> {
             }
             let mut metadata = Metadata {
                 entries: Vec::with_capacity(count),
+                shared: None,
             };
             for _ in 0..count {
                 let key_len = read_u8(&mut buf, "metadata key length")? as usize;
@@ -601,6 +648,54 @@ mod tests {
         assert!(buf.is_empty());
     }
 
+    #[test]
+    fn shared_metadata_block_travels_like_own_entries() {
+        let shared: Arc<[(String, String)]> = Arc::from(vec![
+            ("x-auth-subject".to_owned(), "ada".to_owned()),
+            ("x-auth-method".to_owned(), "jwt".to_owned()),
+        ]);
+        let mut req = Request::new(7, "a/b", Codec::Json, Bytes::from_static(b"{}"));
+        req.metadata.insert("x-request-id", "r1");
+        req.metadata.extend_shared(Arc::clone(&shared));
+        assert_eq!(req.metadata.len(), 3);
+        assert_eq!(req.metadata.get("x-auth-method"), Some("jwt"));
+        let pairs: Vec<_> = req.metadata.iter().collect();
+        assert_eq!(
+            pairs,
+            [
+                ("x-request-id", "r1"),
+                ("x-auth-subject", "ada"),
+                ("x-auth-method", "jwt")
+            ]
+        );
+        // On the wire and after decoding, the split into own and shared entries is gone, and
+        // equality does not depend on it.
+        let frame = Frame::Request(req.clone());
+        let mut buf = encode(&frame);
+        let decoded = decoder().decode(&mut buf).unwrap().unwrap();
+        assert_eq!(decoded, frame);
+        let Frame::Request(decoded) = decoded else {
+            unreachable!()
+        };
+        assert_eq!(decoded.metadata, req.metadata);
+
+        // Setting a key of the block replaces it, in a copy: the block itself is unchanged.
+        let mut changed = req.metadata.clone();
+        changed.insert("x-auth-subject", "mallory");
+        assert_eq!(changed.get("x-auth-subject"), Some("mallory"));
+        assert_eq!(changed.len(), 3);
+        assert_eq!(shared[0].1, "ada");
+        assert_eq!(req.metadata.get("x-auth-subject"), Some("ada"));
+        assert_ne!(changed, req.metadata);
+
+        // A second block merges the first into the own entries.
+        let mut two = Metadata::new();
+        two.extend_shared(Arc::clone(&shared));
+        two.extend_shared(Arc::from(vec![("k".to_owned(), "v".to_owned())]));
+        assert_eq!(two.len(), 3);
+        assert_eq!(two.get("k"), Some("v"));
+        assert_eq!(two.get("x-auth-subject"), Some("ada"));
+    }
     #[test]
     fn sub_millisecond_deadline_is_not_lost() {
         assert_eq!(deadline_to_millis(Some(Duration::from_micros(10))), 1);
