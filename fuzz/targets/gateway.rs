@@ -62,6 +62,7 @@ pub(crate) fn bind_payload(data: &[u8]) {
             name: NAMES[i].to_owned(),
             kind: kind(b),
             body: false,
+            schema: None,
         })
         .collect();
     let mut segments = rest.split(|&b| b == SEP);

@@ -44,7 +44,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::ip::IpSet;
 
@@ -118,9 +118,63 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// What a secret is serialized as (the admin API's `/admin/config`): the key stays, so an
+/// operator sees that it is set, and the value never leaves the process.
+pub const REDACTED: &str = "<redacted>";
+
+/// Serialized as [`REDACTED`], never as the secret: a config that holds one can be shown.
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(REDACTED)
+    }
+}
+
+/// `serialize_with` for a string field that is a secret without being a [`Secret`] (an API key
+/// hash, a token): written as [`REDACTED`].
+pub fn serialize_redacted<T, S: Serializer>(_: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(REDACTED)
+}
+
+/// `serialize_with` for an optional secret: `None` stays `null` (not set), `Some` is
+/// [`REDACTED`].
+pub fn serialize_redacted_option<T, S: Serializer>(
+    value: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(_) => s.serialize_str(REDACTED),
+        None => s.serialize_none(),
+    }
+}
+
+/// A URL with the password of its user info (`scheme://user:password@host`) replaced by
+/// [`REDACTED`]; a user info without a password is replaced whole (it may be a bare token, as
+/// in `redis://TOKEN@host`). Everything else is kept.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let shown = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:{REDACTED}"),
+        None => REDACTED.to_owned(),
+    };
+    format!("{}{shown}{}", &url[..scheme_end + 3], &rest[at..])
+}
+
+fn serialize_secret_url<S: Serializer>(url: &Secret, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(url.expose()))
+}
+
 /// A JWT signature algorithm Tideway accepts. Each key is pinned to one: a token whose header
 /// names another algorithm is rejected before its signature is looked at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 pub enum JwtAlgorithm {
     /// HMAC with SHA-256 and a shared secret.
     HS256,
@@ -165,7 +219,7 @@ impl fmt::Display for JwtAlgorithm {
 }
 
 /// Everything an [`Edge`](crate::Edge) needs besides per-route policies.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EdgeConfig {
     /// Keys that verify JWT bearer tokens.
@@ -219,7 +273,7 @@ impl Default for EdgeConfig {
 
 /// One JWT verification key, or a JWKS file of keys, pinned to one algorithm and with the
 /// issuer and audience its tokens must carry.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtKeyConfig {
     /// The key id (`kid`) tokens name this key by; for a JWKS file, a label (its keys have their
@@ -268,18 +322,19 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
 /// An API key: a name (the principal's subject) and the SHA-256 of the key, hex. Keys must be
 /// random (128 bits or more, e.g. `openssl rand -hex 32`): an unsalted hash protects a random
 /// key, not a guessable one.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     /// Who holds the key; sent to services as the subject.
     pub name: String,
     /// `sha256(key)`, 64 hex digits (`printf %s "$KEY" | sha256sum`).
+    #[serde(serialize_with = "serialize_redacted")]
     pub sha256: String,
 }
 
 /// The token issuer: signs access tokens for the token endpoint with one of the `jwt_keys`, so
 /// the gateway accepts every token it issues.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenIssuerConfig {
     /// Id of the `jwt_keys` entry to sign with (not a JWKS entry); its algorithm, `id` (as
@@ -316,7 +371,7 @@ fn default_token_path() -> String {
 }
 
 /// What to do with a shared rate-limit check when Redis does not answer in time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RedisFallback {
     /// Use this gateway's local limiter for the same bucket (each gateway then enforces the
@@ -331,10 +386,11 @@ pub enum RedisFallback {
 }
 
 /// The Redis server shared rate limits live in.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host:port[/db]`.
+    /// `redis://[user:password@]host:port[/db]`. Serialized with its password redacted.
+    #[serde(serialize_with = "serialize_secret_url")]
     pub url: Secret,
     /// Prefix of every key this gateway writes.
     #[serde(default = "default_key_prefix")]
@@ -363,7 +419,7 @@ fn default_redis_retry() -> Duration {
 }
 
 /// What one route asks of the edge. Every part is optional; an empty policy costs nothing.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoutePolicyConfig {
     /// Who may call the route.
@@ -377,7 +433,7 @@ pub struct RoutePolicyConfig {
 }
 
 /// Which credentials a route accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuthMethods {
     /// `Authorization: Bearer <JWT>`.
@@ -389,7 +445,7 @@ pub enum AuthMethods {
 }
 
 /// Authentication of a route.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthPolicy {
     /// Accepted credentials.
@@ -405,7 +461,7 @@ pub struct AuthPolicy {
 }
 
 /// IP rules of a route. Deny wins over allow; a non-empty allow list admits only its ranges.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IpPolicy {
     /// CIDR ranges or addresses admitted; empty: any not denied.
@@ -415,7 +471,7 @@ pub struct IpPolicy {
 }
 
 /// What a rate limit counts per.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RateLimitKey {
     /// The client address (IPv6: its prefix, see `ipv6_rate_limit_prefix`).
@@ -429,7 +485,7 @@ pub enum RateLimitKey {
 }
 
 /// A GCRA rate limit: `rate` requests per second on average, with bursts of up to `burst`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitPolicy {
     /// Sustained requests per second (may be fractional: 0.5 is one every two seconds).
@@ -462,7 +518,7 @@ fn default_true() -> bool {
 }
 
 /// CORS of a route.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CorsPolicy {
     /// Origins allowed: `"*"`, exact origins (`https://app.example.com`), or one-level
@@ -804,5 +860,63 @@ impl EdgeConfig {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[test]
+    fn secrets_serialize_redacted() {
+        let config: EdgeConfig = toml::from_str(
+            r#"
+[[jwt_keys]]
+id = "k1"
+algorithm = "HS256"
+secret = "hs256-secret-hs256-secret-hs256-secret"
+
+[[api_keys]]
+name = "scanner"
+sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+[redis]
+url = "redis://user:redis-password@127.0.0.1:6379/0"
+"#,
+        )
+        .unwrap();
+        let text = serde_json::to_string(&config).unwrap();
+        for secret in [
+            "hs256-secret",
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            "redis-password",
+        ] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        assert!(text.contains(r#""secret":"<redacted>""#), "{text}");
+        assert!(text.contains(r#""sha256":"<redacted>""#), "{text}");
+        assert!(
+            text.contains(r#""url":"redis://user:<redacted>@127.0.0.1:6379/0""#),
+            "{text}"
+        );
+        assert!(text.contains(r#""name":"scanner""#), "{text}");
+    }
+
+    #[test]
+    fn urls_lose_only_their_password() {
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            redact_url("redis://:pw@h:1/2?x=a@b"),
+            "redis://:<redacted>@h:1/2?x=a@b"
+        );
+        assert_eq!(redact_url("redis://token@h"), "redis://<redacted>@h");
+        assert_eq!(
+            redact_url("unix:///tmp/redis.sock"),
+            "unix:///tmp/redis.sock"
+        );
+        assert_eq!(redact_url("not a url"), "not a url");
     }
 }

@@ -26,11 +26,12 @@ use crate::body::{GatewayBody, full};
 use crate::telemetry;
 
 /// The JSON admin API: read-only views of the gateway's state.
-pub(crate) const ADMIN_API: [&str; 5] = [
+pub(crate) const ADMIN_API: [&str; 6] = [
     "/admin/routes",
     "/admin/services",
     "/admin/overload",
     "/admin/registry",
+    crate::server::CONFIG_PATH,
     MEMORY_PATH,
 ];
 /// The memory history (RSS and allocator bytes over the last hour), for the dashboard's chart.

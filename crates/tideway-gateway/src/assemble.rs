@@ -135,6 +135,7 @@ fn config_routes(
                         name: p.name.to_owned(),
                         kind: ParamKind::from_rust_type(p.rust_type),
                         body: p.body,
+                        schema: p.schema.map(|schema| schema()),
                     })
                     .collect()
             })
@@ -146,6 +147,7 @@ fn config_routes(
                     name: name.clone(),
                     kind: *kind,
                     body: false,
+                    schema: None,
                 }),
             }
         }
@@ -156,6 +158,7 @@ fn config_routes(
                     name: body.clone(),
                     kind: ParamKind::String,
                     body: true,
+                    schema: None,
                 }),
             }
         }

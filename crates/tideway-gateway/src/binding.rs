@@ -10,11 +10,11 @@
 //! parsed and re-encoded: the service's decoder validates it.
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// How a path or query value is typed in the payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ParamKind {
     /// Kept as a string.
@@ -56,6 +56,9 @@ pub struct Param {
     pub kind: ParamKind,
     /// The argument is the whole body object (its fields sit at the top level).
     pub body: bool,
+    /// The argument's JSON Schema, when its service publishes one (`#[service(schema)]`), for
+    /// the OpenAPI document; binding does not use it.
+    pub schema: Option<Value>,
 }
 
 /// Why a request could not be bound; always the client's fault (400).
@@ -180,16 +183,19 @@ mod tests {
                 name: "id".into(),
                 kind: ParamKind::String,
                 body: false,
+                schema: None,
             },
             Param {
                 name: "limit".into(),
                 kind: ParamKind::Integer,
                 body: false,
+                schema: None,
             },
             Param {
                 name: "express".into(),
                 kind: ParamKind::Boolean,
                 body: false,
+                schema: None,
             },
         ]
     }

@@ -34,7 +34,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::binding::ParamKind;
 
@@ -71,7 +71,7 @@ const MIN_HEADER_BYTES: usize = 8 * 1024;
 const MAX_BODY_BYTES_CEILING: usize = 1024 * 1024 * 1024;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayConfig {
     /// The HTTP listener and its limits.
@@ -97,7 +97,7 @@ pub struct GatewayConfig {
 }
 
 /// The HTTP listener and its limits.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSettings {
     /// Address to listen on.
@@ -130,7 +130,9 @@ pub struct ServerSettings {
     /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`); none when unset.
     pub admin_listen: Option<SocketAddr>,
     /// Bearer token the admin listener requires (`Authorization: Bearer ...`). Required when
-    /// `admin_listen` is not a loopback address; optional on loopback.
+    /// `admin_listen` is not a loopback address; optional on loopback. Serialized (in
+    /// `/admin/config`) as `"<redacted>"`.
+    #[serde(serialize_with = "tideway_edge::serialize_redacted_option")]
     pub admin_token: Option<String>,
     /// Memory budget in bytes (`"256MiB"` or a number); above 90% of it new requests are
     /// refused, above 80% idle connections are closed. None: no budget.
@@ -176,7 +178,7 @@ impl Default for ServerSettings {
 }
 
 /// Certificate and key files (PEM).
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSettings {
     /// Certificate chain, PEM.
@@ -186,7 +188,7 @@ pub struct TlsSettings {
 }
 
 /// Endpoints of one RPC service.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceEndpoints {
     /// Service name, e.g. `logistics.Waybills`.
@@ -201,7 +203,7 @@ pub struct ServiceEndpoints {
 
 /// A route from the config file: either an RPC route (`service` and `rpc_method`) or an HTTP
 /// upstream route (`upstream`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Path template: `{name}` parameters, a trailing `{*rest}` catch-all.
@@ -248,7 +250,7 @@ pub struct RouteConfig {
 }
 
 /// A route's canned answer for when its service cannot give one.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FallbackConfig {
     /// Its status (default 200).

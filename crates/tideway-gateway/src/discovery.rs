@@ -274,6 +274,7 @@ fn route_from_meta(service: &str, meta: &RouteMeta) -> Option<Route> {
                     name: p.name.clone(),
                     kind: ParamKind::from_rust_type(&p.rust_type),
                     body: p.body,
+                    schema: p.schema.clone(),
                 })
                 .collect(),
         },

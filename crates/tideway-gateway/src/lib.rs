@@ -15,7 +15,7 @@
 //! error.rs    every failure ─► status + JSON {code, message, request_id}
 //! admin.rs    the admin listener: /metrics, /healthz, /readyz (telemetry.rs: metrics, stalls),
 //!             the admin API, /openapi.json + /docs (openapi.rs), /dashboard (dashboard/,
-//!             memory chart from history.rs)
+//!             memory chart from history.rs); redact.rs keeps secrets out of what it shows
 //! ```
 //!
 //! HTTP upstream routes go through `tideway-http-upstream`, which streams bodies both ways.
@@ -37,6 +37,7 @@ pub mod history;
 mod log_throttle;
 pub mod openapi;
 pub mod overload;
+mod redact;
 pub mod reload;
 pub mod router;
 mod server;

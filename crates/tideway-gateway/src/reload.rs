@@ -271,11 +271,75 @@ fn restart_keys(running: &ServerSettings, new: &ServerSettings) -> Vec<&'static 
     keys
 }
 
+/// The config of the running generation, as `/admin/config` shows it.
+#[derive(Debug)]
+pub(crate) struct LiveConfig {
+    /// 0: the gateway was started with its `[server]` settings only (no config given); 1: the
+    /// config given at start ([`crate::Gateway::set_config`]); +1 per applied reload.
+    pub(crate) generation: u64,
+    /// The effective config: the file as parsed (environment overrides applied, defaults filled
+    /// in), with the `[server]` settings the listener runs with and the `[observability]` it
+    /// started with (a reload applies neither).
+    pub(crate) config: Arc<GatewayConfig>,
+    /// `[server]` keys the last reloaded file changed that wait for a restart.
+    pub(crate) needs_restart: Vec<&'static str>,
+}
+
+/// The live config and the lock that makes reloads one at a time, so the config shown is the
+/// one of the generation that was swapped in last.
+#[derive(Debug)]
+pub(crate) struct ConfigSlot {
+    pub(crate) live: parking_lot::RwLock<LiveConfig>,
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl ConfigSlot {
+    /// Before any config is given: only the listener's settings are known.
+    pub(crate) fn new(settings: &ServerSettings) -> Self {
+        ConfigSlot {
+            live: parking_lot::RwLock::new(LiveConfig {
+                generation: 0,
+                config: Arc::new(GatewayConfig {
+                    server: settings.clone(),
+                    ..GatewayConfig::default()
+                }),
+                needs_restart: Vec::new(),
+            }),
+            reloading: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The config the gateway was started from; its `[server]` is replaced by `running`.
+    pub(crate) fn set(&self, config: GatewayConfig, running: &ServerSettings) {
+        let mut live = self.live.write();
+        live.generation = 1;
+        live.config = Arc::new(GatewayConfig {
+            server: running.clone(),
+            ..config
+        });
+        live.needs_restart.clear();
+    }
+
+    /// A reload of `config` was applied.
+    fn reloaded(&self, config: &GatewayConfig, running: &ServerSettings, outcome: &ReloadOutcome) {
+        let mut live = self.live.write();
+        let observability = live.config.observability.clone();
+        live.generation += 1;
+        live.config = Arc::new(GatewayConfig {
+            server: running.clone(),
+            observability,
+            ..config.clone()
+        });
+        live.needs_restart.clone_from(&outcome.needs_restart);
+    }
+}
+
 /// Reloads a running gateway's config; cheap to clone (see [`crate::Gateway::reloader`]).
 #[derive(Clone)]
 pub struct Reloader {
     state: Arc<GatewayState>,
     follower: Arc<parking_lot::Mutex<Option<FollowerLink>>>,
+    config: Arc<ConfigSlot>,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -290,19 +354,29 @@ impl Reloader {
     pub(crate) fn new(
         state: Arc<GatewayState>,
         follower: Arc<parking_lot::Mutex<Option<FollowerLink>>>,
+        config: Arc<ConfigSlot>,
     ) -> Self {
-        Reloader { state, follower }
+        Reloader {
+            state,
+            follower,
+            config,
+        }
     }
 
     /// Builds the generation of `config` and swaps it in; on error the running one stays.
-    /// `client` is the RPC client template, as at start.
+    /// `client` is the RPC client template, as at start. Reloads run one at a time.
     pub async fn reload(
         &self,
         config: &GatewayConfig,
         client: &ClientConfig,
     ) -> Result<ReloadOutcome, ReloadError> {
+        // Held until the config shown by `/admin/config` is the one swapped in. Bounded: a
+        // reload's only wait (the hand-over to the registry follower) has its deadline.
+        let _one_at_a_time = self.config.reloading.lock().await;
         let link = self.follower.lock().clone();
-        reload(&self.state, link.as_ref(), config, client).await
+        let outcome = reload(&self.state, link.as_ref(), config, client).await?;
+        self.config.reloaded(config, &self.state.settings, &outcome);
+        Ok(outcome)
     }
 }
 

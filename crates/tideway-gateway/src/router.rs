@@ -194,6 +194,7 @@ impl Route {
                             name: p.name.to_owned(),
                             kind: ParamKind::from_rust_type(p.rust_type),
                             body: p.body,
+                            schema: p.schema.map(|schema| schema()),
                         })
                         .collect(),
                 },

@@ -38,7 +38,7 @@ use tideway_rpc::ClientConfig;
 
 use crate::backends::RpcBackends;
 use crate::body::GatewayBody;
-use crate::config::ServerSettings;
+use crate::config::{GatewayConfig, ServerSettings};
 use crate::discovery::StaticSources;
 use crate::handler::{Downstream, GatewayState, RequestIds, handle};
 use crate::overload::{OverloadState, Pressure};
@@ -100,6 +100,8 @@ pub struct Gateway {
     accept: tokio::task::JoinHandle<()>,
     /// The registry follower's inbox for config reloads, once the gateway follows a registry.
     follower: Arc<parking_lot::Mutex<Option<crate::reload::FollowerLink>>>,
+    /// The config of the running generation (`/admin/config`).
+    config: Arc<crate::reload::ConfigSlot>,
 }
 
 impl Gateway {
@@ -137,7 +139,13 @@ impl Gateway {
         let shutdown = CancellationToken::new();
         let connections = TaskTracker::new();
         let protocols = Arc::new(Protocols::new(&state.settings));
+        tokio::spawn(close_parked_connections(
+            Arc::clone(&protocols),
+            Arc::clone(&state.overload),
+            shutdown.clone(),
+        ));
         let telemetry_stop = CancellationToken::new();
+        let config = Arc::new(crate::reload::ConfigSlot::new(&state.settings));
         let view = Arc::new(GatewayView {
             state: Arc::clone(&state),
             protocols: Arc::clone(&protocols),
@@ -148,6 +156,7 @@ impl Gateway {
             registry: parking_lot::RwLock::new(None),
             public_url: public_url(local_addr, state.settings.tls.is_some()),
             reload_hook: parking_lot::RwLock::new(None),
+            config: Arc::clone(&config),
         });
         {
             // Allocator resident bytes when the binary reports them, else the process RSS.
@@ -198,6 +207,7 @@ impl Gateway {
             connection_permits,
             accept,
             follower: Arc::default(),
+            config,
         })
     }
 
@@ -296,9 +306,22 @@ impl Gateway {
     }
 
     /// A handle that reloads this gateway's config: routes, services, cluster settings and
-    /// edge policies (see [`crate::reload`]).
+    /// edge policies (see [`crate::reload`]). Each applied reload also becomes what
+    /// `/admin/config` shows.
     pub fn reloader(&self) -> crate::reload::Reloader {
-        crate::reload::Reloader::new(Arc::clone(&self.state), Arc::clone(&self.follower))
+        crate::reload::Reloader::new(
+            Arc::clone(&self.state),
+            Arc::clone(&self.follower),
+            Arc::clone(&self.config),
+        )
+    }
+
+    /// Tells the gateway the config it runs (as loaded: environment overrides applied), for
+    /// `/admin/config`, which shows it with every secret redacted. Its `[server]` is replaced by
+    /// the settings the gateway was started with. Without it, `/admin/config` shows only those
+    /// settings.
+    pub fn set_config(&self, config: GatewayConfig) {
+        self.config.set(config, &self.state.settings);
     }
 
     /// The registry's state, when the gateway follows one.
@@ -416,6 +439,8 @@ struct GatewayView {
     public_url: String,
     /// `POST /admin/reload`, when the binary set it up.
     reload_hook: parking_lot::RwLock<Option<crate::reload::ReloadHook>>,
+    /// The config of the running generation.
+    config: Arc<crate::reload::ConfigSlot>,
 }
 
 /// `http://127.0.0.1:8080`; an unspecified address (`0.0.0.0`) is shown as `localhost`.
@@ -469,6 +494,8 @@ impl crate::admin::AdminView for GatewayView {
         Some(match path {
             "/admin/routes" => {
                 let table = self.state.routes.load();
+                let edge = self.state.edge.load_full();
+                let config = Arc::clone(&self.config.live.read().config);
                 let routes: Vec<serde_json::Value> = table
                     .routes()
                     .iter()
@@ -491,6 +518,7 @@ impl crate::admin::AdminView for GatewayView {
                             "timeout_ms": r.timeout.unwrap_or(self.state.settings.request_timeout).as_millis() as u64,
                             "limit": r.limit.as_ref().map(|l| json!({"max": l.max(), "in_use": l.in_use()})),
                             "target": target,
+                            "policy": edge.as_deref().and_then(|edge| route_policy_json(edge, &config, &r.label(), &r.path)),
                         })
                     })
                     .collect();
@@ -521,6 +549,26 @@ impl crate::admin::AdminView for GatewayView {
                     "scheduler_stalls": self.stalls.stalls(),
                     "worst_stall_ms": self.stalls.worst().as_millis() as u64,
                     "draining": self.shutdown.is_cancelled(),
+                })
+            }
+            CONFIG_PATH => {
+                let (generation, config, needs_restart) = {
+                    let live = self.config.live.read();
+                    (
+                        live.generation,
+                        Arc::clone(&live.config),
+                        live.needs_restart.clone(),
+                    )
+                };
+                // Secrets serialize redacted at their types; the name-based pass is the net for
+                // fields added later (see `crate::redact`).
+                let mut config = serde_json::to_value(&*config).unwrap_or_default();
+                crate::redact::redact(&mut config);
+                json!({
+                    "generation": generation,
+                    "source": if generation == 0 { "server_settings" } else { "config" },
+                    "needs_restart": needs_restart,
+                    "config": config,
                 })
             }
             "/admin/registry" => match self.registry.read().as_ref() {
@@ -587,6 +635,82 @@ impl crate::admin::AdminView for GatewayView {
             metrics::gauge!("tideway_allocator_resident_bytes").set(resident as f64);
         }
     }
+}
+
+/// `/admin/config`: the effective config of the running generation, secrets redacted.
+pub(crate) const CONFIG_PATH: &str = "/admin/config";
+
+/// The edge policy of a route for `/admin/routes`, found as the request path finds it: which
+/// `[route_policies]` entry applies, and what it checks (credentials with the key ids and
+/// algorithms that verify them, never a secret; IP rules; rate limit; CORS). `None` when no
+/// policy applies.
+fn route_policy_json(
+    edge: &crate::edge::EdgePolicies,
+    config: &GatewayConfig,
+    label: &str,
+    path: &str,
+) -> Option<serde_json::Value> {
+    use serde_json::json;
+    let policy = edge.policy_for(label, path)?;
+    // A compiled policy is named after its `[route_policies]` key.
+    let key = policy.route();
+    let mut doc = json!({
+        "key": key,
+        "rate_limit_bucket": policy.rate_limit_bucket(),
+    });
+    // The policy's settings come from the config of the same generation; a gateway given edge
+    // policies without a config (`set_edge` alone) shows the key only.
+    let Some(settings) = config.route_policies.get(key) else {
+        return Some(doc);
+    };
+    let keys = edge.edge().config();
+    if let Some(auth) = &settings.auth {
+        use tideway_edge::AuthMethods;
+        let jwt = matches!(auth.methods, AuthMethods::Jwt | AuthMethods::Either);
+        let api = matches!(auth.methods, AuthMethods::ApiKey | AuthMethods::Either);
+        let jwt_keys: Vec<serde_json::Value> = keys
+            .jwt_keys
+            .iter()
+            .filter(|_| jwt)
+            .map(|k| {
+                json!({
+                    "id": k.id,
+                    "algorithm": k.algorithm.as_str(),
+                    "jwks": k.jwks_file.is_some(),
+                    "issuer": k.issuer,
+                    "audience": k.audience,
+                })
+            })
+            .collect();
+        let api_keys: Vec<&str> = keys
+            .api_keys
+            .iter()
+            .filter(|_| api)
+            .map(|k| k.name.as_str())
+            .collect();
+        doc["auth"] = json!({
+            "methods": auth.methods,
+            "optional": auth.optional,
+            "forward_claims": auth.forward_claims,
+            "jwt_keys": jwt_keys,
+            "api_keys": api_keys,
+            "api_key_header": api.then_some(keys.api_key_header.as_str()),
+        });
+    }
+    for (name, part) in [
+        ("ip", settings.ip.as_ref().map(serde_json::to_value)),
+        (
+            "rate_limit",
+            settings.rate_limit.as_ref().map(serde_json::to_value),
+        ),
+        ("cors", settings.cors.as_ref().map(serde_json::to_value)),
+    ] {
+        if let Some(Ok(value)) = part {
+            doc[name] = value;
+        }
+    }
+    crate::redact::redact(&mut doc);
+    Some(doc)
 }
 
 /// One service's cluster for `/admin/services`.
@@ -662,6 +786,8 @@ struct Protocols {
     tick: Duration,
     /// Connections parked now.
     parked: AtomicUsize,
+    /// Wakes every parked connection to close (see [`close_parked_connections`]).
+    close_parked: tokio::sync::Notify,
 }
 
 impl Protocols {
@@ -687,6 +813,7 @@ impl Protocols {
             keep_alive: settings.keep_alive_timeout,
             tick,
             parked: AtomicUsize::new(0),
+            close_parked: tokio::sync::Notify::new(),
         }
     }
 }
@@ -750,6 +877,39 @@ async fn serve_connection(
     }
 }
 
+/// Wakes the parked connections (which then close) when the gateway shuts down and each time
+/// memory pressure rises to [`Pressure::Elevated`]. One task for all of them, so a parked
+/// connection waits on one shared `Notify` rather than holding a pressure receiver and a
+/// cancellation future of its own: an idle connection's task stays small.
+async fn close_parked_connections(
+    protocols: Arc<Protocols>,
+    overload: Arc<OverloadState>,
+    shutdown: CancellationToken,
+) {
+    let mut pressure = overload.subscribe();
+    let mut elevated = false;
+    loop {
+        let changed = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => {
+                protocols.close_parked.notify_waiters();
+                return;
+            }
+            changed = pressure.wait_for(|p| (*p >= Pressure::Elevated) != elevated) => changed.is_ok(),
+        };
+        if !changed {
+            // The overload state is gone: only shutdown is left to wait for.
+            shutdown.cancelled().await;
+            protocols.close_parked.notify_waiters();
+            return;
+        }
+        elevated = !elevated;
+        if elevated {
+            protocols.close_parked.notify_waiters();
+        }
+    }
+}
+
 /// Cleartext: HTTP/2 by its connection preface, else HTTP/1.1. An HTTP/1.1 connection that has
 /// been idle for [`PARK_AFTER_IDLE`] is *parked*: hyper's connection state and buffers are freed
 /// and only the socket is kept until the next request's first byte arrives.
@@ -766,7 +926,8 @@ async fn serve_plain(
         scheme: Scheme::Http,
     };
     let service = connection_service(state, &watch, downstream);
-    match sniff_h2_preface(&stream, protocols.header_timeout).await {
+    // Boxed: its timers would otherwise size the task of every connection, idle ones included.
+    match Box::pin(sniff_h2_preface(&stream, protocols.header_timeout)).await {
         None => return,
         Some(true) => {
             watch.is_h2.store(true, Ordering::Relaxed);
@@ -787,13 +948,21 @@ async fn serve_plain(
         if parked && leftover.is_empty() {
             let idle_left = protocols.keep_alive.saturating_sub(watch.idle_for());
             protocols.parked.fetch_add(1, Ordering::Relaxed);
-            let mut pressure = state.overload.subscribe();
-            let woken = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => false,
-                // Under memory pressure idle connections are the first thing to let go of.
-                _ = pressure.wait_for(|p| *p >= Pressure::Elevated) => false,
-                ready = tokio::time::timeout(idle_left, stream.readable()) => matches!(ready, Ok(Ok(()))),
+            // Shutting down, or under memory pressure (idle connections are the first thing to
+            // let go of): one shared `Notify` wakes every parked connection. Registered before
+            // the checks, so a wake-up between them is not lost.
+            let mut closing = std::pin::pin!(protocols.close_parked.notified());
+            closing.as_mut().enable();
+            let woken = if shutdown.is_cancelled()
+                || state.overload.pressure() >= Pressure::Elevated
+            {
+                false
+            } else {
+                tokio::select! {
+                    biased;
+                    () = closing => false,
+                    ready = tokio::time::timeout(idle_left, stream.readable()) => matches!(ready, Ok(Ok(()))),
+                }
             };
             protocols.parked.fetch_sub(1, Ordering::Relaxed);
             if !woken {
@@ -1240,7 +1409,9 @@ mod size_tests {
         let size = std::mem::size_of_val(&fut);
         eprintln!("serve_connection future: {size} bytes");
         // What an idle, parked connection keeps besides its socket: this future and the task
-        // header. Everything used while serving is boxed and freed when parked.
-        assert!(size < 1024, "connection task future is {size} bytes");
+        // header. Everything used while serving is boxed and freed when parked. Tokio's task
+        // cell (header, this future, trailer; aligned to 128 bytes on x86_64) must fit jemalloc's
+        // 1,024-byte size class, the next one being 1,280: about 130 bytes go to the rest.
+        assert!(size <= 880, "connection task future is {size} bytes");
     }
 }

@@ -111,6 +111,7 @@ async fn start() -> Fixture {
     let gateway = Gateway::start(
         ServerSettings {
             listen: "127.0.0.1:0".parse().unwrap(),
+            admin_listen: Some("127.0.0.1:0".parse().unwrap()),
             ..Default::default()
         },
         routes,
@@ -119,6 +120,7 @@ async fn start() -> Fixture {
     .await
     .unwrap();
     gateway.set_edge(Some(edge));
+    gateway.set_config(config);
     Fixture {
         gateway,
         _auth: auth,
@@ -253,5 +255,53 @@ async fn a_rate_limited_route_answers_429_with_retry_after() {
         serde_json::from_str::<Value>(&body).unwrap()["subject"],
         Value::Null
     );
+    f.gateway.shutdown(Duration::from_secs(1)).await;
+}
+
+/// The HS256 secret of [`CONFIG`], which the admin API must never show.
+const HS256_SECRET: &str = "0123456789abcdef0123456789abcdef-test-only";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_routes_show_each_routes_edge_policy_without_secrets() {
+    let f = start().await;
+    let admin = f.gateway.admin_addr().unwrap();
+    let (status, _, body) = curl(&[&format!("http://{admin}/admin/routes")]);
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains(HS256_SECRET), "{body}");
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    let route = |path: &str| {
+        doc["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["path"] == path)
+            .unwrap_or_else(|| panic!("{path} not in {doc:#}"))
+            .clone()
+    };
+
+    // `[route_policies."GET /me"]`: JWT with the key that verifies it, and CORS.
+    let me = route("/me")["policy"].clone();
+    assert_eq!(me["key"], "GET /me", "{me:#}");
+    assert_eq!(me["auth"]["methods"], "jwt", "{me:#}");
+    assert_eq!(me["auth"]["forward_claims"], json!(["role"]));
+    assert_eq!(
+        me["auth"]["jwt_keys"],
+        json!([{"id": "k1", "algorithm": "HS256", "jwks": false,
+                "issuer": "tideway-test", "audience": ["api"]}]),
+        "{me:#}"
+    );
+    assert_eq!(me["auth"]["api_keys"], json!([]));
+    assert_eq!(me["cors"]["allow_origins"], json!(["https://app.example"]));
+    assert!(me.get("rate_limit").is_none(), "{me:#}");
+
+    // `[route_policies."/limited"]` (any method): the rate limit, its key kind and bucket.
+    let limited = route("/limited")["policy"].clone();
+    assert_eq!(limited["key"], "/limited", "{limited:#}");
+    assert_eq!(limited["rate_limit"]["rate"], 1.0);
+    assert_eq!(limited["rate_limit"]["burst"], 2);
+    assert_eq!(limited["rate_limit"]["key"], "ip");
+    assert_eq!(limited["rate_limit"]["shared"], false);
+    assert_eq!(limited["rate_limit_bucket"], "/limited");
+    assert!(limited.get("auth").is_none(), "{limited:#}");
     f.gateway.shutdown(Duration::from_secs(1)).await;
 }

@@ -562,6 +562,7 @@ fn slow_route(path: &str, limit: tideway_gateway::router::ConcurrencyLimit) -> R
                 name: "ms".into(),
                 kind: tideway_gateway::binding::ParamKind::Integer,
                 body: false,
+                schema: None,
             }],
         },
         origin: "test".into(),

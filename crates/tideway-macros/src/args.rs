@@ -5,11 +5,13 @@ use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote};
 use syn::{Error, Ident, LitStr, Path};
 
-/// `#[service(name = "pkg.Service", crate = "::path::to::runtime")]`; both are optional.
+/// `#[service(name = "pkg.Service", crate = "::path::to::runtime", schema)]`; all are optional.
 #[derive(Debug, Default)]
 pub(crate) struct ServiceArgs {
     pub(crate) name: Option<LitStr>,
     pub(crate) krate: Option<Path>,
+    /// `schema`: publish a JSON Schema of every argument (their types implement `JsonSchema`).
+    pub(crate) schema: Option<Ident>,
 }
 
 impl ServiceArgs {
@@ -34,11 +36,20 @@ impl ServiceArgs {
                     )
                 })?);
                 Ok(())
+            } else if meta.path.is_ident("schema") {
+                if args.schema.is_some() {
+                    return Err(meta.error("`schema` is given twice"));
+                }
+                if !meta.input.is_empty() && !meta.input.peek(syn::Token![,]) {
+                    return Err(meta.error("`schema` takes no value: write `schema`"));
+                }
+                args.schema = meta.path.get_ident().cloned();
+                Ok(())
             } else {
                 let key = meta.path.to_token_stream().to_string().replace(' ', "");
                 Err(meta.error(format!(
-                    "unknown `#[service]` option `{key}`; expected `name = \"pkg.Service\"` or \
-                     `crate = \"path::to::runtime\"`"
+                    "unknown `#[service]` option `{key}`; expected `name = \"pkg.Service\"`, \
+                     `crate = \"path::to::runtime\"` or `schema`"
                 )))
             }
         });
@@ -110,7 +121,9 @@ mod tests {
             "::x::y"
         );
         let args = ServiceArgs::parse(quote!()).unwrap();
-        assert!(args.name.is_none() && args.krate.is_none());
+        assert!(args.name.is_none() && args.krate.is_none() && args.schema.is_none());
+        let args = ServiceArgs::parse(quote!(name = "a.B", schema)).unwrap();
+        assert!(args.schema.is_some());
     }
 
     #[test]
@@ -123,6 +136,10 @@ mod tests {
         );
         let err = ServiceArgs::parse(quote!(name = "a", name = "b")).unwrap_err();
         assert!(err.to_string().contains("twice"), "{err}");
+        let err = ServiceArgs::parse(quote!(schema, schema)).unwrap_err();
+        assert!(err.to_string().contains("`schema` is given twice"), "{err}");
+        let err = ServiceArgs::parse(quote!(schema = true)).unwrap_err();
+        assert!(err.to_string().contains("takes no value"), "{err}");
         let err = ServiceArgs::parse(quote!(crate = "not a path")).unwrap_err();
         assert!(
             err.to_string().contains("path to the Tideway runtime"),

@@ -9,7 +9,7 @@ use syn::{
 };
 
 use crate::args::{ServiceArgs, path_string, runtime_path};
-use crate::model::{Errors, Method, Service, type_string};
+use crate::model::{Errors, Method, Param, Service, type_string};
 
 /// The whole macro: `#[service(attr)] item`.
 pub(crate) fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
@@ -44,6 +44,7 @@ pub(crate) fn service(attr: TokenStream, item: TokenStream) -> TokenStream {
     Generator {
         rt: &rt,
         serde_crate: format!("{}::__private::serde", path_string(&rt)),
+        schemars_crate: format!("{}::__private::schemars", path_string(&rt)),
         item: &item,
         service: &service,
     }
@@ -57,7 +58,7 @@ fn with_errors(item: impl quote::ToTokens, err: Error) -> TokenStream {
     quote!(#errors #item)
 }
 
-/// The trait without `#[route]` on methods and `#[body]` on arguments, and with argument
+/// The trait without `#[route]` on methods and `#[body]`/`#[schemars]` on arguments, and with argument
 /// patterns (an error of ours already) replaced by `_`, which a method without a body accepts.
 fn strip_helpers(mut item: ItemTrait) -> ItemTrait {
     for trait_item in &mut item.items {
@@ -65,7 +66,8 @@ fn strip_helpers(mut item: ItemTrait) -> ItemTrait {
             f.attrs.retain(|a| !a.path().is_ident("route"));
             for input in &mut f.sig.inputs {
                 if let FnArg::Typed(arg) = input {
-                    arg.attrs.retain(|a| !a.path().is_ident("body"));
+                    arg.attrs
+                        .retain(|a| !a.path().is_ident("body") && !a.path().is_ident("schemars"));
                     if !matches!(*arg.pat, Pat::Ident(_)) {
                         *arg.pat = Pat::Wild(PatWild {
                             attrs: Vec::new(),
@@ -84,6 +86,8 @@ struct Generator<'a> {
     rt: &'a TokenStream,
     /// `<rt>::__private::serde` as a string, for `#[serde(crate = "..")]`.
     serde_crate: String,
+    /// `<rt>::__private::schemars` as a string, for `#[schemars(crate = "..")]`.
+    schemars_crate: String,
     item: &'a ItemTrait,
     service: &'a Service,
 }
@@ -170,8 +174,14 @@ impl Generator<'_> {
                 let param_name = &p.name;
                 let rust_type = type_string(&p.ty);
                 let body = p.body;
+                let schema = self.param_schema(p);
                 quote! {
-                    #rt::ParamDescriptor { name: #param_name, rust_type: #rust_type, body: #body }
+                    #rt::ParamDescriptor {
+                        name: #param_name,
+                        rust_type: #rust_type,
+                        body: #body,
+                        schema: #schema,
+                    }
                 }
             });
             quote! {
@@ -188,6 +198,34 @@ impl Generator<'_> {
         });
         quote! {
             #rt::ServiceDescriptor { name: #name, methods: &[#(#methods),*] }
+        }
+    }
+
+    /// The `schema` of a `ParamDescriptor`: `None`, or with `#[service(schema)]` a function that
+    /// derives `JsonSchema` for a one-field struct holding the argument (with its
+    /// `#[schemars(..)]` attributes) and publishes that field's schema.
+    fn param_schema(&self, p: &Param) -> TokenStream {
+        if !self.service.schema {
+            return quote!(::core::option::Option::None);
+        }
+        let rt = self.rt;
+        let schemars_crate = &self.schemars_crate;
+        let attrs = &p.schemars;
+        let ty = p.schema_type();
+        quote! {
+            ::core::option::Option::Some({
+                fn __tideway_schema() -> #rt::__private::serde_json::Value {
+                    #[derive(#rt::__private::schemars::JsonSchema)]
+                    #[schemars(crate = #schemars_crate)]
+                    #[allow(dead_code)]
+                    struct __TidewayParam {
+                        #(#attrs)*
+                        value: #ty,
+                    }
+                    #rt::__private::param_schema::<__TidewayParam>()
+                }
+                __tideway_schema as fn() -> #rt::__private::serde_json::Value
+            })
         }
     }
 
@@ -479,6 +517,7 @@ mod tests {
             "# [serde (default , deserialize_with = \"__tideway_decode_offset\")] offset : Option < u32 >",
             "call_typed (\"logistics.Waybills/list\"",
             "rust_type : \"Option<u32>\"",
+            "schema : :: core :: option :: Option :: None",
         ] {
             assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
         }
@@ -492,6 +531,31 @@ mod tests {
         );
         let (service_trait, _) = out.split_once("Client of").unwrap();
         assert!(!service_trait.contains("async"), "{service_trait}");
+    }
+
+    #[test]
+    fn schema_option_publishes_argument_schemas() {
+        let out = expand(
+            quote!(crate = "::rt", schema),
+            quote! {
+                trait Pages {
+                    async fn list(
+                        &self,
+                        #[schemars(range(min = 1, max = 100))] limit: Option<u32>,
+                    ) -> Result<(), RpcError>;
+                }
+            },
+        );
+        for needle in [
+            "# [derive (:: rt :: __private :: schemars :: JsonSchema)]",
+            "# [schemars (crate = \"::rt::__private::schemars\")]",
+            "# [schemars (range (min = 1 , max = 100))] value : u32",
+            ":: rt :: __private :: param_schema :: < __TidewayParam > ()",
+        ] {
+            assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
+        }
+        let (service_trait, _) = out.split_once("Client of").unwrap();
+        assert!(!service_trait.contains("schemars"), "{service_trait}");
     }
 
     #[test]

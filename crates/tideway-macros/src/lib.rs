@@ -69,7 +69,8 @@
 //! - **`Waybills`** itself, rewritten so that every method returns an
 //!   `impl Future<Output = Result<T, RpcError>> + Send`, and with `Send + Sync + 'static`
 //!   supertraits, so the server can run calls on any task. Implementations still write
-//!   `async fn`. `#[route]` and `#[body]` are removed; docs and other attributes stay.
+//!   `async fn`. `#[route]`, `#[body]` and `#[schemars]` are removed; docs and other attributes
+//!   stay.
 //! - **`WaybillsClient`**: `new(Client)`, `with_options(CallOptions)`, the associated const
 //!   `DESCRIPTOR` and `descriptor()`, and one `async fn` per method that sends the arguments as
 //!   an object keyed by argument name and decodes the result.
@@ -84,12 +85,25 @@
 //! `#[route]` a method gets the conventional route `POST /api/{service}/{method}`, where
 //! `{service}` is the service name lower-cased with `.` as `/`. `#[service(name = "..")]` sets
 //! the service name (by default the trait's name); `#[service(crate = "..")]` overrides the
-//! path to the runtime.
+//! path to the runtime; `#[service(schema)]` publishes argument schemas (see below).
 //!
 //! Arguments travel as one object whose keys are the argument names. A `#[body]` argument (at
 //! most one, not on `GET` or `DELETE` routes) is flattened into that object: its fields sit at
 //! the top level beside the other arguments, which is how an HTTP JSON body maps onto it.
 //! A missing `Option<_>` argument is `None`; keys that name no argument are ignored.
+//!
+//! # Schemas
+//!
+//! `#[service(schema)]` makes the descriptor carry a JSON Schema of every argument
+//! (`ParamDescriptor::schema`), which the registry publishes and the gateway's OpenAPI document
+//! uses for request bodies and parameters. Every argument type must then implement
+//! `JsonSchema`: derive it through the runtime's re-export (`#[derive(tideway_rpc::JsonSchema)]`
+//! with `#[schemars(crate = "tideway_rpc::schemars")]`), and state the rules the service enforces
+//! with schemars attributes (`length`, `range`, `regex`, ...), so that what the schema accepts
+//! the service accepts too. An argument takes `#[schemars(..)]` attributes itself, e.g.
+//! `#[schemars(range(min = 1, max = 100))] limit: Option<u32>`; an `Option<T>` argument other
+//! than the body publishes the schema of `T`. Without `schema` nothing is required of the types
+//! and no schema is published.
 //!
 //! # Errors
 //!

@@ -21,6 +21,8 @@ pub(crate) struct Service {
     /// The service name calls travel under, e.g. `logistics.Waybills`.
     pub(crate) name: String,
     pub(crate) methods: Vec<Method>,
+    /// `#[service(schema)]`: the descriptor carries a JSON Schema of every argument.
+    pub(crate) schema: bool,
 }
 
 /// One method of a service trait.
@@ -55,6 +57,19 @@ pub(crate) struct Param {
     pub(crate) body: bool,
     /// The type is `Option<_>`, so a missing key means `None`.
     pub(crate) optional: bool,
+    /// The argument's `#[schemars(..)]` attributes, for its published schema.
+    pub(crate) schemars: Vec<Attribute>,
+}
+
+impl Param {
+    /// The type whose schema is published: `T` for an `Option<T>` argument other than the body
+    /// (optional is said by the parameter being optional), else the type as written.
+    pub(crate) fn schema_type(&self) -> &Type {
+        if self.body {
+            return &self.ty;
+        }
+        option_inner(&self.ty).unwrap_or(&self.ty)
+    }
 }
 
 impl Method {
@@ -147,8 +162,23 @@ impl Service {
         }
 
         check_unique(&name, &methods, &mut errors);
+        if args.schema.is_none() {
+            for param in methods.iter().flat_map(|m| &m.params) {
+                for attr in &param.schemars {
+                    errors.push(Error::new_spanned(
+                        attr,
+                        "`#[schemars]` on an argument shapes its published schema: add `schema` \
+                         to `#[service(..)]` to publish schemas",
+                    ));
+                }
+            }
+        }
         errors.into_result()?;
-        Ok(Service { name, methods })
+        Ok(Service {
+            name,
+            methods,
+            schema: args.schema.is_some(),
+        })
     }
 }
 
@@ -396,8 +426,11 @@ fn params(f: &TraitItemFn, errors: &mut Errors) -> Vec<(Param, Option<Span>)> {
         let param_name = ident.unraw().to_string();
 
         let mut body_span = None;
+        let mut schemars = Vec::new();
         for attr in &arg.attrs {
-            if attr.path().is_ident("body") {
+            if attr.path().is_ident("schemars") {
+                schemars.push(attr.clone());
+            } else if attr.path().is_ident("body") {
                 if !matches!(attr.meta, syn::Meta::Path(_)) {
                     errors.push(Error::new_spanned(attr, "`#[body]` takes no arguments"));
                 } else if body_span.is_some() {
@@ -447,6 +480,7 @@ fn params(f: &TraitItemFn, errors: &mut Errors) -> Vec<(Param, Option<Span>)> {
                 optional: is_option(&arg.ty),
                 ty: (*arg.ty).clone(),
                 body: body_span.is_some(),
+                schemars,
             },
             body_span,
         ));
@@ -627,6 +661,23 @@ fn is_option(ty: &Type) -> bool {
     })
 }
 
+/// `T` of an `Option<T>` (as [`is_option`] recognises it).
+fn option_inner(ty: &Type) -> Option<&Type> {
+    if !is_option(ty) {
+        return None;
+    }
+    let Type::Path(path) = ty else {
+        return None;
+    };
+    let PathArguments::AngleBracketed(args) = &path.path.segments.last()?.arguments else {
+        return None;
+    };
+    match args.args.first()? {
+        GenericArgument::Type(inner) => Some(inner),
+        _ => None,
+    }
+}
+
 /// A type as text with rustfmt-like spacing: `Option<Vec<u8>>`, `(u32, String)`,
 /// `HashMap<String, u64>`, `[u8; 4]`.
 pub(crate) fn type_string(ty: &Type) -> String {
@@ -774,6 +825,9 @@ mod tests {
         );
         assert!(create.params[0].body && !create.params[0].optional);
         assert!(!create.params[1].body && create.params[1].optional);
+        assert_eq!(type_string(create.params[1].schema_type()), "bool");
+        assert_eq!(type_string(create.params[0].schema_type()), "Create");
+        assert!(!svc.schema);
         assert_eq!(
             (get.http_method, get.timeout_ms),
             (HttpMethod::Get, Some(2000))
@@ -864,6 +918,29 @@ mod tests {
         ] {
             assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
         }
+    }
+
+    #[test]
+    fn schemars_attributes_need_the_schema_option() {
+        let item: ItemTrait = parse_quote! {
+            trait Pages {
+                async fn list(
+                    &self,
+                    #[schemars(range(min = 1, max = 100))] limit: Option<u32>,
+                ) -> Result<(), RpcError>;
+            }
+        };
+        let err = error_of(item.clone());
+        assert!(err.contains("add `schema` to `#[service(..)]`"), "{err}");
+        let args = ServiceArgs {
+            schema: Some(Ident::new("schema", Span::call_site())),
+            ..ServiceArgs::default()
+        };
+        let svc = Service::from_trait(&args, &item).unwrap();
+        assert!(svc.schema);
+        let limit = &svc.methods[0].params[0];
+        assert_eq!(limit.schemars.len(), 1);
+        assert_eq!(type_string(limit.schema_type()), "u32");
     }
 
     #[test]

@@ -285,12 +285,14 @@ fn descriptor_lists_routes_and_params() {
             ParamDescriptor {
                 name: "req",
                 rust_type: "CreateWaybill",
-                body: true
+                body: true,
+                schema: None,
             },
             ParamDescriptor {
                 name: "note",
                 rust_type: "Option<String>",
-                body: false
+                body: false,
+                schema: None,
             },
         ]
     );

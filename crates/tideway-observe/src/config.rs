@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// Resource `service.name` of the spans a gateway exports.
 pub const DEFAULT_SERVICE_NAME: &str = "tideway-gateway";
@@ -34,7 +34,7 @@ pub const DEFAULT_ACCESS_LOG_BUFFER: usize = 8192;
 pub const MAX_QUEUE_CEILING: usize = 1 << 20;
 
 /// `[observability]`: tracing and access logs.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ObservabilityConfig {
     /// Spans exported over OTLP/HTTP (`[observability.tracing]`).
@@ -44,7 +44,7 @@ pub struct ObservabilityConfig {
 }
 
 /// `[observability.tracing]`: on when `endpoint` is set.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TracingConfig {
     /// The OTLP/HTTP collector, e.g. `http://127.0.0.1:4318` (spans are posted to
@@ -67,7 +67,19 @@ pub struct TracingConfig {
     #[serde(with = "humantime_serde")]
     pub export_timeout: Duration,
     /// Extra HTTP headers on export requests (for example a collector's auth token).
+    /// Serialized with their values redacted: the names show, the tokens do not.
+    #[serde(serialize_with = "serialize_header_names")]
     pub headers: BTreeMap<String, String>,
+}
+
+/// What a redacted value is serialized as.
+const REDACTED: &str = "<redacted>";
+
+fn serialize_header_names<S: Serializer>(
+    headers: &BTreeMap<String, String>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(headers.keys().map(|name| (name, REDACTED)))
 }
 
 impl Default for TracingConfig {
@@ -111,7 +123,7 @@ impl TracingConfig {
 }
 
 /// The shape of access log lines.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AccessLogFormat {
     /// One JSON object per line.
@@ -122,7 +134,7 @@ pub enum AccessLogFormat {
 }
 
 /// `[observability.access_log]`.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AccessLogConfig {
     /// Whether lines are written.
@@ -217,6 +229,20 @@ impl ObservabilityConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn export_header_values_serialize_redacted() {
+        let mut t = TracingConfig::to_endpoint("http://127.0.0.1:4318");
+        t.headers
+            .insert("authorization".into(), "Bearer collector-token".into());
+        let text = serde_json::to_string(&t).unwrap();
+        assert!(!text.contains("collector-token"), "{text}");
+        assert!(
+            text.contains(r#""headers":{"authorization":"<redacted>"}"#),
+            "{text}"
+        );
+        assert!(text.contains(r#""export_delay":"5s""#), "{text}");
+    }
 
     #[test]
     fn defaults_are_off_and_valid() {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::error::RegistryError;
 
@@ -118,7 +118,7 @@ fn backoff(min: Duration, max: Duration) -> Result<(), RegistryError> {
 /// endpoints = ["http://127.0.0.1:2379"]
 /// lease_ttl = "10s"
 /// ```
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(tag = "backend", rename_all = "snake_case")]
 pub enum RegistryConfig {
     /// In-process ([`EmbeddedRegistry`](crate::EmbeddedRegistry)): services and gateway share
@@ -143,7 +143,7 @@ impl RegistryConfig {
 }
 
 /// Settings of a [`FileRegistry`](crate::FileRegistry).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     /// The file: TOML, or JSON when its name ends in `.json`. Format in the crate docs.
@@ -197,7 +197,7 @@ impl FileConfig {
 
 /// Settings of an `EtcdRegistry` (crate feature `etcd`). Plain data, compiled without the
 /// feature too, so configuration can be parsed and checked anywhere.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EtcdConfig {
     /// etcd client URLs, e.g. `http://127.0.0.1:2379` (a bare `host:port` means `http://`).
@@ -235,13 +235,18 @@ pub struct EtcdConfig {
 }
 
 /// etcd credentials.
-#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EtcdUser {
     /// User name.
     pub name: String,
-    /// Password.
+    /// Password; serialized as `"<redacted>"`.
+    #[serde(serialize_with = "serialize_redacted")]
     pub password: String,
+}
+
+fn serialize_redacted<S: Serializer>(_: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("<redacted>")
 }
 
 impl std::fmt::Debug for EtcdUser {
@@ -376,6 +381,24 @@ impl CatalogConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn etcd_password_serializes_redacted() {
+        let config = RegistryConfig::Etcd(EtcdConfig {
+            user: Some(EtcdUser {
+                name: "gateway".into(),
+                password: "etcd-password".into(),
+            }),
+            ..EtcdConfig::default()
+        });
+        let text = serde_json::to_string(&config).unwrap();
+        assert!(!text.contains("etcd-password"), "{text}");
+        assert!(
+            text.contains(r#""user":{"name":"gateway","password":"<redacted>"}"#),
+            "{text}"
+        );
+        assert!(text.contains(r#""backend":"etcd""#), "{text}");
+    }
 
     #[test]
     fn defaults_are_valid() {

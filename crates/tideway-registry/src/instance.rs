@@ -79,6 +79,12 @@ pub struct ParamMeta {
     /// `true` for a `#[body]` argument: the whole payload object.
     #[serde(default)]
     pub body: bool,
+    /// The argument's JSON Schema when the service publishes one (`#[service(schema)]`): an
+    /// OpenAPI 3.0 Schema Object with its definitions under `components.schemas` (see
+    /// [`ParamDescriptor::schema`]). Absent in entries of older builds and of services without
+    /// schemas. It counts towards [`MAX_INSTANCE_JSON_BYTES`] like the rest of the entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<serde_json::Value>,
 }
 
 impl From<&ParamDescriptor> for ParamMeta {
@@ -87,6 +93,7 @@ impl From<&ParamDescriptor> for ParamMeta {
             name: p.name.to_owned(),
             rust_type: p.rust_type.to_owned(),
             body: p.body,
+            schema: p.schema.map(|schema| schema()),
         }
     }
 }
@@ -360,6 +367,7 @@ mod tests {
         name: "id",
         rust_type: "String",
         body: false,
+        schema: None,
     }];
     const DESCRIPTOR: ServiceDescriptor = ServiceDescriptor {
         name: "logistics.Waybills",
@@ -409,7 +417,8 @@ mod tests {
             vec![ParamMeta {
                 name: "id".into(),
                 rust_type: "String".into(),
-                body: false
+                body: false,
+                schema: None,
             }]
         );
         assert!(instance.routes[1].conventional_route);
@@ -425,6 +434,51 @@ mod tests {
         let parsed = ServiceInstance::from_json(minimal).unwrap();
         assert_eq!(parsed.weight, DEFAULT_WEIGHT);
         assert!(parsed.routes.is_empty());
+    }
+
+    fn body_schema() -> serde_json::Value {
+        serde_json::json!({
+            "$ref": "#/components/schemas/NewWaybill",
+            "components": {"schemas": {"NewWaybill": {
+                "type": "object",
+                "required": ["sender"],
+                "properties": {"sender": {"type": "string", "minLength": 1}},
+            }}},
+        })
+    }
+
+    #[test]
+    fn published_schemas_travel_with_the_params_and_old_entries_still_read() {
+        const WITH_SCHEMA: ServiceDescriptor = ServiceDescriptor {
+            name: "logistics.Waybills",
+            methods: &[MethodDescriptor {
+                name: "create",
+                full_name: "logistics.Waybills/create",
+                http_method: "POST",
+                path: "/api/waybills",
+                conventional_route: false,
+                timeout_ms: None,
+                params: &[ParamDescriptor {
+                    name: "waybill",
+                    rust_type: "NewWaybill",
+                    body: true,
+                    schema: Some(body_schema),
+                }],
+            }],
+        };
+        let instance = ServiceInstance::for_service(&WITH_SCHEMA, "wb-1", addr());
+        assert_eq!(instance.routes[0].params[0].schema, Some(body_schema()));
+        let json = instance.to_json().unwrap();
+        assert_eq!(ServiceInstance::from_json(&json).unwrap(), instance);
+        // Without a schema the key is left out, and an entry without it reads as `None`.
+        let plain = ServiceInstance::for_service(&DESCRIPTOR, "wb-1", addr());
+        let text = String::from_utf8(plain.to_json().unwrap()).unwrap();
+        assert!(!text.contains("schema"), "{text}");
+        let old = br#"{"service":"s","id":"i","addr":"10.0.0.1:9","routes":[{"name":"m",
+            "http_method":"POST","path":"/m","params":[{"name":"b","rust_type":"B","body":true}]}]}"#;
+        let parsed = ServiceInstance::from_json(old).unwrap();
+        assert_eq!(parsed.routes[0].params[0].schema, None);
+        assert!(parsed.routes[0].params[0].body);
     }
 
     #[test]

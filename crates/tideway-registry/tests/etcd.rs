@@ -32,6 +32,7 @@ const PRICING: ServiceDescriptor = ServiceDescriptor {
             name: "request",
             rust_type: "QuoteRequest",
             body: true,
+            schema: None,
         }],
     }],
 };

@@ -7,7 +7,9 @@ use tideway_wire::Codec;
 use crate::error::RpcError;
 
 pub use bytes::Bytes;
+pub use schemars;
 pub use serde;
+pub use serde_json;
 
 /// Decodes a method's argument object.
 pub fn decode_args<A: DeserializeOwned>(codec: Codec, payload: &[u8]) -> Result<A, RpcError> {
@@ -17,4 +19,28 @@ pub fn decode_args<A: DeserializeOwned>(codec: Codec, payload: &[u8]) -> Result<
 /// Encodes a method's result.
 pub fn encode_reply<R: Serialize>(codec: Codec, value: &R) -> Result<Bytes, RpcError> {
     codec.encode(value).map_err(RpcError::from_encode_error)
+}
+
+/// The published schema of one argument: `W` is a struct the macro generates with the argument as
+/// its one field `value` (carrying the argument's `#[schemars(..)]` attributes). The result is
+/// the field's schema with the definitions it refers to under `components.schemas`, in OpenAPI
+/// 3.0 form (schemars' `openapi3` settings, whose transforms are applied to the definitions too).
+pub fn param_schema<W: schemars::JsonSchema>() -> serde_json::Value {
+    use serde_json::{Map, Value};
+    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    let mut root = generator.root_schema_for::<W>().to_value();
+    let definitions = generator.take_definitions(true);
+    let mut schema = root
+        .get_mut("properties")
+        .and_then(|p| p.get_mut("value"))
+        .map(Value::take)
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    if let Value::Object(map) = &mut schema
+        && !definitions.is_empty()
+    {
+        let mut components = Map::new();
+        components.insert("schemas".to_owned(), Value::Object(definitions));
+        map.insert("components".to_owned(), Value::Object(components));
+    }
+    schema
 }

@@ -19,7 +19,9 @@
 //!   once with `Unavailable`).
 //! - [`CallContext`]: the deadline, metadata and method of the call a handler serves.
 //! - [`ServiceDispatch`] and the descriptors: what `#[service]` (crate `tideway-macros`)
-//!   generates code against.
+//!   generates code against. A descriptor may carry a JSON Schema of each argument
+//!   ([`ParamDescriptor::schema`], with `#[service(schema)]`), built with the re-exported
+//!   [`schemars`].
 //! - [`RpcError`]: the one error type of calls, a [`Status`] and a message.
 //! - [`CallObserver`] (`observe.rs`): hooks on both sides of a call for tracing; the server's is
 //!   set on its builder, a client's with [`observe_client_calls`] around the calls.
@@ -57,3 +59,10 @@ pub use service::{
     HandlerFuture, MethodDescriptor, ParamDescriptor, ServiceDescriptor, ServiceDispatch,
 };
 pub use tideway_wire::{Codec, Metadata, Status};
+
+/// The `schemars` crate, for the JSON Schemas `#[service(schema)]` publishes: derive
+/// [`JsonSchema`] on argument types with `#[schemars(crate = "tideway_rpc::schemars")]` (or
+/// `"tideway::schemars"` through the facade), so a service crate need not depend on it.
+pub use schemars;
+/// Derive (and trait) for the argument types of a `#[service(schema)]` service.
+pub use schemars::JsonSchema;

@@ -70,7 +70,7 @@ pub struct MethodDescriptor {
 }
 
 /// One argument of a method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct ParamDescriptor {
     /// Argument name: the key it is bound from in the payload object.
     pub name: &'static str,
@@ -79,4 +79,25 @@ pub struct ParamDescriptor {
     /// `true` for a `#[body]` argument: it is the whole payload object (its fields sit at the top
     /// level of the payload, beside the other arguments), not a key in it.
     pub body: bool,
+    /// Builds the argument's JSON Schema, when the service publishes schemas
+    /// (`#[service(schema)]`): an OpenAPI 3.0 Schema Object (schemars' `openapi3` settings),
+    /// with the definitions it refers to as `#/components/schemas/NAME` under
+    /// `components.schemas` at its root. For an `Option<T>` argument other than the body, the
+    /// schema of `T` (a missing key is `None`). `None` when the service publishes none.
+    pub schema: Option<fn() -> serde_json::Value>,
 }
+
+impl PartialEq for ParamDescriptor {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+            && self.rust_type == other.rust_type
+            && self.body == other.body
+            && match (self.schema, other.schema) {
+                (Some(a), Some(b)) => std::ptr::fn_addr_eq(a, b) || a() == b(),
+                (None, None) => true,
+                _ => false,
+            }
+    }
+}
+
+impl Eq for ParamDescriptor {}

@@ -1,7 +1,8 @@
 //! The `tideway` command.
 //!
 //! - `tideway demo`: the logistics services on a Tideway RPC server and the gateway in front of
-//!   them on 127.0.0.1:8080, in one process; prints curl commands to try.
+//!   them on 127.0.0.1:8080, in one process; prints curl commands to try. With
+//!   `--otlp-endpoint URL` both export their spans over OTLP/HTTP.
 //! - `tideway gateway --config FILE`: the gateway alone, routing to the services and upstreams
 //!   the file names.
 //! - `tideway check-config FILE`: validates a config file and reports every problem with its line.
@@ -65,6 +66,11 @@ enum Command {
             env = "TIDEWAY_DEMO_ADMIN_LISTEN"
         )]
         admin_listen: SocketAddr,
+        /// Export spans over OTLP/HTTP to this collector (e.g. `http://127.0.0.1:4318`; spans
+        /// are posted to `{URL}/v1/traces`): the gateway's as `tideway-gateway`, the demo
+        /// services' as `tideway-demo-services`, one trace per request. Off when unset.
+        #[arg(long, env = "TIDEWAY_DEMO_OTLP_ENDPOINT", value_name = "URL")]
+        otlp_endpoint: Option<String>,
     },
     /// Run the gateway with a configuration file.
     Gateway {
@@ -109,7 +115,11 @@ fn main() -> ExitCode {
             listen,
             rpc_addr,
             admin_listen,
-        } => runtime(0).and_then(|rt| rt.block_on(demo(listen, rpc_addr, admin_listen))),
+            otlp_endpoint,
+        } => demo_observability(otlp_endpoint.as_deref()).and_then(|observability| {
+            runtime(0)
+                .and_then(|rt| rt.block_on(demo(listen, rpc_addr, admin_listen, observability)))
+        }),
         Command::Gateway { config } => gateway(config),
         Command::CheckConfig { file } => return check_config(&file),
         Command::ServeDemo {
@@ -204,13 +214,60 @@ fn allocator_stats() -> tideway_gateway::telemetry::AllocatorStats {
     })
 }
 
+/// `service.name` of the demo services' spans (the gateway's are [`DEFAULT_SERVICE_NAME`]).
+///
+/// [`DEFAULT_SERVICE_NAME`]: tideway_observe::config::DEFAULT_SERVICE_NAME
+const DEMO_SERVICES_TRACE_NAME: &str = "tideway-demo-services";
+
+/// The demo's `[observability]`: tracing to `otlp_endpoint` (every other tracing setting at
+/// its default, as `[observability.tracing] endpoint = ...` in a gateway config), or all off.
+fn demo_observability(
+    otlp_endpoint: Option<&str>,
+) -> anyhow::Result<tideway_observe::ObservabilityConfig> {
+    let mut config = tideway_observe::ObservabilityConfig::default();
+    if let Some(endpoint) = otlp_endpoint {
+        config.tracing = tideway_observe::TracingConfig::to_endpoint(endpoint);
+        let problems: Vec<String> = config
+            .validate()
+            .into_iter()
+            .map(|(_, message)| message)
+            .collect();
+        if !problems.is_empty() {
+            anyhow::bail!("--otlp-endpoint: {}", problems.join("; "));
+        }
+    }
+    Ok(config)
+}
+
+/// The demo services' tracing: the gateway's settings under their own `service.name`.
+fn services_observability(
+    gateway: &tideway_observe::ObservabilityConfig,
+) -> tideway_observe::ObservabilityConfig {
+    tideway_observe::ObservabilityConfig {
+        tracing: tideway_observe::TracingConfig {
+            service_name: DEMO_SERVICES_TRACE_NAME.to_owned(),
+            ..gateway.tracing.clone()
+        },
+        access_log: tideway_observe::AccessLogConfig::default(),
+    }
+}
+
 async fn demo(
     listen: SocketAddr,
     rpc_addr: SocketAddr,
     admin_listen: SocketAddr,
+    observability: tideway_observe::ObservabilityConfig,
 ) -> anyhow::Result<()> {
     let stop = StopSignals::register()?;
-    let rpc = serve_logistics(rpc_addr).await?;
+    // The services' spans continue the trace the gateway's call carries in its metadata.
+    let services_observe =
+        tideway_observe::Observability::start(&services_observability(&observability))
+            .context("cannot start the services' tracing")?;
+    let observer = services_observe
+        .as_ref()
+        .and_then(|o| o.tracing())
+        .map(tideway_observe::Tracing::rpc_server_observer);
+    let rpc = serve_logistics(rpc_addr, observer).await?;
 
     let config = GatewayConfig {
         server: ServerSettings {
@@ -219,8 +276,13 @@ async fn demo(
             max_memory: Some(DEMO_MEMORY_BUDGET),
             ..Default::default()
         },
+        // What the demo runs, for /admin/config: routes and services come from this registry.
+        registry: Some(RegistryConfig::Embedded),
+        observability,
         ..Default::default()
     };
+    let observe = tideway_observe::Observability::start(&config.observability)
+        .context("cannot start the gateway's tracing")?;
     // The services register in an embedded registry, and the gateway learns their routes and
     // address from it, as it would from etcd across machines.
     let registry: Arc<dyn Registry> = Arc::new(EmbeddedRegistry::new());
@@ -236,9 +298,16 @@ async fn demo(
         ),
         ..ClientConfig::default()
     };
-    let gateway = Gateway::start(config.server, RouteTable::default(), RpcBackends::new())
-        .await
-        .context("cannot start the gateway")?;
+    let gateway = Gateway::start(
+        config.server.clone(),
+        RouteTable::default(),
+        RpcBackends::new(),
+    )
+    .await
+    .context("cannot start the gateway")?;
+    gateway.set_observability(observe.clone());
+    let traces_url = config.observability.tracing.traces_url();
+    gateway.set_config(config);
     gateway.follow_registry(catalog, StaticSources::default(), client);
     gateway.set_allocator_stats(allocator_stats());
     let base = format!("http://{}", gateway.local_addr());
@@ -246,6 +315,9 @@ async fn demo(
     println!("Logistics RPC services on {}", rpc.local_addr());
     if let Some(admin) = gateway.admin_addr() {
         println!("Admin: http://{admin}/metrics  /healthz  /readyz");
+    }
+    if let Some(url) = traces_url {
+        println!("Tracing: spans of the gateway and the services go to {url}");
     }
     print_routes(&gateway.routes());
     println!("\nTry:");
@@ -272,17 +344,28 @@ async fn demo(
     deregister(registrations).await;
     gateway.shutdown(DEFAULT_DRAIN_TIMEOUT).await;
     rpc.shutdown().await;
+    // Queued spans are exported before the process exits.
+    for observe in [observe, services_observe].into_iter().flatten() {
+        observe.shutdown(OBSERVE_SHUTDOWN_TIMEOUT).await;
+    }
     Ok(())
 }
 
-/// The logistics services on an RPC server at `addr`.
-async fn serve_logistics(addr: SocketAddr) -> anyhow::Result<ServerHandle> {
+/// The logistics services on an RPC server at `addr`; `observer` (a tracer's) sees every call.
+async fn serve_logistics(
+    addr: SocketAddr,
+    observer: Option<Arc<dyn tideway_rpc::CallObserver>>,
+) -> anyhow::Result<ServerHandle> {
     let services = Logistics::default();
-    Server::builder()
+    let mut builder = Server::builder()
         .config(ServerConfig::default())
         .add_service(WaybillsServer::new(services.clone()))
         .add_service(TrackingServer::new(services.clone()))
-        .add_service(PricingServer::new(services))
+        .add_service(PricingServer::new(services));
+    if let Some(observer) = observer {
+        builder = builder.observer(observer);
+    }
+    builder
         .bind(addr)
         .await
         .with_context(|| format!("cannot serve RPC on {addr}"))
@@ -338,7 +421,7 @@ async fn serve_demo(registry: &str, listen: SocketAddr, lease_ttl: Duration) -> 
         etcd.keep_alive_interval = etcd.keep_alive_interval.min(lease_ttl / 3);
     }
     let stop = StopSignals::register()?;
-    let rpc = serve_logistics(listen).await?;
+    let rpc = serve_logistics(listen, None).await?;
     let url = registry;
     let registry = tideway_registry::open(&config)
         .await
@@ -405,7 +488,10 @@ fn gateway(path: PathBuf) -> anyhow::Result<()> {
         };
         let observe = tideway_observe::Observability::start(&config.observability)
             .context("cannot start tracing or the access log")?;
+        // What `/admin/config` shows (with secrets redacted) until a reload replaces it.
+        let effective = config.clone();
         let gateway = Gateway::start(config.server, routes, backends).await?;
+        gateway.set_config(effective);
         gateway.set_observability(observe.clone());
         gateway.set_allocator_stats(allocator_stats());
         gateway.set_edge(edge);
@@ -525,5 +611,47 @@ fn check_config(path: &Path) -> ExitCode {
             eprintln!("{e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_otlp_endpoint_turns_on_tracing_for_gateway_and_services() {
+        let cli = Cli::try_parse_from([
+            "tideway",
+            "demo",
+            "--otlp-endpoint",
+            "http://127.0.0.1:4318",
+        ])
+        .unwrap();
+        let Command::Demo { otlp_endpoint, .. } = cli.command else {
+            panic!("not the demo: {cli:?}");
+        };
+        let gateway = demo_observability(otlp_endpoint.as_deref()).unwrap();
+        assert!(gateway.tracing.enabled());
+        assert!(!gateway.access_log.enabled);
+        assert_eq!(
+            gateway.tracing.traces_url().as_deref(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+        assert_eq!(
+            gateway.tracing.service_name,
+            tideway_observe::config::DEFAULT_SERVICE_NAME
+        );
+        let services = services_observability(&gateway);
+        assert_eq!(services.tracing.service_name, DEMO_SERVICES_TRACE_NAME);
+        assert_eq!(services.tracing.traces_url(), gateway.tracing.traces_url());
+    }
+
+    #[test]
+    fn demo_without_an_endpoint_traces_nothing_and_a_bad_one_is_refused() {
+        let off = demo_observability(None).unwrap();
+        assert!(!off.enabled());
+        assert!(!services_observability(&off).enabled());
+        let error = demo_observability(Some("https://collector:4318")).unwrap_err();
+        assert!(error.to_string().contains("--otlp-endpoint"), "{error}");
     }
 }

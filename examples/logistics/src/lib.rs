@@ -10,7 +10,9 @@
 //! waybill, and refuses more with `Overloaded` rather than grow. Invalid input is
 //! `InvalidArgument` with the offending field named.
 //!
-//! Each trait carries HTTP routes, so a gateway can expose them without knowing Rust types.
+//! Each trait carries HTTP routes, so a gateway can expose them without knowing Rust types, and
+//! publishes the JSON Schemas of its arguments (`#[service(schema)]`), which state every rule the
+//! services check, so the gateway's OpenAPI document describes exactly what they accept.
 
 mod model;
 mod pricing;
@@ -23,7 +25,7 @@ pub use store::{DEFAULT_MAX_EVENTS_PER_WAYBILL, DEFAULT_MAX_WAYBILLS, Store, Sto
 use tideway_rpc::RpcError;
 
 /// Waybills: the consignment notes of parcels.
-#[tideway_macros::service(name = "logistics.Waybills")]
+#[tideway_macros::service(name = "logistics.Waybills", schema)]
 pub trait Waybills {
     /// Creates a waybill; every field is validated and a bad one is named in the error.
     #[route(POST, "/api/waybills")]
@@ -35,11 +37,15 @@ pub trait Waybills {
 
     /// Waybills in creation order, `limit` (default 20, at most 100) from `offset`.
     #[route(GET, "/api/waybills")]
-    async fn list(&self, offset: Option<u32>, limit: Option<u32>) -> Result<WaybillPage, RpcError>;
+    async fn list(
+        &self,
+        offset: Option<u32>,
+        #[schemars(range(min = 1, max = MAX_PAGE_SIZE))] limit: Option<u32>,
+    ) -> Result<WaybillPage, RpcError>;
 }
 
 /// Tracking events of waybills.
-#[tideway_macros::service(name = "logistics.Tracking")]
+#[tideway_macros::service(name = "logistics.Tracking", schema)]
 pub trait Tracking {
     /// Appends an event to a waybill's history and updates its status.
     #[route(POST, "/api/waybills/{waybill_id}/events")]
@@ -55,7 +61,7 @@ pub trait Tracking {
 }
 
 /// Price quotes.
-#[tideway_macros::service(name = "logistics.Pricing")]
+#[tideway_macros::service(name = "logistics.Pricing", schema)]
 pub trait Pricing {
     /// The price of sending a parcel.
     #[route(POST, "/api/quotes")]

@@ -390,6 +390,7 @@ fn published_route(s: usize) -> RouteMeta {
             name: "id".into(),
             rust_type: "String".into(),
             body: false,
+            schema: None,
         }],
     }
 }
@@ -656,6 +657,7 @@ fn lookup(sizes: &[usize], iterations: usize) {
                         name: "id".into(),
                         kind: ParamKind::from_rust_type("String"),
                         body: false,
+                        schema: None,
                     }],
                 },
                 origin: format!("registry service bench.Svc{s}"),
