@@ -212,11 +212,11 @@ async fn rolling_restart_with_graceful_shutdown_fails_nothing() {
             .first()
             .map(|f| f.result.as_ref().unwrap_err().to_string())
     );
-    // Drains seen on GoAway: at least one. Not necessarily all three: when a server closes a
-    // connection that still has unread bytes in its receive buffer, the kernel resets it, and a
-    // GoAway not yet read on the client's side can be lost to that reset (the connection then
-    // ends as lost, not drained; seen once in CI). What the rolling restart must show is the
-    // assertion above: no call failed.
+    // Drains seen on GoAway: at least one. Not necessarily all three: before the server closed
+    // drained connections lingering (reading until the client closes), a reset could destroy a
+    // GoAway the client had not read yet (seen once in CI). With the lingering close, 1 run in
+    // 10 still counted 2 drains (cause not pinned down; no call failed in it). What the rolling
+    // restart must show is the assertion above: no call failed.
     assert!(
         cl.stats().drains >= 1,
         "no instance was drained on GoAway: {:?}",

@@ -350,8 +350,28 @@ async fn serve_connection(
     {
         tracing::warn!(%peer, "writer did not finish within the drain timeout");
         closed.cancel();
+        return;
+    }
+    if drain_deadline.is_some() {
+        // Lingering close, as web servers do: the writer has sent everything and half-closed
+        // (FIN). Closing the socket now, with bytes the client sent after our GoAway still
+        // unread, would make the kernel answer with a reset, and a reset can destroy the GoAway
+        // and answers the client has not read yet. So read and discard until the client
+        // closes its side (it does once its calls on this connection are answered), for at
+        // most LINGER_AFTER_GOAWAY.
+        let mut read_half = frames.into_inner();
+        let linger = config.drain_timeout.min(LINGER_AFTER_GOAWAY);
+        let _ = tokio::time::timeout(
+            linger,
+            tokio::io::copy(&mut read_half, &mut tokio::io::sink()),
+        )
+        .await;
     }
 }
+
+/// Longest a drained connection is kept half-closed, reading what the client still sends, before
+/// it is closed (see the end of `serve_connection`).
+const LINGER_AFTER_GOAWAY: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {

@@ -630,6 +630,55 @@ async fn goaway_drains_in_flight_calls_then_closes() {
     assert_eq!(err.status(), Status::Unavailable, "{err}");
 }
 
+/// After its GoAway the server half-closes and keeps reading until the client closes (a
+/// lingering close): bytes the client sends meanwhile are read and discarded, not answered with a
+/// reset that could destroy what the client has not read yet.
+#[tokio::test]
+async fn a_drained_connection_lingers_instead_of_resetting() {
+    let f = start(ServerConfig {
+        drain_timeout: Duration::from_secs(5),
+        ..Default::default()
+    })
+    .await;
+    let mut raw = TcpStream::connect(f.server.local_addr()).await.unwrap();
+    let mut ping = bytes::BytesMut::new();
+    tideway_wire::Frame::Ping { nonce: 7 }
+        .encode(&mut ping)
+        .unwrap();
+    raw.write_all(&ping).await.unwrap();
+    let mut pong = vec![0u8; ping.len()];
+    raw.read_exact(&mut pong).await.unwrap();
+    let shutdown = tokio::spawn(f.server.shutdown());
+    // GoAway, then the server's FIN.
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut received))
+        .await
+        .expect("the server half-closed")
+        .expect("no reset");
+    let mut decoder = tideway_wire::FrameDecoder::new(1 << 20).unwrap();
+    let mut buf = bytes::BytesMut::from(&received[..]);
+    assert!(
+        matches!(
+            decoder.decode(&mut buf).unwrap(),
+            Some(tideway_wire::Frame::GoAway(_))
+        ),
+        "GoAway first"
+    );
+    // The client still sends (it has not read the GoAway yet, say). A server that closed its
+    // socket now would answer with a reset, and the second write would fail.
+    raw.write_all(&[0u8; 1024]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    raw.write_all(&[0u8; 1024])
+        .await
+        .expect("the server is still reading: no reset");
+    // The client closes its side; the server's linger ends and shutdown completes.
+    raw.shutdown().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(3), shutdown)
+        .await
+        .expect("shutdown finished after the client closed")
+        .unwrap();
+}
+
 #[tokio::test]
 async fn drain_timeout_drops_calls_that_run_too_long() {
     let f = start(ServerConfig {
