@@ -1130,3 +1130,119 @@ mod tests {
         assert!(String::from_utf8_lossy(&third).contains("\"/b\""));
     }
 }
+
+/// Schemas arrive from the registry, so from the network: whatever JSON a service publishes,
+/// importing it must not panic, and what comes out must be bounded and serializable.
+#[cfg(test)]
+mod schema_import_props {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value, json};
+
+    use super::Schemas;
+
+    /// Keys a schema uses, a few it should not, and definition names (`A`, `B`, which the
+    /// generated references `#/$defs/A` and `#/definitions/B` name).
+    const KEYS: &[&str] = &[
+        "type",
+        "$ref",
+        "$defs",
+        "definitions",
+        "components",
+        "schemas",
+        "properties",
+        "items",
+        "anyOf",
+        "oneOf",
+        "allOf",
+        "not",
+        "enum",
+        "const",
+        "nullable",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "examples",
+        "format",
+        "required",
+        "$schema",
+        "additionalProperties",
+        "x",
+        "A",
+        "B",
+    ];
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            any::<f64>().prop_map(|f| json!(f)),
+            prop_oneof![
+                Just("object".to_owned()),
+                Just("null".to_owned()),
+                Just("#/$defs/A".to_owned()),
+                Just("#/definitions/B".to_owned()),
+                Just("uint32".to_owned()),
+                "[a-zA-Z#/$_-]{0,12}",
+            ]
+            .prop_map(Value::String),
+        ];
+        leaf.prop_recursive(6, 64, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::vec((prop::sample::select(KEYS), inner), 0..6).prop_map(
+                    |pairs| {
+                        Value::Object(
+                            pairs
+                                .into_iter()
+                                .map(|(k, v)| (k.to_owned(), v))
+                                .collect::<Map<String, Value>>(),
+                        )
+                    }
+                ),
+            ]
+        })
+    }
+
+    fn collect_refs(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("$ref", Value::String(r)) => out.push(r.clone()),
+                        _ => collect_refs(v, out),
+                    }
+                }
+            }
+            Value::Array(list) => list.iter().for_each(|v| collect_refs(v, out)),
+            _ => {}
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn importing_any_json_never_panics(schemas in prop::collection::vec(json_value(), 1..4)) {
+            let mut components = Schemas::new(Map::new());
+            let mut refs = Vec::new();
+            for schema in &schemas {
+                if let Some(converted) = components.import(schema) {
+                    prop_assert!(serde_json::to_vec(&converted).is_ok());
+                    collect_refs(&converted, &mut refs);
+                }
+            }
+            for component in components.map.values() {
+                collect_refs(component, &mut refs);
+            }
+            // Every reference left in the output names a component of the document.
+            for reference in refs {
+                let name = reference.strip_prefix("#/components/schemas/");
+                prop_assert!(
+                    name.is_some_and(|n| components.map.contains_key(n)),
+                    "dangling reference {reference}"
+                );
+            }
+            prop_assert!(components.map.len() <= schemas.len() * super::MAX_DEFINITIONS * 2);
+        }
+    }
+}
