@@ -51,7 +51,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ClientConfig, ConfigError};
 use crate::error::RpcError;
-use crate::transport::{WireCodec, write_loop};
+use crate::transport::{WireCodec, remove_and_shrink, write_loop};
 
 /// Per-call settings.
 #[derive(Debug, Clone, Default)]
@@ -496,7 +496,7 @@ impl Drop for PendingGuard {
         if self.answered {
             return;
         }
-        let removed = self.conn.pending.lock().calls.remove(&self.id).is_some();
+        let removed = remove_and_shrink(&mut self.conn.pending.lock().calls, &self.id).is_some();
         if removed && self.sent {
             // Best effort: when the write queue is full the server's own deadline stops the
             // handler instead.
@@ -593,7 +593,7 @@ impl Connection {
             self.mark_read();
             match frame {
                 Some(Ok(Frame::Response(response))) => {
-                    let waiter = self.pending.lock().calls.remove(&response.id);
+                    let waiter = remove_and_shrink(&mut self.pending.lock().calls, &response.id);
                     // No waiter: the caller gave up (deadline or drop) before the answer came.
                     if let Some(waiter) = waiter {
                         let _ = waiter.send(response);

@@ -48,7 +48,7 @@ use crate::context::CallContext;
 use crate::error::RpcError;
 use crate::observe::{CallObserver, CallSide};
 use crate::service::ServiceDispatch;
-use crate::transport::{WireCodec, write_loop};
+use crate::transport::{WireCodec, remove_and_shrink, write_loop};
 
 /// Pause after an accept error (such as running out of file descriptors) before accepting
 /// again, so the loop does not spin while the condition lasts.
@@ -252,7 +252,7 @@ struct HandlerGuard {
 
 impl Drop for HandlerGuard {
     fn drop(&mut self) {
-        self.conn.handlers.lock().remove(&self.id);
+        remove_and_shrink(&mut self.conn.handlers.lock(), &self.id);
     }
 }
 
@@ -312,7 +312,7 @@ async fn serve_connection(
                 }
             }
             Some(Ok(Frame::Cancel { id })) => {
-                if let Some(handle) = conn.handlers.lock().remove(&id) {
+                if let Some(handle) = remove_and_shrink(&mut conn.handlers.lock(), &id) {
                     handle.abort();
                 }
             }

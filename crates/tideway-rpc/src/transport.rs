@@ -1,6 +1,8 @@
 //! What the server and client share: the tokio-util codec around the sans-IO decoder, and the
 //! connection writer task that coalesces queued frames into few writes.
 
+use std::collections::HashMap;
+use std::hash::Hash;
 use std::io;
 
 use bytes::BytesMut;
@@ -96,5 +98,42 @@ fn encode_into(frame: &Frame, buf: &mut BytesMut) {
     // than the connection.
     if let Err(e) = frame.encode(buf) {
         tracing::error!(error = %e, kind = ?frame.kind(), "dropping frame that cannot be encoded");
+    }
+}
+
+/// Maps at or below this many slots are never shrunk (shrinking them would save little).
+const MIN_SHRINK_CAPACITY: usize = 64;
+
+/// Removes `key` from a per-connection map of calls; when the map has become sparse (under a
+/// quarter full) it gives the memory back. A burst of 2,000 concurrent calls grows such a map to
+/// about 4,096 slots, and a `HashMap` never shrinks by itself: without this, the burst's peak
+/// stays allocated for the connection's life. Shrinking to the current size (then growing by
+/// doubling) keeps the cost amortized.
+pub(crate) fn remove_and_shrink<K: Hash + Eq, V>(map: &mut HashMap<K, V>, key: &K) -> Option<V> {
+    let removed = map.remove(key);
+    if removed.is_some() && map.capacity() > MIN_SHRINK_CAPACITY && map.len() * 4 < map.capacity() {
+        map.shrink_to_fit();
+    }
+    removed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_map_emptied_after_a_burst_gives_its_memory_back() {
+        let mut map: HashMap<u64, u64> = HashMap::new();
+        for i in 0..2_000 {
+            map.insert(i, i);
+        }
+        let peak = map.capacity();
+        assert!(peak >= 2_000);
+        for i in 0..2_000 {
+            assert_eq!(remove_and_shrink(&mut map, &i), Some(i));
+            assert!(map.len() * 4 >= map.capacity() || map.capacity() <= MIN_SHRINK_CAPACITY);
+        }
+        assert!(map.capacity() <= MIN_SHRINK_CAPACITY, "{}", map.capacity());
+        assert_eq!(remove_and_shrink(&mut map, &5), None);
     }
 }
