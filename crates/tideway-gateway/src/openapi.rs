@@ -1211,6 +1211,8 @@ mod schema_import_props {
                 for (k, v) in map {
                     match (k.as_str(), v) {
                         ("$ref", Value::String(r)) => out.push(r.clone()),
+                        // Values, not schemas: a `$ref` key in them is data.
+                        ("enum" | "const" | "example" | "examples" | "default", _) => {}
                         _ => collect_refs(v, out),
                     }
                 }
