@@ -82,40 +82,13 @@ results="$out/results.jsonl"
 tmp="$(mktemp -d /tmp/tideway-bench-edge.XXXXXX)"
 clk_tck="$(getconf CLK_TCK)"
 
-procs=()
 cleanup() {
-    for pid in "${procs[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${procs[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_all
     # Logs and configs are kept with the results (keys and tokens are throwaway, made per run).
-    cp "$tmp"/*.log "$tmp"/*.toml "$out"/ 2>/dev/null || true
-    rm -rf "$tmp"
+    keep_results
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# start_bench NAME CPU TAG: starts $bin/NAME pinned to CPU on port 0 and sets $started_pid and
-# $started_addr from its first stdout line, `LISTENING <addr>`.
-start_bench() {
-    local name="$1" cpu="$2"
-    local log_file="$tmp/$name-$3.log"
-    taskset -c "$cpu" "$bin/$name" --addr 127.0.0.1:0 >"$log_file" 2>&1 &
-    started_pid=$!
-    procs+=("$started_pid")
-    started_addr=""
-    for _ in $(seq 100); do
-        started_addr="$(sed -n '1s/^LISTENING //p' "$log_file")"
-        [ -n "$started_addr" ] && return 0
-        kill -0 "$started_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    log "$name did not start:"
-    cat "$log_file" >&2
-    return 1
-}
 
 # --- Keys and tokens (openssl; nothing from Tideway) -------------------------------------------
 
@@ -311,7 +284,7 @@ dirty="$(git status --porcelain -- crates examples Cargo.toml Cargo.lock 2>/dev/
 [ -n "$dirty" ] && source_state="$source_state + uncommitted changes in: ${dirty% }"
 python3 -c 'import json, sys; print(json.dumps({"source": sys.argv[1]}))' "$source_state" >>"$results"
 
-start_bench bench-items-server "$load_cpu" edge
+start_bench bench-items-server "$load_cpu" edge --addr 127.0.0.1:0
 items_addr="$started_addr"
 log "items service at $items_addr"
 

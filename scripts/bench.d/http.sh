@@ -85,22 +85,10 @@ results="$out/results.jsonl"
 tmp="$(mktemp -d /tmp/tideway-bench-http.XXXXXX)"
 clk_tck="$(getconf CLK_TCK)"
 
-procs=()
 cleanup() {
-    for pid in "${procs[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${procs[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_all
     # Logs of the servers are kept with the results.
-    cp "$tmp"/*.log "$tmp"/*.toml "$out"/ 2>/dev/null || true
-    for d in "$tmp"/nginx-*; do
-        [ -d "$d" ] || continue
-        cp "$d/nginx.conf" "$out/$(basename "$d").conf" 2>/dev/null || true
-        cp "$d/error.log" "$out/$(basename "$d")-error.log" 2>/dev/null || true
-    done
-    rm -rf "$tmp"
+    keep_results
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -113,26 +101,6 @@ stop_nginx() {
         sleep 0.1
     done
     kill -9 "$nginx_worker" 2>/dev/null || true
-}
-
-# start_bench NAME CPU TAG: starts $bin/NAME pinned to CPU on port 0 and sets $started_pid and
-# $started_addr from its first stdout line, `LISTENING <addr>`.
-start_bench() {
-    local name="$1" cpu="$2"
-    local log_file="$tmp/$name-$3.log"
-    taskset -c "$cpu" "$bin/$name" --addr 127.0.0.1:0 >"$log_file" 2>&1 &
-    started_pid=$!
-    procs+=("$started_pid")
-    started_addr=""
-    for _ in $(seq 100); do
-        started_addr="$(sed -n '1s/^LISTENING //p' "$log_file")"
-        [ -n "$started_addr" ] && return 0
-        kill -0 "$started_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    log "$name did not start:"
-    cat "$log_file" >&2
-    return 1
 }
 
 # start_gateway TAG: writes the gateway config and starts `tideway gateway` on $server_cpu; sets
@@ -409,10 +377,10 @@ dirty="$(git status --porcelain -- crates examples Cargo.toml Cargo.lock 2>/dev/
 python3 -c 'import json, sys; print(json.dumps({"source": sys.argv[1]}))' "$source_state" >>"$results"
 
 # The servers that are not under test, on the load generator's CPU.
-start_bench bench-http-backend "$load_cpu" s1
+start_bench bench-http-backend "$load_cpu" s1 --addr 127.0.0.1:0
 backend_pid="$started_pid"
 backend_addr="$started_addr"
-start_bench bench-items-server "$load_cpu" s1
+start_bench bench-items-server "$load_cpu" s1 --addr 127.0.0.1:0
 items_addr="$started_addr"
 curl -sS --max-time 5 -o "$tmp/expected.json" "http://$backend_addr/api/item"
 log "backend pid $backend_pid at $backend_addr; items service at $items_addr"
@@ -531,7 +499,7 @@ for target in $idle_targets; do
             stop_nginx
             ;;
         hyper)
-            start_bench bench-http-backend "$server_cpu" s3
+            start_bench bench-http-backend "$server_cpu" s3 --addr 127.0.0.1:0
             idle hyper "$started_addr" /api/item "$started_pid"
             stop "$started_pid"
             ;;

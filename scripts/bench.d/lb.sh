@@ -81,16 +81,9 @@ results="$out/results.jsonl"
 : >"$results"
 tmp="$(mktemp -d /tmp/tideway-bench-lb.XXXXXX)"
 
-procs=()
 cleanup() {
-    for pid in "${procs[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${procs[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    cp "$tmp"/*.log "$tmp"/*.toml "$out"/ 2>/dev/null || true
-    rm -rf "$tmp"
+    stop_all
+    keep_results
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

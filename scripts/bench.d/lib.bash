@@ -31,3 +31,43 @@ wait_line() {
     done
     return 1
 }
+
+# Processes a benchmark started (each script adds its own); stop_all stops and reaps them.
+procs=()
+stop_all() {
+    for pid in "${procs[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${procs[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+}
+
+# keep_results [FILE...]: copies the logs and configs in $tmp (and each nginx-* directory's
+# nginx.conf and error.log, plus any FILE given) to $out, then removes $tmp.
+keep_results() {
+    cp "$tmp"/*.log "$tmp"/*.toml "$@" "$out"/ 2>/dev/null || true
+    for d in "$tmp"/nginx-*; do
+        [ -d "$d" ] || continue
+        cp "$d/nginx.conf" "$out/$(basename "$d").conf" 2>/dev/null || true
+        cp "$d/error.log" "$out/$(basename "$d")-error.log" 2>/dev/null || true
+    done
+    rm -rf "$tmp"
+}
+
+# start_bench NAME CPU TAG [ARG...]: starts $bin/NAME ARG... pinned to CPU, its output in
+# $tmp/NAME-TAG.log, and waits for its first line `LISTENING <addr>`. Sets $started_pid,
+# $started_addr and $started_log; adds the process to $procs. Needs `log` and $bin, $tmp.
+start_bench() {
+    local name="$1" cpu="$2" tag="$3"
+    shift 3
+    started_log="$tmp/$name-$tag.log"
+    taskset -c "$cpu" "$bin/$name" "$@" >"$started_log" 2>&1 &
+    started_pid=$!
+    procs+=("$started_pid")
+    if ! started_addr="$(wait_line "$started_log" '1s/^LISTENING //p' "$started_pid")"; then
+        log "$name did not start:"
+        cat "$started_log" >&2
+        return 1
+    fi
+}

@@ -115,43 +115,14 @@ results="$out/results.jsonl"
 : >"$results"
 tmp="$(mktemp -d /tmp/tideway-bench-overload.XXXXXX)"
 
-procs=()
 cleanup() {
-    for pid in "${procs[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${procs[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    cp "$tmp"/*.log "$tmp"/*.toml "$out"/ 2>/dev/null || true
-    for d in "$tmp"/nginx-*; do
-        [ -d "$d" ] || continue
-        cp "$d/nginx.conf" "$out/$(basename "$d").conf" 2>/dev/null || true
-        cp "$d/error.log" "$out/$(basename "$d")-error.log" 2>/dev/null || true
-    done
-    rm -rf "$tmp"
+    stop_all
+    keep_results
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 now() { date +%s.%N; }
-
-# start_bench NAME TAG ARGS...: starts $bin/NAME on $load_cpu; sets $started_pid and
-# $started_addr from its `LISTENING <addr>` line.
-start_bench() {
-    local name="$1" tag="$2"
-    shift 2
-    local log_file="$tmp/$name-$tag.log"
-    taskset -c "$load_cpu" "$bin/$name" "$@" >"$log_file" 2>&1 &
-    started_pid=$!
-    procs+=("$started_pid")
-    started_log="$log_file"
-    if ! started_addr="$(wait_line "$log_file" '1s/^LISTENING //p' "$started_pid")"; then
-        log "$name did not start:"
-        cat "$log_file" >&2
-        return 1
-    fi
-}
 
 # start_gateway TAG CONFIG_EXTRA: writes the config (the common part plus CONFIG_EXTRA, which
 # holds the scenario's [server] keys) and starts `tideway gateway` on $server_cpu; sets
@@ -376,14 +347,14 @@ python3 -c 'import json, sys; print(json.dumps({"config": dict(zip(sys.argv[1::2
     sample_ms "$sample_ms" rpc_connections "$rpc_connections" dead_breaker "$dead_breaker" >>"$results"
 
 # The services, on the load generator's CPU, shared by all scenarios.
-start_bench bench-slow-server main
+start_bench bench-slow-server "$load_cpu" main
 slow_pid="$started_pid"
 slow_addr="$started_addr"
 stats_url="http://$(wait_line "$started_log" 's/^STATS //p' "$slow_pid")/stats"
-start_bench bench-http-backend main --delay-ms "$delay_ms"
+start_bench bench-http-backend "$load_cpu" main --delay-ms "$delay_ms"
 backend_pid="$started_pid"
 backend_addr="$started_addr"
-start_bench bench-dead-host main
+start_bench bench-dead-host "$load_cpu" main
 dead_addr="$started_addr"
 log "slow service $slow_addr (stats $stats_url), delay backend $backend_addr, dead host $dead_addr"
 

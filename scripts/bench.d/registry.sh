@@ -70,16 +70,9 @@ results="$out/results.jsonl"
 tmp="$(mktemp -d /tmp/tideway-bench-registry.XXXXXX)"
 clk_tck="$(getconf CLK_TCK)"
 
-procs=()
 cleanup() {
-    for pid in "${procs[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${procs[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    cp "$tmp"/*.log "$tmp"/*.toml "$tmp"/*.out "$tmp"/*.err "$out"/ 2>/dev/null || true
-    rm -rf "$tmp"
+    stop_all
+    keep_results "$tmp"/*.out "$tmp"/*.err
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
