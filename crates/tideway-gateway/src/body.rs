@@ -1,5 +1,7 @@
-//! The response body type of the gateway: one boxed body for buffered JSON and streamed upstream
-//! bodies alike.
+//! The gateway's body types: [`GatewayBody`], one boxed response body for buffered JSON and
+//! streamed upstream bodies alike, and [`IngressBody`], a request body as either HTTP/1 path
+//! hands it over (hyper's streaming `Incoming`, or the bytes the gateway's own HTTP/1.1 reader
+//! already holds whole).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -65,6 +67,54 @@ impl Body for HeldBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// A request body: streamed by hyper (HTTP/2, TLS and any HTTP/1.1 request outside the fast
+/// path), or read whole by the gateway's own HTTP/1.1 reader ([`crate::h1`]).
+#[derive(Debug)]
+pub(crate) enum IngressBody {
+    /// hyper's body, read from the connection as it is polled.
+    Streamed(hyper::body::Incoming),
+    /// A body that arrived with its head; `None` once taken (or when there was none).
+    Whole(Option<Bytes>),
+}
+
+impl Body for IngressBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            IngressBody::Streamed(body) => Pin::new(body).poll_frame(cx),
+            IngressBody::Whole(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            IngressBody::Streamed(body) => body.is_end_stream(),
+            IngressBody::Whole(bytes) => bytes.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            IngressBody::Streamed(body) => body.size_hint(),
+            IngressBody::Whole(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
+
+impl IngressBody {
+    /// A whole body; an empty one is no body at all.
+    pub(crate) fn whole(bytes: Bytes) -> Self {
+        IngressBody::Whole((!bytes.is_empty()).then_some(bytes))
     }
 }
 

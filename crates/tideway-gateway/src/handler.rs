@@ -32,7 +32,7 @@ use tokio::time::Instant;
 
 use crate::backends::RpcBackends;
 use crate::binding;
-use crate::body::{GatewayBody, full};
+use crate::body::{GatewayBody, IngressBody, full};
 use crate::config::ServerSettings;
 use crate::edge::EdgePolicies;
 use crate::error::GatewayError;
@@ -88,7 +88,7 @@ const SMALL_PAYLOAD_COPY: usize = 4096;
 pub(crate) async fn handle(
     state: Arc<GatewayState>,
     downstream: Downstream,
-    req: Request<hyper::body::Incoming>,
+    req: Request<IngressBody>,
 ) -> Response<GatewayBody> {
     let request_id_header = state.ids.for_request(&req);
     let Some(observe) = state.observe.load_full() else {
@@ -114,7 +114,7 @@ pub(crate) async fn handle(
 async fn serve(
     state: &GatewayState,
     downstream: Downstream,
-    req: Request<hyper::body::Incoming>,
+    req: Request<IngressBody>,
     request_id_header: HeaderValue,
     obs: Obs<'_>,
 ) -> Response<GatewayBody> {
@@ -187,7 +187,7 @@ fn refused(err: GatewayError, request_id: &HeaderValue) -> Response<GatewayBody>
 async fn dispatch(
     state: &GatewayState,
     downstream: Downstream,
-    mut req: Request<hyper::body::Incoming>,
+    mut req: Request<IngressBody>,
     request_id: &str,
     matched: &mut Option<Arc<RouteMetrics>>,
     mut obs: Obs<'_>,
@@ -298,7 +298,7 @@ const MAX_TOKEN_REQUEST_BYTES: usize = 16 * 1024;
 async fn token_endpoint(
     state: &GatewayState,
     edge: &EdgePolicies,
-    req: Request<hyper::body::Incoming>,
+    req: Request<IngressBody>,
     request_id: &str,
 ) -> Response<GatewayBody> {
     use tideway_edge::token::{AuthServiceReply, Grant, OAuthError, TokenRequest};
@@ -414,7 +414,7 @@ async fn serve_route(
     downstream: Downstream,
     route: &Arc<Route>,
     path_params: Vec<(String, String)>,
-    req: Request<hyper::body::Incoming>,
+    req: Request<IngressBody>,
     request_id: &str,
     identity: Option<&tideway_edge::Principal>,
     obs: Obs<'_>,
@@ -473,7 +473,7 @@ async fn call_rpc(
     state: &GatewayState,
     route: &Route,
     path_params: Vec<(String, String)>,
-    req: Request<hyper::body::Incoming>,
+    req: Request<IngressBody>,
     request_id: &str,
     (deadline, budget): (Instant, Duration),
     identity: Option<&tideway_edge::Principal>,
@@ -667,7 +667,7 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
 /// `Content-Length` before reading, or when the bytes read pass it.
 async fn read_body(
     headers: &http::HeaderMap,
-    body: hyper::body::Incoming,
+    body: IngressBody,
     limit: usize,
 ) -> Result<Bytes, GatewayError> {
     let declared = content_length(headers);
@@ -686,7 +686,7 @@ async fn read_body(
 async fn proxy_http(
     route: &Route,
     downstream: Downstream,
-    req: Request<hyper::body::Incoming>,
+    req: Request<IngressBody>,
     request_id: &str,
     deadline: Instant,
     identity: Option<&tideway_edge::Principal>,

@@ -4,7 +4,8 @@
 //! A request's path, one file per step:
 //!
 //! ```text
-//! server.rs   accept (connection limit) ─► hyper HTTP/1.1 or HTTP/2 ─► header/idle watchdog
+//! server.rs   accept (connection limit) ─► HTTP/1.1 fast path (h1.rs) for the common request,
+//!             hyper for the rest and for HTTP/2 ─► header deadline, idle timeout, hang-ups
 //! handler.rs  request id ─► route match ─► deadline ─► RPC or HTTP target ─► finish
 //! router.rs   radix-tree match of path templates, then method (404 / 405 + Allow)
 //! binding.rs  path + query + JSON body ─► the RPC payload object
@@ -32,6 +33,7 @@ mod dashboard;
 pub mod discovery;
 pub mod edge;
 pub mod error;
+mod h1;
 mod handler;
 pub mod history;
 mod log_throttle;

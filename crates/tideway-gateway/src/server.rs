@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::{Bytes, BytesMut};
+use http_body::Body as _;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -37,7 +38,7 @@ use tideway_registry::{Catalog, CatalogStatus};
 use tideway_rpc::ClientConfig;
 
 use crate::backends::RpcBackends;
-use crate::body::GatewayBody;
+use crate::body::{GatewayBody, IngressBody};
 use crate::config::{GatewayConfig, ServerSettings};
 use crate::discovery::StaticSources;
 use crate::handler::{Downstream, GatewayState, RequestIds, handle};
@@ -838,22 +839,32 @@ fn connection_service(
 + 'static {
     let state = Arc::clone(state);
     let watch = Arc::clone(watch);
-    service_fn(move |req| {
+    service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let in_service = watch.request_started();
-        let state = Arc::clone(&state);
-        // `/openapi.json` and `/docs`, unless a route takes those paths.
-        if let Some(response) = crate::openapi::public_answer(&state, &req) {
-            return Box::pin(async move {
-                drop(in_service);
-                Ok(response)
-            }) as BoxedResponseFuture;
-        }
+        let response = respond(
+            Arc::clone(&state),
+            downstream,
+            req.map(IngressBody::Streamed),
+        );
         Box::pin(async move {
-            let response = handle(state, downstream, req).await;
+            let response = response.await;
             drop(in_service);
-            Ok(response)
+            response
         }) as BoxedResponseFuture
     })
+}
+
+/// A request's answer, whichever HTTP path it came on: `/openapi.json` and `/docs` (unless a
+/// route takes those paths), else the request path of [`handle`].
+fn respond(
+    state: Arc<GatewayState>,
+    downstream: Downstream,
+    req: http::Request<IngressBody>,
+) -> BoxedResponseFuture {
+    if let Some(response) = crate::openapi::public_answer(&state, &req) {
+        return Box::pin(std::future::ready(Ok(response)));
+    }
+    Box::pin(async move { Ok(handle(state, downstream, req).await) })
 }
 
 async fn serve_connection(
@@ -910,9 +921,11 @@ async fn close_parked_connections(
     }
 }
 
-/// Cleartext: HTTP/2 by its connection preface, else HTTP/1.1. An HTTP/1.1 connection that has
-/// been idle for [`PARK_AFTER_IDLE`] is *parked*: hyper's connection state and buffers are freed
-/// and only the socket is kept until the next request's first byte arrives.
+/// Cleartext: HTTP/2 by its connection preface, else HTTP/1.1. Between requests an HTTP/1.1
+/// connection holds only its socket: no buffer, no parser state. Each request is read by the
+/// fast path ([`serve_h1_request`]); one it does not take goes to hyper, with the bytes read so
+/// far, and hyper keeps the connection until it has been idle for [`PARK_AFTER_IDLE`] (then it
+/// is taken apart and the fast path has the connection again).
 async fn serve_plain(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -925,12 +938,12 @@ async fn serve_plain(
         peer,
         scheme: Scheme::Http,
     };
-    let service = connection_service(state, &watch, downstream);
     // Boxed: its timers would otherwise size the task of every connection, idle ones included.
     match Box::pin(sniff_h2_preface(&stream, protocols.header_timeout)).await {
         None => return,
         Some(true) => {
             watch.is_h2.store(true, Ordering::Relaxed);
+            let service = connection_service(state, &watch, downstream);
             let io = WatchedIo {
                 inner: stream,
                 prefix: Bytes::new(),
@@ -942,10 +955,10 @@ async fn serve_plain(
         }
         Some(false) => {}
     }
-    let mut leftover = Bytes::new();
-    let mut parked = false;
+    // Bytes read but not yet served: a pipelined request, or what hyper left when parked.
+    let mut unread = BytesMut::new();
     loop {
-        if parked && leftover.is_empty() {
+        if unread.is_empty() {
             let idle_left = protocols.keep_alive.saturating_sub(watch.idle_for());
             protocols.parked.fetch_add(1, Ordering::Relaxed);
             // Shutting down, or under memory pressure (idle connections are the first thing to
@@ -956,7 +969,11 @@ async fn serve_plain(
             let woken = if shutdown.is_cancelled()
                 || state.overload.pressure() >= Pressure::Elevated
             {
-                false
+                // A request that has already arrived is served; only idle ones are let go.
+                matches!(
+                    futures::FutureExt::now_or_never(stream.readable()),
+                    Some(Ok(()))
+                )
             } else {
                 tokio::select! {
                     biased;
@@ -966,41 +983,319 @@ async fn serve_plain(
             };
             protocols.parked.fetch_sub(1, Ordering::Relaxed);
             if !woken {
-                tracing::trace!(%peer, "parked keep-alive connection idle or shutting down; closing");
+                tracing::trace!(%peer, "idle keep-alive connection timed out or shutting down; closing");
                 return;
             }
         }
+        // Boxed, so an idle connection's task keeps none of the serving state.
+        let outcome = Box::pin(serve_h1_request(
+            &mut stream,
+            std::mem::take(&mut unread),
+            state,
+            downstream,
+            protocols,
+            shutdown,
+        ))
+        .await;
+        watch.touch();
+        let read = match outcome {
+            FastOutcome::KeepAlive(rest) => {
+                unread = rest;
+                continue;
+            }
+            FastOutcome::Close => return,
+            FastOutcome::Fallback(read) => read,
+        };
+        // hyper serves this request and the connection's next ones until it parks.
+        watch.on_read(&read);
         let io = WatchedIo {
             inner: stream,
-            prefix: leftover,
+            prefix: read,
             watch: Arc::clone(&watch),
         };
-        let conn = Box::new(
-            protocols
-                .h1
-                .serve_connection(TokioIo::new(io), service.clone()),
-        );
-        // Boxed, so a parked connection's task keeps none of the serving state.
+        let service = connection_service(state, &watch, downstream);
+        let conn = Box::new(protocols.h1.serve_connection(TokioIo::new(io), service));
         match Box::pin(drive_h1(conn, &watch, protocols, shutdown, peer, true)).await {
             Some((io, read_buf)) => {
                 let WatchedIo { inner, prefix, .. } = io.into_inner();
                 stream = inner;
-                // An empty `Bytes` cut from hyper's buffer would keep that whole buffer alive
-                // while parked, so empties are replaced, not kept.
-                leftover = if read_buf.is_empty() {
-                    prefix
-                } else if prefix.is_empty() {
-                    read_buf
-                } else {
-                    let mut joined = BytesMut::from(&prefix[..]);
-                    joined.extend_from_slice(&read_buf);
-                    joined.freeze()
-                };
-                parked = true;
+                // Copied: a slice of hyper's buffer would keep that whole buffer alive.
+                unread = BytesMut::with_capacity(prefix.len() + read_buf.len());
+                unread.extend_from_slice(&prefix);
+                unread.extend_from_slice(&read_buf);
             }
             None => return,
         }
     }
+}
+
+/// First size of a fast-path read buffer: most request heads fit; bigger ones grow it.
+const FAST_READ_BUF: usize = 2048;
+/// A response body up to this size is written in the same `write` as its head.
+const COALESCE_BODY: usize = 16 * 1024;
+
+/// How a fast-path request ended for its connection.
+#[derive(Debug)]
+enum FastOutcome {
+    /// Answered; the connection stays open, holding any bytes of the next request already read.
+    KeepAlive(BytesMut),
+    /// The connection is done: closed by the client, cut at a deadline, or asked to close.
+    Close,
+    /// Not for the fast path: hyper serves the connection from these bytes (a request's first).
+    Fallback(Bytes),
+}
+
+/// Reads one request (under the header deadline), answers it, and writes the response. While
+/// the request is in service the connection holds no read or write buffer, and a client that
+/// hangs up cancels it (its RPC call with it).
+async fn serve_h1_request(
+    stream: &mut TcpStream,
+    mut buf: BytesMut,
+    state: &Arc<GatewayState>,
+    downstream: Downstream,
+    protocols: &Protocols,
+    shutdown: &CancellationToken,
+) -> FastOutcome {
+    let max_head = state.settings.max_header_bytes;
+    let max_body = crate::h1::MAX_WHOLE_BODY.min(state.settings.max_body_bytes);
+    let mut deadline = None;
+    let (request, asked_close) = loop {
+        match crate::h1::parse_request(&mut buf, max_head, max_body) {
+            crate::h1::Parsed::Request { request, close } => break (request, close),
+            crate::h1::Parsed::Partial => {}
+            crate::h1::Parsed::Fallback(why) => {
+                tracing::trace!(peer = %downstream.peer, why, "request left to hyper");
+                return FastOutcome::Fallback(buf.freeze());
+            }
+            crate::h1::Parsed::BadRequest => {
+                let _ = write_bad_request(stream).await;
+                return FastOutcome::Close;
+            }
+        }
+        if buf.capacity() - buf.len() < FAST_READ_BUF / 2 {
+            // Doubles as it fills; `parse_request` bounds it (head + whole-body limits).
+            buf.reserve(buf.len().max(FAST_READ_BUF));
+        }
+        match stream.try_read_buf(&mut buf) {
+            Ok(0) => return FastOutcome::Close,
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return FastOutcome::Close,
+        }
+        // The whole head (and a whole body taken with it) within the header deadline, from
+        // the moment its first byte could be read: a slowloris client is cut here.
+        let until = *deadline.get_or_insert_with(|| Instant::now() + protocols.header_timeout);
+        match tokio::time::timeout_at(until, stream.readable()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return FastOutcome::Close,
+            Err(_) => {
+                tracing::debug!(peer = %downstream.peer, "request head not complete within the header deadline; closing");
+                return FastOutcome::Close;
+            }
+        }
+    };
+    // What follows the request is kept only when there is some: an empty remainder would hold
+    // the whole read buffer while the request waits.
+    let rest = if buf.is_empty() { BytesMut::new() } else { buf };
+    let watch_hangup = rest.is_empty();
+    let Some(Ok(response)) = until_hangup(
+        stream,
+        watch_hangup,
+        respond(Arc::clone(state), downstream, request),
+    )
+    .await
+    else {
+        tracing::debug!(peer = %downstream.peer, "client went away; request cancelled");
+        return FastOutcome::Close;
+    };
+    let (parts, body) = response.into_parts();
+    let close =
+        asked_close || shutdown.is_cancelled() || crate::h1::response_closes(&parts.headers);
+    let framing =
+        crate::h1::response_framing(parts.status, &parts.headers, body.size_hint().exact());
+    let small = matches!(framing, crate::h1::Framing::Length(n) if n as usize <= COALESCE_BODY);
+    let mut out = Vec::with_capacity(
+        256 + if small {
+            COALESCE_BODY.min(body.size_hint().lower() as usize)
+        } else {
+            0
+        },
+    );
+    let date = DATE.with(|cache| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut cache = cache.borrow_mut();
+        *cache.get(now).first_chunk::<29>().unwrap_or(&[b' '; 29])
+    });
+    crate::h1::encode_head(
+        &mut out,
+        parts.status,
+        &parts.headers,
+        framing,
+        close,
+        &date,
+    );
+    drop(parts);
+    let written = write_body(
+        stream,
+        out,
+        body,
+        framing,
+        watch_hangup,
+        protocols.keep_alive,
+    )
+    .await;
+    if !written || close {
+        let _ = stream.shutdown().await;
+        return FastOutcome::Close;
+    }
+    FastOutcome::KeepAlive(rest)
+}
+
+thread_local! {
+    static DATE: std::cell::RefCell<crate::h1::DateCache> = std::cell::RefCell::default();
+}
+
+/// Runs `work` while watching the socket for a hang-up (read end of stream or error): `None`
+/// when the client went away first, and `work` is dropped (cancelled). Bytes that arrive
+/// meanwhile (a pipelined request) stay unread and end the watch.
+async fn until_hangup<F: Future>(stream: &TcpStream, watch: bool, work: F) -> Option<F::Output> {
+    let mut work = std::pin::pin!(work);
+    let mut watch = watch;
+    let mut probe = [0u8; 1];
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut work => return Some(out),
+            peeked = stream.peek(&mut probe), if watch => match peeked {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => watch = false,
+            },
+        }
+    }
+}
+
+/// Writes a response's head (in `out`) and body with the given framing. A small body goes out
+/// in the head's `write`; a streamed one as it comes, flushed whenever the body has nothing
+/// ready. Each write waits at most `stall` for the client to take bytes. `false`: the
+/// connection cannot go on (write failed or stalled, body failed, or the client hung up).
+async fn write_body(
+    stream: &mut TcpStream,
+    mut out: Vec<u8>,
+    mut body: GatewayBody,
+    framing: crate::h1::Framing,
+    watch_hangup: bool,
+    stall: Duration,
+) -> bool {
+    use futures::FutureExt as _;
+    use http_body_util::BodyExt as _;
+    let mut sent: u64 = 0;
+    if framing != crate::h1::Framing::Empty {
+        loop {
+            let next = {
+                let mut frame = body.frame();
+                match (&mut frame).now_or_never() {
+                    Some(next) => next,
+                    None => {
+                        if !out.is_empty() {
+                            if !write_within(stream, &out, stall).await {
+                                return false;
+                            }
+                            out.clear();
+                        }
+                        match until_hangup(stream, watch_hangup, frame).await {
+                            Some(next) => next,
+                            None => return false,
+                        }
+                    }
+                }
+            };
+            let data = match next {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "response body failed; closing the connection");
+                    return false;
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    // Trailers: not sent (fast-path requests never accept them).
+                    Err(_) => continue,
+                },
+            };
+            if data.is_empty() {
+                continue;
+            }
+            sent += data.len() as u64;
+            if let crate::h1::Framing::Length(n) = framing
+                && sent > n
+            {
+                tracing::debug!(
+                    "response body longer than its content-length; closing the connection"
+                );
+                return false;
+            }
+            let chunked = framing == crate::h1::Framing::Chunked;
+            if chunked {
+                crate::h1::encode_chunk_size(&mut out, data.len());
+            }
+            if out.len() + data.len() <= COALESCE_BODY {
+                out.extend_from_slice(&data);
+            } else {
+                if !out.is_empty() {
+                    if !write_within(stream, &out, stall).await {
+                        return false;
+                    }
+                    out.clear();
+                }
+                if !write_within(stream, &data, stall).await {
+                    return false;
+                }
+            }
+            if chunked {
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    drop(body);
+    match framing {
+        crate::h1::Framing::Chunked => out.extend_from_slice(crate::h1::LAST_CHUNK),
+        crate::h1::Framing::Length(n) if sent != n => {
+            if !out.is_empty() {
+                let _ = write_within(stream, &out, stall).await;
+            }
+            tracing::debug!(
+                sent,
+                declared = n,
+                "response body shorter than its content-length; closing the connection"
+            );
+            return false;
+        }
+        _ => {}
+    }
+    out.is_empty() || write_within(stream, &out, stall).await
+}
+
+/// Writes all of `bytes`, waiting at most `stall` for the client to take them.
+async fn write_within(stream: &mut TcpStream, bytes: &[u8], stall: Duration) -> bool {
+    matches!(
+        tokio::time::timeout(stall, stream.write_all(bytes)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// The answer to a head that cannot be served (see [`crate::h1::Parsed::BadRequest`]).
+async fn write_bad_request(stream: &mut TcpStream) -> io::Result<()> {
+    let body =
+        r#"{"code":"bad_request","message":"invalid request target or header","request_id":null}"#;
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, stream.write_all(response.as_bytes()))
+        .await
+        .map_err(|_| io::ErrorKind::TimedOut)??;
+    stream.shutdown().await
 }
 
 async fn serve_tls(

@@ -1,0 +1,495 @@
+//! The gateway's own HTTP/1.1 reader and writer for the common request, sans IO: bytes in,
+//! `http::Request` out; `http::response::Parts` in, bytes out. No socket, no clock.
+//!
+//! # Why not hyper for every request
+//!
+//! hyper's HTTP/1 connection keeps an 8 KiB read buffer and a write buffer for as long as a
+//! request is in service, and hands every response through its dispatcher. Under the load this
+//! product exists for (thousands of clients waiting on slow services), those buffers were the
+//! largest share of the gateway's memory, and hyper offers no setting for their size. The fast
+//! path here holds no buffer while a request waits: the head (and a small body that came with
+//! it) is cut from a short-lived read buffer, the request's parts are dropped before the RPC
+//! call, and the response is written in one `write` from a buffer made for it.
+//!
+//! # What the fast path takes, and what it leaves to hyper
+//!
+//! [`parse_request`] serves only what is simple to serve exactly right: an HTTP/1.1 request in
+//! origin form, with no body or a `Content-Length` body of at most [`MAX_WHOLE_BODY`] bytes,
+//! no `Transfer-Encoding`, `Expect`, `Upgrade` or `TE`, and not `HEAD` or `CONNECT`. Anything
+//! else, including every malformed or oversized head, is [`Parsed::Fallback`]: the connection
+//! driver hands the bytes read so far to hyper, which takes the connection from that request on
+//! and answers with its own well-tested errors (400, 413, 431, chunked bodies, 100-continue).
+//! So a byte sequence that hyper would refuse is never accepted here.
+//!
+//! # Order of calls
+//!
+//! The connection driver reads into a buffer and calls [`parse_request`] until it returns
+//! something other than [`Parsed::Partial`]; then it runs the request, and writes the response
+//! with [`response_framing`], [`encode_head`] and, for chunked bodies, [`encode_chunk`] and
+//! [`LAST_CHUNK`].
+
+use bytes::BytesMut;
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
+
+use crate::body::IngressBody;
+
+/// Most header fields a fast-path request may carry (hyper's default limit is 100: a request
+/// with more goes to hyper, which applies it).
+pub(crate) const MAX_HEADERS: usize = 64;
+/// Largest body the fast path reads together with its head. Bigger bodies are streamed by hyper
+/// (and refused with 413 past the gateway's body limit), so this is also the most a
+/// fast-path request can buffer beyond its head.
+pub(crate) const MAX_WHOLE_BODY: usize = 16 * 1024;
+
+/// What a read buffer holds.
+// Returned by value and consumed at once: boxing the request would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Parsed {
+    /// Not a whole request yet: read more (the caller bounds the head's time and size).
+    Partial,
+    /// A request for the fast path, cut from the front of the buffer with its body.
+    Request {
+        /// The request, its header values shared with (not copied from) the buffer.
+        request: Request<IngressBody>,
+        /// The client asked to close the connection after this request.
+        close: bool,
+    },
+    /// Not for the fast path (why, for the trace log): hyper serves it from the same bytes.
+    Fallback(&'static str),
+    /// A head httparse accepted but `http` refuses (bytes httparse allows in a target or a
+    /// field name): its bytes are already taken, so hyper cannot have it. Answer 400 and close.
+    BadRequest,
+}
+
+/// One header field's place in the buffer: name start, name end, value start, value end.
+type FieldSpan = (u32, u32, u32, u32);
+
+/// Reads a request from the front of `buf`. On [`Parsed::Request`] the request's bytes are cut
+/// from `buf`, which keeps only what followed (a pipelined request); otherwise `buf` is left as
+/// it was. `max_head` is the largest head accepted, `max_body` the largest whole body.
+pub(crate) fn parse_request(buf: &mut BytesMut, max_head: usize, max_body: usize) -> Parsed {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut fields);
+    let head_len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() < max_head => return Parsed::Partial,
+        Ok(httparse::Status::Partial) => return Parsed::Fallback("head too large"),
+        Err(httparse::Error::TooManyHeaders) => return Parsed::Fallback("many header fields"),
+        Err(_) => return Parsed::Fallback("malformed head"),
+    };
+    if head_len > max_head {
+        return Parsed::Fallback("head too large");
+    }
+    if parsed.version != Some(1) {
+        return Parsed::Fallback("not HTTP/1.1");
+    }
+    let method = match parsed.method {
+        Some("GET") => Method::GET,
+        Some("POST") => Method::POST,
+        Some("PUT") => Method::PUT,
+        Some("DELETE") => Method::DELETE,
+        Some("PATCH") => Method::PATCH,
+        Some("OPTIONS") => Method::OPTIONS,
+        _ => return Parsed::Fallback("method"),
+    };
+    let Some(path) = parsed.path.filter(|p| p.starts_with('/')) else {
+        return Parsed::Fallback("request target not in origin form");
+    };
+    let base = buf.as_ptr() as usize;
+    let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+    let path_span = (
+        offset(path.as_bytes()),
+        offset(path.as_bytes()) + path.len() as u32,
+    );
+
+    let mut spans: [FieldSpan; MAX_HEADERS] = [(0, 0, 0, 0); MAX_HEADERS];
+    let mut count = 0;
+    let mut content_length: Option<u64> = None;
+    let mut close = false;
+    for field in parsed.headers.iter() {
+        let name = field.name.as_bytes();
+        let value = field.value;
+        if !value
+            .iter()
+            .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+        {
+            return Parsed::Fallback("header value bytes");
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let Some(n) = parse_decimal(value) else {
+                return Parsed::Fallback("content-length");
+            };
+            if content_length.is_some_and(|c| c != n) {
+                return Parsed::Fallback("content-length");
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"upgrade")
+            || name.eq_ignore_ascii_case(b"te")
+        {
+            return Parsed::Fallback("header needs hyper");
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return Parsed::Fallback("connection upgrade");
+                }
+            }
+        }
+        spans[count] = (
+            offset(name),
+            offset(name) + name.len() as u32,
+            offset(value),
+            offset(value) + value.len() as u32,
+        );
+        count += 1;
+    }
+    let body_len = match content_length {
+        None => 0,
+        Some(n) if n <= max_body as u64 => n as usize,
+        Some(_) => return Parsed::Fallback("body larger than the whole-body limit"),
+    };
+    if buf.len() < head_len + body_len {
+        return Parsed::Partial;
+    }
+
+    // From here on the request is ours: cut it from the buffer and share its bytes.
+    let bytes = buf.split_to(head_len + body_len).freeze();
+    let slice = |from: u32, to: u32| bytes.slice(from as usize..to as usize);
+    let Ok(uri) = Uri::from_maybe_shared(slice(path_span.0, path_span.1)) else {
+        // hyper answers 400 to the same target; this request's bytes are already taken.
+        return bad_request_target(buf);
+    };
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(name_from, name_to, value_from, value_to) in &spans[..count] {
+        let Ok(name) = HeaderName::from_bytes(&bytes[name_from as usize..name_to as usize]) else {
+            return bad_request_target(buf);
+        };
+        let Ok(value) = HeaderValue::from_maybe_shared(slice(value_from, value_to)) else {
+            return bad_request_target(buf);
+        };
+        headers.append(name, value);
+    }
+    let body = bytes.slice(head_len..);
+    let mut request = Request::new(IngressBody::whole(body));
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    Parsed::Request { request, close }
+}
+
+/// See [`Parsed::BadRequest`]; what followed the request is dropped with the connection.
+fn bad_request_target(buf: &mut BytesMut) -> Parsed {
+    buf.clear();
+    Parsed::BadRequest
+}
+
+/// A `Content-Length` value: ASCII digits only (no sign, no spaces), at most 19 of them.
+fn parse_decimal(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        value
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')),
+    )
+}
+
+/// How a response body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// `Content-Length: n`, then exactly n bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// No body at all (204, 304).
+    Empty,
+}
+
+/// How to frame a response: no body for 204 and 304; the response's own `Content-Length` when
+/// it has a valid one; else the body's exact size when known; else chunked.
+pub(crate) fn response_framing(
+    status: StatusCode,
+    headers: &HeaderMap,
+    exact_size: Option<u64>,
+) -> Framing {
+    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Framing::Empty;
+    }
+    if let Some(n) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| parse_decimal(v.as_bytes()))
+    {
+        return Framing::Length(n);
+    }
+    match exact_size {
+        Some(n) => Framing::Length(n),
+        None => Framing::Chunked,
+    }
+}
+
+/// Whether a response's own `Connection` header asks to close.
+pub(crate) fn response_closes(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+    })
+}
+
+/// Writes a response head: status line, the response's fields (less the framing and
+/// connection fields, which are written here from `framing` and `close`), and `date`.
+pub(crate) fn encode_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: Framing,
+    close: bool,
+    date: &[u8],
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut has_date = false;
+    for (name, value) in headers {
+        if name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || name == header::CONNECTION
+            || name == "keep-alive"
+        {
+            continue;
+        }
+        has_date |= name == header::DATE;
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Empty => {}
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    if !has_date {
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(date);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The size line of a chunk of `len` bytes (the chunk's data and its `\r\n` follow).
+pub(crate) fn encode_chunk_size(out: &mut Vec<u8>, len: usize) {
+    use std::io::Write as _;
+    let _ = write!(out, "{len:x}\r\n");
+}
+
+/// Ends a chunked body (no trailers: the fast path does not serve requests that accept them).
+pub(crate) const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, 29 bytes) for the given Unix second.
+pub(crate) fn http_date(unix_secs: u64) -> [u8; 29] {
+    let text =
+        httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_secs));
+    let mut out = [b' '; 29];
+    let n = text.len().min(29);
+    out[..n].copy_from_slice(&text.as_bytes()[..n]);
+    out
+}
+
+/// Keeps the encoded `Date` of the current second, per thread (as hyper does): one format a
+/// second instead of one per response.
+#[derive(Debug, Default)]
+pub(crate) struct DateCache {
+    second: u64,
+    text: [u8; 29],
+}
+
+impl DateCache {
+    /// The date for `unix_secs`, encoded once per second.
+    pub(crate) fn get(&mut self, unix_secs: u64) -> &[u8] {
+        if self.second != unix_secs || self.text[0] == 0 {
+            self.text = http_date(unix_secs);
+            self.second = unix_secs;
+        }
+        &self.text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    fn parse(bytes: &[u8]) -> (Parsed, BytesMut) {
+        let mut buf = BytesMut::from(bytes);
+        let parsed = parse_request(&mut buf, 8192, MAX_WHOLE_BODY);
+        (parsed, buf)
+    }
+
+    #[tokio::test]
+    async fn a_get_and_a_pipelined_post_are_cut_from_the_buffer() {
+        let (parsed, rest) = parse(
+            b"GET /api/items/7?x=1 HTTP/1.1\r\nHost: a\r\nX-Request-Id: r1\r\nX-Dup: 1\r\nx-dup: 2\r\n\r\nPOST /p HTTP/1.1\r\n",
+        );
+        let Parsed::Request { request, close } = parsed else {
+            panic!("{parsed:?}")
+        };
+        assert!(!close);
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(request.uri().path(), "/api/items/7");
+        assert_eq!(request.uri().query(), Some("x=1"));
+        assert_eq!(request.headers()["host"], "a");
+        assert_eq!(request.headers()["x-request-id"], "r1");
+        assert_eq!(request.headers().get_all("x-dup").iter().count(), 2);
+        assert!(
+            request
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .is_empty()
+        );
+        assert_eq!(&rest[..], b"POST /p HTTP/1.1\r\n");
+
+        let (parsed, rest) = parse(
+            b"POST /p HTTP/1.1\r\nContent-Length: 7\r\nConnection: close\r\n\r\n{\"a\":1}GET",
+        );
+        let Parsed::Request { request, close } = parsed else {
+            panic!("{parsed:?}")
+        };
+        assert!(close);
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"{\"a\":1}");
+        assert_eq!(&rest[..], b"GET");
+    }
+
+    #[test]
+    fn incomplete_heads_and_bodies_ask_for_more() {
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nHost").0,
+            Parsed::Partial
+        ));
+        let (parsed, rest) = parse(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n12345");
+        assert!(matches!(parsed, Parsed::Partial));
+        assert_eq!(rest.len(), 44, "nothing taken from the buffer");
+    }
+
+    #[test]
+    fn what_the_fast_path_leaves_to_hyper() {
+        for head in [
+            &b"GET / HTTP/1.0\r\n\r\n"[..],
+            b"HEAD / HTTP/1.1\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\n\r\n",
+            b"GET http://a/ HTTP/1.1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+            b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+            b"GET / HTTP/1.1\r\nTE: trailers\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+            b"\x16\x03\x01garbage",
+        ] {
+            let (parsed, rest) = parse(head);
+            assert!(
+                matches!(parsed, Parsed::Fallback(_)),
+                "{:?} -> {parsed:?}",
+                String::from_utf8_lossy(head)
+            );
+            assert_eq!(&rest[..], head, "hyper gets every byte back");
+        }
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..MAX_HEADERS + 1 {
+            many.extend_from_slice(format!("x-{i}: y\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(matches!(parse(&many).0, Parsed::Fallback(_)));
+        let mut big = BytesMut::from(&b"GET / HTTP/1.1\r\nx: "[..]);
+        big.extend_from_slice(&[b'a'; 200]);
+        assert!(matches!(
+            parse_request(&mut big, 100, 0),
+            Parsed::Fallback("head too large")
+        ));
+    }
+
+    #[test]
+    fn heads_are_framed_exactly() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
+        let date = http_date(784_111_777);
+        assert_eq!(&date, b"Sun, 06 Nov 1994 08:49:37 GMT");
+        let framing = response_framing(StatusCode::OK, &headers, Some(11));
+        assert_eq!(framing, Framing::Length(11));
+        let mut out = Vec::new();
+        encode_head(&mut out, StatusCode::OK, &headers, framing, false, &date);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        let framing = response_framing(StatusCode::BAD_GATEWAY, &HeaderMap::new(), None);
+        encode_head(
+            &mut out,
+            StatusCode::BAD_GATEWAY,
+            &HeaderMap::new(),
+            framing,
+            true,
+            &date,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 502 Bad Gateway\r\ntransfer-encoding: chunked\r\nconnection: close\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n"
+        );
+        let mut lengthy = HeaderMap::new();
+        lengthy.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert_eq!(
+            response_framing(StatusCode::OK, &lengthy, None),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            response_framing(StatusCode::NO_CONTENT, &lengthy, Some(5)),
+            Framing::Empty
+        );
+        let mut chunk = Vec::new();
+        encode_chunk_size(&mut chunk, 4096);
+        assert_eq!(chunk, b"1000\r\n");
+        let mut closing = HeaderMap::new();
+        closing.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Keep-Alive, Close"),
+        );
+        assert!(response_closes(&closing));
+    }
+
+    #[test]
+    fn the_date_cache_encodes_once_per_second() {
+        let mut cache = DateCache::default();
+        assert_eq!(cache.get(784_111_777), b"Sun, 06 Nov 1994 08:49:37 GMT");
+        assert_eq!(cache.get(784_111_778), b"Sun, 06 Nov 1994 08:49:38 GMT");
+    }
+}
