@@ -22,8 +22,10 @@
 //! released on every path, including the caller dropping the future (which cancels the RPC).
 
 use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
+use std::task::Poll;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -357,10 +359,15 @@ impl Cluster {
         let mut tried = Serials::default();
         let (mut attempts, mut retries, mut hedges) = (0u32, 0u32, 0u32);
         let mut last_error: Option<RpcError> = None;
+        // Attempts in flight when hedging: a hedge runs beside the attempt it backs up.
         let mut running = FuturesUnordered::new();
+        // Without hedging one attempt runs at a time, and it lives here, in this future: a
+        // `FuturesUnordered` would allocate two tasks of the attempt's size per call (its stub
+        // and the attempt), held for as long as the call waits on a slow service.
+        let mut single = std::pin::pin!(None);
         let mut hedge_at: Option<Instant> = None;
         loop {
-            if running.is_empty() {
+            if running.is_empty() && single.is_none() {
                 let guard = match self.acquire(&tried, pick, deadline).await {
                     Ok(guard) => guard,
                     Err(refused) => {
@@ -375,20 +382,22 @@ impl Cluster {
                 attempts += 1;
                 bump(&shared.stats.attempts);
                 tried.push(guard.endpoint().serial);
-                running.push(attempt(
-                    guard,
-                    method,
-                    codec,
-                    payload.clone(),
-                    options,
-                    deadline,
-                ));
+                let next = attempt(guard, method, codec, payload.clone(), options, deadline);
+                if hedge.is_some() {
+                    running.push(next);
+                } else {
+                    single.set(Some(next));
+                }
                 hedge_at = hedge
                     .filter(|h| hedges < h.max_hedges)
                     .map(|h| Instant::now() + h.delay);
             }
             let (guard, result) = tokio::select! {
                 biased;
+                done = poll_slot(single.as_mut()), if single.is_some() => {
+                    single.set(None);
+                    done
+                }
                 Some(done) = running.next() => done,
                 () = sleep_until_opt(hedge_at) => {
                     hedge_at = None;
@@ -861,6 +870,15 @@ async fn attempt(
         .call_with(method, codec, payload, timeout, &options.metadata)
         .await;
     (guard, result)
+}
+
+/// Polls the future in `slot`; pending forever while the slot is empty. The caller empties the
+/// slot once the future is done.
+fn poll_slot<F: Future>(mut slot: Pin<&mut Option<F>>) -> impl Future<Output = F::Output> + '_ {
+    std::future::poll_fn(move |cx| match slot.as_mut().as_pin_mut() {
+        Some(running) => running.poll(cx),
+        None => Poll::Pending,
+    })
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {

@@ -27,7 +27,7 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tideway_http_upstream::Scheme;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -1076,35 +1076,52 @@ async fn serve_h1_request(
             // Doubles as it fills; `parse_request` bounds it (head + whole-body limits).
             buf.reserve(buf.len().max(FAST_READ_BUF));
         }
-        match stream.try_read_buf(&mut buf) {
-            Ok(0) => return FastOutcome::Close,
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return FastOutcome::Close,
-        }
-        // The whole head (and a whole body taken with it) within the header deadline, from
-        // the moment its first byte could be read: a slowloris client is cut here.
-        let until = *deadline.get_or_insert_with(|| Instant::now() + protocols.header_timeout);
-        match tokio::time::timeout_at(until, stream.readable()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return FastOutcome::Close,
-            Err(_) => {
-                tracing::debug!(peer = %downstream.peer, "request head not complete within the header deadline; closing");
-                return FastOutcome::Close;
+        // `read_buf` (not `try_read_buf`): a read shorter than the room given tells tokio the
+        // socket is drained, so the hang-up watch below costs no `recv` that would only say
+        // EAGAIN.
+        let read = match futures::FutureExt::now_or_never(stream.read_buf(&mut buf)) {
+            Some(read) => read,
+            None => {
+                // The whole head (and a whole body taken with it) within the header deadline,
+                // from the moment its first byte could be read: a slowloris client is cut here.
+                let until =
+                    *deadline.get_or_insert_with(|| Instant::now() + protocols.header_timeout);
+                match tokio::time::timeout_at(until, stream.read_buf(&mut buf)).await {
+                    Ok(read) => read,
+                    Err(_) => {
+                        tracing::debug!(peer = %downstream.peer, "request head not complete within the header deadline; closing");
+                        return FastOutcome::Close;
+                    }
+                }
             }
+        };
+        match read {
+            Ok(0) | Err(_) => return FastOutcome::Close,
+            Ok(_) => {}
         }
     };
     // What follows the request is kept only when there is some: an empty remainder would hold
     // the whole read buffer while the request waits.
-    let rest = if buf.is_empty() { BytesMut::new() } else { buf };
+    let rest = if buf.is_empty() {
+        drop(buf);
+        BytesMut::new()
+    } else {
+        buf
+    };
     let watch_hangup = rest.is_empty();
-    let Some(Ok(response)) = until_hangup(
-        stream,
-        watch_hangup,
-        respond(Arc::clone(state), downstream, request),
-    )
-    .await
-    else {
+    // The request's work runs inline, in this (boxed) future: one allocation per request for
+    // reading, serving and writing, freed when the response is written. Pinned where it is
+    // made and lent to the hang-up watch: moving it would give this future room for two.
+    let answered = {
+        let answer = std::pin::pin!(async {
+            match crate::openapi::public_answer(state, &request) {
+                Some(response) => response,
+                None => handle(Arc::clone(state), downstream, request).await,
+            }
+        });
+        until_hangup(stream, watch_hangup, answer).await
+    };
+    let Some(response) = answered else {
         tracing::debug!(peer = %downstream.peer, "client went away; request cancelled");
         return FastOutcome::Close;
     };
@@ -1160,8 +1177,11 @@ thread_local! {
 /// Runs `work` while watching the socket for a hang-up (read end of stream or error): `None`
 /// when the client went away first, and `work` is dropped (cancelled). Bytes that arrive
 /// meanwhile (a pipelined request) stay unread and end the watch.
-async fn until_hangup<F: Future>(stream: &TcpStream, watch: bool, work: F) -> Option<F::Output> {
-    let mut work = std::pin::pin!(work);
+async fn until_hangup<F: Future>(
+    stream: &TcpStream,
+    watch: bool,
+    mut work: Pin<&mut F>,
+) -> Option<F::Output> {
     let mut watch = watch;
     let mut probe = [0u8; 1];
     loop {
@@ -1204,7 +1224,7 @@ async fn write_body(
                             }
                             out.clear();
                         }
-                        match until_hangup(stream, watch_hangup, frame).await {
+                        match until_hangup(stream, watch_hangup, Pin::new(&mut frame)).await {
                             Some(next) => next,
                             None => return false,
                         }
@@ -1672,16 +1692,8 @@ mod tests {
 mod size_tests {
     use super::*;
 
-    #[tokio::test]
-    async fn connection_task_is_small() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        let _client = client.unwrap();
-        let (stream, peer) = accepted.unwrap();
-        let settings = ServerSettings::default();
-        let protocols = Arc::new(Protocols::new(&settings));
-        let state = Arc::new(GatewayState {
+    fn test_state(settings: ServerSettings) -> Arc<GatewayState> {
+        Arc::new(GatewayState {
             in_flight: crate::router::ConcurrencyLimit::new(settings.max_in_flight),
             overload: Arc::new(OverloadState::new(None)),
             settings,
@@ -1690,7 +1702,40 @@ mod size_tests {
             ids: RequestIds::new(),
             edge: arc_swap::ArcSwapOption::empty(),
             observe: arc_swap::ArcSwapOption::empty(),
-        });
+        })
+    }
+
+    #[tokio::test]
+    async fn connection_task_is_small() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let _client = client.unwrap();
+        let (mut stream, peer) = accepted.unwrap();
+        let settings = ServerSettings::default();
+        let protocols = Arc::new(Protocols::new(&settings));
+        let state = test_state(settings);
+        // For the record (printed with --nocapture): what one request in service holds besides
+        // the connection task. The request future is allocated once per request, for its life.
+        let downstream = Downstream {
+            peer,
+            scheme: Scheme::Http,
+        };
+        let token = CancellationToken::new();
+        let request = serve_h1_request(
+            &mut stream,
+            BytesMut::new(),
+            &state,
+            downstream,
+            &protocols,
+            &token,
+        );
+        eprintln!(
+            "serve_h1_request future (one per request in service): {} bytes",
+            std::mem::size_of_val(&request)
+        );
+        drop(request);
+
         let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
         let fut = serve_connection(
             stream,

@@ -9,19 +9,22 @@ use http::uri::{Authority, Scheme as UriScheme, Uri};
 /// loopback or in one data centre a healthy peer accepts in well under a millisecond.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long an idle keep-alive connection stays in the pool: the gateway's own idle keep-alive
-/// (ARCHITECTURE.md: 60 s). Upstreams with a shorter idle timeout are handled by hyper-util,
-/// which retries a request that a closing pooled connection never started.
+/// (ARCHITECTURE.md: 60 s). Upstreams with a shorter idle timeout are handled by the pool,
+/// which checks that a connection is still open before reusing it, and by sending an
+/// idempotent request once more when a reused connection closes before any response byte.
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Idle connections kept per upstream authority. Bounds the sockets and buffers a traffic burst
 /// leaves behind; busy connections are bounded by the gateway's in-flight limit, not by this.
 /// 128 covers a few hundred concurrent clients without reconnect churn (32 made the gateway open
 /// ~100 upstream connections a second under 64 concurrent clients in `scripts/bench http`).
 pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = 128;
-/// Per-connection HTTP/1 buffer ceiling, which also caps the size of a response head. hyper's
-/// own default (~400 KiB) is far more than any sane head needs (nginx reads proxied heads into
-/// 4-8 KiB); 64 KiB keeps each busy connection cheap while leaving room for large cookies.
+/// Per-connection HTTP/1 buffer ceiling: the largest response head (and chunked trailer
+/// section) accepted, and a cap on the body bytes read per poll. hyper's default (~400 KiB) is
+/// far more than any sane head needs (nginx reads proxied heads into 4-8 KiB); 64 KiB keeps
+/// each busy connection cheap while leaving room for large cookies.
 pub const DEFAULT_HTTP1_MAX_BUF_SIZE: usize = 64 * 1024;
-/// Header fields accepted in one upstream response: hyper's default, kept explicit.
+/// Header fields accepted in one upstream response (and one trailer section): hyper's default,
+/// kept explicit.
 pub const DEFAULT_MAX_RESPONSE_HEADERS: usize = 100;
 
 /// Kernel send buffer of upstream sockets: `None` leaves it to the kernel's autotuning, bounded
@@ -31,7 +34,8 @@ pub const DEFAULT_TCP_SEND_BUFFER_SIZE: Option<usize> = None;
 /// bounded by `net.ipv4.tcp_rmem`.
 pub const DEFAULT_TCP_RECV_BUFFER_SIZE: Option<usize> = None;
 
-/// Smallest `http1_max_buf_size` hyper accepts (it panics below this).
+/// Smallest `http1_max_buf_size` accepted: hyper's own minimum (it panics below this), kept so
+/// configs stay valid for either client; any real response head fits.
 pub const MIN_HTTP1_MAX_BUF_SIZE: usize = 8 * 1024;
 /// Largest `http1_max_buf_size` accepted: past this one slow connection holds too much memory.
 pub const MAX_HTTP1_MAX_BUF_SIZE: usize = 16 * 1024 * 1024;
@@ -60,13 +64,15 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// How long an idle pooled connection is kept before it is closed.
     pub pool_idle_timeout: Duration,
-    /// Idle pooled connections kept per upstream authority; more are closed when released.
+    /// Idle pooled connections kept per upstream; when the pool is full, releasing one more
+    /// closes the oldest idle one.
     pub pool_max_idle_per_host: usize,
     /// Send the downstream `Host` to the upstream instead of the upstream's own authority.
     pub preserve_host: bool,
     /// Speak HTTP/2 with prior knowledge (h2c) to the upstream instead of HTTP/1.1.
     pub http2_prior_knowledge: bool,
-    /// HTTP/1 per-connection buffer ceiling; also the largest response head accepted.
+    /// HTTP/1 per-connection buffer ceiling: the largest response head (and trailer section)
+    /// accepted, and at most this many body bytes are read per poll.
     pub http1_max_buf_size: usize,
     /// Most header fields accepted in one response head (HTTP/1).
     pub max_response_headers: usize,

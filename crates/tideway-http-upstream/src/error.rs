@@ -37,22 +37,26 @@ pub enum UpstreamError {
         timeout: Duration,
     },
     /// The upstream closed or reset the connection before a complete response head arrived.
-    /// The request may have been (partly) received and processed. 502.
+    /// The request may have been (partly) received and processed. 502. (An idempotent request
+    /// sent whole on a pooled connection the upstream had closed is sent once more on a new
+    /// connection before this is reported; see the crate docs.)
     #[error("upstream closed the connection before responding")]
     Disconnected {
-        /// hyper's or the socket's error.
+        /// The socket's error (or hyper's, for HTTP/2).
         #[source]
         source: BoxError,
     },
-    /// The upstream's response was not valid HTTP, too large a head, or otherwise broken. 502.
+    /// The upstream's response was not valid HTTP, too large a head, too many header fields or
+    /// interim responses, an invalid `Content-Length`, or `101 Switching Protocols`. 502.
     #[error("upstream protocol error")]
     Protocol {
-        /// hyper's error.
+        /// What is wrong (the HTTP/1.1 head parser's error, or hyper's for HTTP/2).
         #[source]
         source: BoxError,
     },
     /// The downstream request body failed while it was being streamed to the upstream (the
-    /// client went away, or a body limit wrapped around it by the gateway fired). The source is
+    /// client went away, or a body limit wrapped around it by the gateway fired), or delivered
+    /// fewer or more bytes than its size hint (or `Content-Length`) announced. The source is
     /// the body's own error, so the gateway can downcast it to its limit type (e.g. for a 413).
     /// 400.
     #[error("request body failed while streaming to the upstream")]
@@ -92,7 +96,7 @@ impl UpstreamError {
         matches!(self, UpstreamError::Connect { .. })
     }
 
-    /// Sorts an error of hyper-util's client into a variant.
+    /// Sorts an error of hyper-util's client (HTTP/2) into a variant.
     pub(crate) fn from_client(err: hyper_util::client::legacy::Error, authority: &str) -> Self {
         if let Some(body) = find::<RequestBodyError>(&err) {
             return UpstreamError::RequestBody {
@@ -134,8 +138,8 @@ fn find<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<
     None
 }
 
-/// Wraps the downstream body's error on its way through hyper, so that it can be told apart from
-/// hyper's own errors and handed back to the caller unchanged.
+/// Wraps the downstream body's error on its way through hyper (HTTP/2), so that it can be told
+/// apart from hyper's own errors and handed back to the caller unchanged.
 #[derive(Debug, Clone)]
 pub(crate) struct RequestBodyError(pub(crate) Arc<dyn StdError + Send + Sync>);
 

@@ -1,4 +1,5 @@
-//! [`HttpUpstream`]: the pooled client and the one forwarding function.
+//! [`HttpUpstream`]: the clients (our own for HTTP/1.1, hyper-util's for h2c) and the one
+//! forwarding function.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,18 +11,19 @@ use http::header::{CONNECTION, HOST, HeaderMap, HeaderValue, TE};
 use http::{Extensions, Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::body::UpstreamBody;
+use crate::client::H1Client;
 use crate::config::{BaseUrl, UpstreamConfig, UpstreamConfigError};
-use crate::connect::CountingConnector;
+use crate::connect::{CountingConnector, TcpConnector};
 use crate::error::{BoxError, RequestBodyError, UpstreamError};
 use crate::{headers, target};
 
-/// The body type the pooled client sends: the caller's body, boxed, its error wrapped.
-type UpstreamBody = UnsyncBoxBody<Bytes, BoxError>;
+/// The body type the HTTP/2 client sends: the caller's body, boxed, its error wrapped.
+type H2RequestBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// The scheme of the downstream (client-to-gateway) connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,7 +64,7 @@ pub struct HttpUpstream {
 
 #[derive(Debug)]
 struct Inner {
-    client: Client<CountingConnector, UpstreamBody>,
+    client: Protocol,
     base: BaseUrl,
     base_url: String,
     /// The `Host` value sent when the downstream one is not preserved.
@@ -70,6 +72,16 @@ struct Inner {
     preserve_host: bool,
     http2: bool,
     open: Arc<AtomicUsize>,
+}
+
+/// The client for the upstream's protocol.
+#[derive(Debug)]
+enum Protocol {
+    /// Our own HTTP/1.1 client, driven by the caller's task (`client.rs`).
+    Http1(H1Client),
+    /// hyper-util's pooled client speaking h2c with prior knowledge: one multiplexed connection
+    /// driven by its own task.
+    Http2(Client<CountingConnector, H2RequestBody>),
 }
 
 impl HttpUpstream {
@@ -86,24 +98,38 @@ impl HttpUpstream {
             }
         })?;
 
-        let mut http = HttpConnector::new();
-        http.enforce_http(true);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(config.connect_timeout));
-        http.set_send_buffer_size(config.tcp_send_buffer_size);
-        http.set_recv_buffer_size(config.tcp_recv_buffer_size);
         let open = Arc::new(AtomicUsize::new(0));
-        let connector = CountingConnector::new(http, Arc::clone(&open));
-
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            .http1_max_buf_size(config.http1_max_buf_size)
-            .http1_max_headers(config.max_response_headers)
-            .http2_only(config.http2_prior_knowledge)
-            .build(connector);
+        let client = if config.http2_prior_knowledge {
+            let mut http = HttpConnector::new();
+            http.enforce_http(true);
+            http.set_nodelay(true);
+            http.set_connect_timeout(Some(config.connect_timeout));
+            http.set_send_buffer_size(config.tcp_send_buffer_size);
+            http.set_recv_buffer_size(config.tcp_recv_buffer_size);
+            let connector = CountingConnector::new(http, Arc::clone(&open));
+            Protocol::Http2(
+                Client::builder(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(config.pool_idle_timeout)
+                    .pool_max_idle_per_host(config.pool_max_idle_per_host)
+                    .http2_only(true)
+                    .build(connector),
+            )
+        } else {
+            let connector = TcpConnector::new(
+                &base.authority,
+                config.connect_timeout,
+                config.tcp_send_buffer_size,
+                config.tcp_recv_buffer_size,
+                Arc::clone(&open),
+            );
+            Protocol::Http1(H1Client::new(
+                &config,
+                connector,
+                base.authority.as_str().to_owned(),
+            ))
+        };
 
         Ok(HttpUpstream {
             inner: Arc::new(Inner {
@@ -128,6 +154,16 @@ impl HttpUpstream {
         self.inner.open.load(Ordering::Relaxed)
     }
 
+    /// HTTP/1.1 connections idle in the pool right now, at most
+    /// [`UpstreamConfig::pool_max_idle_per_host`] (a gauge for metrics). Always 0 for h2c, whose
+    /// pool hyper-util keeps.
+    pub fn idle_connections(&self) -> usize {
+        match &self.inner.client {
+            Protocol::Http1(client) => client.idle_connections(),
+            Protocol::Http2(_) => 0,
+        }
+    }
+
     /// Forwards `req` to the upstream and returns its response head with the body unread.
     ///
     /// - `path_and_query` is appended to the base URL's path (see the crate docs for the joining
@@ -138,8 +174,10 @@ impl HttpUpstream {
     ///   the result is [`UpstreamError::Timeout`]. Reading the returned body is not bounded by
     ///   it: the caller bounds that (and its size).
     ///
-    /// The request body is streamed as the upstream reads it; the response body is hyper's
-    /// `Incoming`, read from the socket only as the caller polls it. Neither is buffered whole.
+    /// The request body is streamed as the upstream reads it (a small body of known size is
+    /// sent with the head); the response body is read from the socket only as the caller polls
+    /// it. Neither is buffered whole. Over HTTP/1.1 no other task is involved: this future and
+    /// then the returned body do all the I/O.
     ///
     /// Cancel safety: dropping the future at any point is safe. A request in flight is abandoned
     /// and its connection closed, never returned to the pool half-used.
@@ -149,7 +187,7 @@ impl HttpUpstream {
         path_and_query: &str,
         client: &ClientInfo,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError>
+    ) -> Result<Response<UpstreamBody>, UpstreamError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -164,26 +202,33 @@ impl HttpUpstream {
             client = %client.addr,
             "forwarding to http upstream"
         );
-        parts.uri = uri;
-        parts.version = if inner.http2 {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        };
-        // Extensions belong to the downstream connection (hyper's upgrade handle, header case
-        // maps); none of them should steer the upstream request.
-        parts.extensions = Extensions::new();
-        let body: UpstreamBody = body
-            .map_err(|e| -> BoxError { Box::new(RequestBodyError(Arc::from(e.into()))) })
-            .boxed_unsync();
-
-        let sent = inner.client.request(Request::from_parts(parts, body));
-        let result = match tokio::time::timeout(timeout, sent).await {
-            Err(_elapsed) => Err(UpstreamError::Timeout { timeout }),
-            Ok(Err(e)) => Err(UpstreamError::from_client(e, inner.base.authority.as_str())),
-            Ok(Ok(mut response)) => {
-                headers::remove_hop_by_hop(response.headers_mut());
-                Ok(response)
+        let result = match &inner.client {
+            Protocol::Http1(h1) => {
+                let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+                let sent = h1.send(&parts.method, target, parts.headers, body);
+                match tokio::time::timeout(timeout, sent).await {
+                    Err(_elapsed) => Err(UpstreamError::Timeout { timeout }),
+                    Ok(result) => result.map(|response| response.map(UpstreamBody::h1)),
+                }
+            }
+            Protocol::Http2(h2) => {
+                parts.uri = uri;
+                parts.version = Version::HTTP_2;
+                // Extensions belong to the downstream connection (hyper's upgrade handle, header
+                // case maps); none of them should steer the upstream request.
+                parts.extensions = Extensions::new();
+                let body: H2RequestBody = body
+                    .map_err(|e| -> BoxError { Box::new(RequestBodyError(Arc::from(e.into()))) })
+                    .boxed_unsync();
+                let sent = h2.request(Request::from_parts(parts, body));
+                match tokio::time::timeout(timeout, sent).await {
+                    Err(_elapsed) => Err(UpstreamError::Timeout { timeout }),
+                    Ok(Err(e)) => Err(UpstreamError::from_client(e, inner.base.authority.as_str())),
+                    Ok(Ok(mut response)) => {
+                        headers::remove_hop_by_hop(response.headers_mut());
+                        Ok(response.map(UpstreamBody::h2))
+                    }
+                }
             }
         };
         match &result {

@@ -480,3 +480,17 @@ fn forward_future_is_send() {
     let fut = up.forward(req, "/", &info, WAIT);
     assert_send(&fut);
 }
+
+/// The gateway turns the response into its own body type with exactly this expression
+/// (`tideway-gateway` `handler.rs`); `BoxBody` needs the body to be `Send + Sync + 'static`.
+#[test]
+fn response_body_boxes_the_way_the_gateway_does() {
+    fn gateway_map(
+        response: Response<tideway_http_upstream::UpstreamBody>,
+    ) -> Response<http_body_util::combinators::BoxBody<Bytes, BoxError>> {
+        response.map(|body| body.map_err(Into::into).boxed())
+    }
+    fn assert_send_sync_static<T: Send + Sync + 'static>() {}
+    assert_send_sync_static::<tideway_http_upstream::UpstreamBody>();
+    let _ = gateway_map;
+}

@@ -102,8 +102,13 @@ fn generated_body(
     }))
 }
 
-/// Reads a body frame by frame, keeping only a count.
-async fn count_body(mut body: Incoming) -> Result<u64, hyper::Error> {
+/// Reads a body frame by frame, keeping only a count: the backends' request bodies (hyper's
+/// `Incoming`) and the upstream's response bodies (`UpstreamBody`).
+async fn count_body<B>(body: B) -> Result<u64, B::Error>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    let mut body = std::pin::pin!(body);
     let mut n = 0;
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame?.into_data() {

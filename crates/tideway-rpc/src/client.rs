@@ -449,6 +449,10 @@ fn response_to_result(response: Response) -> Result<Bytes, RpcError> {
     }
 }
 
+/// How often a connection whose keep-alive went unanswered checks whether its calls in flight
+/// have all ended (by answer or deadline), so it can close.
+const UNRESPONSIVE_DRAIN_POLL: Duration = Duration::from_millis(50);
+
 /// One TCP connection: a writer task fed by `tx`, a reader task that completes pending calls,
 /// and a keep-alive task.
 struct Connection {
@@ -464,6 +468,8 @@ struct Connection {
     goaway_last_id: AtomicU64,
     /// The client's GoAway counter.
     goaways: Arc<AtomicU64>,
+    /// A keep-alive ping went unanswered: no new calls here (see [`Connection::keepalive`]).
+    unresponsive: AtomicBool,
     /// Milliseconds since `epoch` when the last frame arrived.
     last_read_ms: AtomicU64,
     epoch: Instant,
@@ -519,6 +525,7 @@ impl Connection {
             going_away: AtomicBool::new(false),
             goaway_last_id: AtomicU64::new(u64::MAX),
             goaways,
+            unresponsive: AtomicBool::new(false),
             last_read_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         });
@@ -534,7 +541,9 @@ impl Connection {
     }
 
     fn is_usable(&self) -> bool {
-        !self.closed.is_cancelled() && !self.going_away.load(Ordering::Relaxed)
+        !self.closed.is_cancelled()
+            && !self.going_away.load(Ordering::Relaxed)
+            && !self.unresponsive.load(Ordering::Relaxed)
     }
 
     fn close(&self) {
@@ -658,7 +667,26 @@ impl Connection {
                 () = tokio::time::sleep(timeout) => {}
             }
             if self.last_read_ms.load(Ordering::Relaxed) < pinged_at_ms {
-                tracing::warn!(?timeout, "no answer to keep-alive ping; closing connection");
+                // The server is silent: no new calls go here (the next call opens another
+                // connection). The calls already waiting keep their own deadlines, each bounded,
+                // and end with DeadlineExceeded unless a late answer comes: a silent peer has
+                // not failed them, it has not answered in time. The connection closes once
+                // they are gone.
+                tracing::warn!(
+                    ?timeout,
+                    pending = self.pending.lock().len(),
+                    "no answer to keep-alive ping; no new calls on this connection, closing it when its calls in flight end"
+                );
+                self.unresponsive.store(true, Ordering::Release);
+                loop {
+                    if self.pending.lock().len() == 0 {
+                        break;
+                    }
+                    tokio::select! {
+                        () = self.closed.cancelled() => return,
+                        () = tokio::time::sleep(UNRESPONSIVE_DRAIN_POLL) => {}
+                    }
+                }
                 self.closed.cancel();
                 return;
             }

@@ -16,7 +16,9 @@
 //!   opened connections, reconnect backoff and keep-alive pings. Each call registers in a bounded
 //!   pending map through a drop guard, so the entry goes away on every path: reply, deadline,
 //!   caller dropped (which also sends Cancel), connection lost (which fails every pending call at
-//!   once with `Unavailable`).
+//!   once with `Unavailable`). A connection whose keep-alive ping goes unanswered takes no new
+//!   calls; the calls already on it keep their deadlines (a silent server has not answered in
+//!   time: `DeadlineExceeded`), and it closes once they are gone.
 //! - [`CallContext`]: the deadline, metadata and method of the call a handler serves.
 //! - [`ServiceDispatch`] and the descriptors: what `#[service]` (crate `tideway-macros`)
 //!   generates code against. A descriptor may carry a JSON Schema of each argument

@@ -716,10 +716,17 @@ async fn keepalive_detects_a_server_that_stopped_answering() {
     // A "server" that accepts and reads but never writes: only the keep-alive can notice.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
     tokio::spawn(async move {
-        let (mut sock, _) = listener.accept().await.unwrap();
-        let mut sink = vec![0u8; 4096];
-        while sock.read(&mut sink).await.map(|n| n > 0).unwrap_or(false) {}
+        loop {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut sink = vec![0u8; 4096];
+                while sock.read(&mut sink).await.map(|n| n > 0).unwrap_or(false) {}
+            });
+        }
     });
     let c = Client::new(
         addr,
@@ -730,13 +737,33 @@ async fn keepalive_detects_a_server_that_stopped_answering() {
         },
     )
     .unwrap();
+    // A call in flight when the ping goes unanswered keeps its deadline: the server has not
+    // failed it, it has not answered in time.
     let t = Instant::now();
     let err = c
-        .call_typed::<_, u64>("test.Svc/sleep", &1u64, &timeout(30_000))
+        .call_typed::<_, u64>("test.Svc/sleep", &1u64, &timeout(1_000))
         .await
         .unwrap_err();
-    assert_eq!(err.status(), Status::Unavailable, "{err}");
+    assert_eq!(err.status(), Status::DeadlineExceeded, "{err}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        t.elapsed()
+    );
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(c.pending_calls(), 0);
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    // The silent connection takes no new call: the next one opens a second connection.
+    let err = c
+        .call_typed::<_, u64>("test.Svc/sleep", &1u64, &timeout(100))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Status::DeadlineExceeded, "{err}");
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "a new connection for the new call"
+    );
     assert_eq!(c.pending_calls(), 0);
 }
 

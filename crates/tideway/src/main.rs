@@ -33,8 +33,9 @@ use tideway_registry::{
 use tideway_rpc::{ClientConfig, Server, ServerConfig, ServerHandle, ServiceDescriptor};
 
 /// jemalloc returns freed memory to the OS (background purging), so RSS falls back after a
-/// burst instead of staying at its peak as with glibc's malloc.
-#[cfg(not(target_env = "msvc"))]
+/// burst instead of staying at its peak as with glibc's malloc. Feature `system-alloc` keeps the
+/// system allocator instead, for heap profilers that see only malloc (valgrind's DHAT).
+#[cfg(all(not(target_env = "msvc"), not(feature = "system-alloc")))]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

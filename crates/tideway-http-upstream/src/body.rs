@@ -1,0 +1,374 @@
+//! [`UpstreamBody`]: the response body [`HttpUpstream::forward`](crate::HttpUpstream::forward)
+//! returns, read from the upstream connection only as the caller polls it.
+//!
+//! For HTTP/1.1 the body owns its connection (`H1Body`): each poll reads at most one bounded
+//! piece from the socket, decodes it (Content-Length, chunked, or until close) and hands it out
+//! as one data frame; bytes that came with the head are handed out first. While the request
+//! body is still being sent (the upstream answered before reading all of it), each poll also
+//! moves the request body on. When the response is complete and the connection can carry
+//! another request, it goes back to the pool at once, before the caller's final poll returns;
+//! in every other case (an error, the body dropped early) the connection is closed with the
+//! body. For HTTP/2 it is hyper's `Incoming`, driven by hyper's connection task.
+
+use std::error::Error as StdError;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::chunked::{ChunkedDecoder, Event};
+use crate::client::{SendError, Upload, poll_read_buf};
+use crate::error::BoxError;
+use crate::pool::{Conn, Pool};
+
+/// The body of an upstream response, streamed from the upstream as it is polled.
+///
+/// `Send`, `Sync` and `'static`, so it boxes into `http_body_util::combinators::BoxBody`.
+/// Dropping it before its end closes the upstream connection (it is never pooled half-read).
+#[derive(Debug)]
+pub struct UpstreamBody {
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    H1(H1Body),
+    H2(Incoming),
+}
+
+impl UpstreamBody {
+    pub(crate) fn h1(body: H1Body) -> Self {
+        UpstreamBody {
+            kind: Kind::H1(body),
+        }
+    }
+
+    pub(crate) fn h2(body: Incoming) -> Self {
+        UpstreamBody {
+            kind: Kind::H2(body),
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = UpstreamBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
+        match &mut self.get_mut().kind {
+            Kind::H1(body) => Pin::new(body).poll_frame(cx),
+            Kind::H2(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|source| UpstreamBodyError::Http2 { source }),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::H1(body) => body.is_end_stream(),
+            Kind::H2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::H1(body) => body.size_hint(),
+            Kind::H2(body) => body.size_hint(),
+        }
+    }
+}
+
+/// Why an upstream response body ended before its end. The upstream connection is closed after
+/// any of these. Display texts are for logs and are not stable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamBodyError {
+    /// The upstream closed the connection before the end its framing announced
+    /// (`Content-Length` or the last chunk).
+    #[error("upstream closed the connection before the end of the response body")]
+    Incomplete,
+    /// Reading from the upstream connection failed (e.g. reset).
+    #[error("reading the response body from the upstream failed")]
+    Io {
+        /// The socket's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The body's framing is broken (a malformed chunk, oversized trailers).
+    #[error("upstream response body is malformed")]
+    Protocol {
+        /// What is wrong with it.
+        #[source]
+        source: BoxError,
+    },
+    /// The downstream request body, still being sent to the upstream while its response was
+    /// streaming, failed; the exchange is abandoned.
+    #[error("request body failed while streaming to the upstream")]
+    RequestBody {
+        /// The request body's error, as the body returned it.
+        #[source]
+        source: Arc<dyn StdError + Send + Sync>,
+    },
+    /// hyper's HTTP/2 response body failed.
+    #[error("upstream HTTP/2 response body failed")]
+    Http2 {
+        /// hyper's error.
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+/// How the rest of a streaming HTTP/1.1 body is delimited.
+#[derive(Debug)]
+pub(crate) enum Framing {
+    /// This many bytes to go (bytes in the buffer not yet handed out included).
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    /// Until the upstream closes.
+    Eof,
+}
+
+/// An HTTP/1.1 response body.
+///
+/// ```text
+///   Whole(data) ──poll──▶ Done        (complete when the head was read; connection already
+///                                      pooled or closed)
+///   Streaming ──poll: last data / trailers / end──▶ Done (connection pooled or closed)
+///        └──────poll: error──────────────────────▶ Done (connection closed)
+/// ```
+#[derive(Debug)]
+pub(crate) struct H1Body {
+    state: State,
+}
+
+#[derive(Debug)]
+enum State {
+    /// The whole body, already read; `None` once handed out (or for no body).
+    Whole(Option<Bytes>),
+    Streaming(Streaming),
+    Done,
+}
+
+/// What a streaming body owns: the connection, the bytes read but not yet handed out, and the
+/// rest of the request body if it is still being sent.
+#[derive(Debug)]
+pub(crate) struct Streaming {
+    pub(crate) conn: Conn,
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) buf: BytesMut,
+    pub(crate) framing: Framing,
+    /// Whether the connection may carry another request once this body is complete (the
+    /// response's framing and `Connection` allow it, and the request was sent whole).
+    pub(crate) keep_alive: bool,
+    /// Boxed: it exists only when the upstream answered before the whole request was sent,
+    /// and is most of a streaming body's size.
+    pub(crate) upload: Option<Box<Upload>>,
+    /// Most bytes read from the socket per poll.
+    pub(crate) read_chunk: usize,
+}
+
+/// What one poll of a streaming body found.
+enum Step {
+    Data(Bytes, bool),
+    Trailers(HeaderMap),
+    End,
+    Error(UpstreamBodyError),
+}
+
+impl H1Body {
+    /// A body that was complete when the head was read (no body, or all of it in the buffer).
+    pub(crate) fn whole(data: Bytes) -> Self {
+        H1Body {
+            state: State::Whole(Some(data).filter(|d| !d.is_empty())),
+        }
+    }
+
+    /// A body still to be read from its connection.
+    pub(crate) fn streaming(streaming: Streaming) -> Self {
+        H1Body {
+            state: State::Streaming(streaming),
+        }
+    }
+
+    /// Ends the body: its connection goes back to the pool when it can carry another request,
+    /// else it is closed.
+    fn finish(&mut self) {
+        if let State::Streaming(s) = std::mem::replace(&mut self.state, State::Done) {
+            s.release();
+        }
+    }
+}
+
+impl Streaming {
+    fn release(self) {
+        if self.keep_alive && self.upload.is_none() && self.buf.is_empty() {
+            self.pool.checkin(self.conn);
+        } else {
+            tracing::trace!(
+                keep_alive = self.keep_alive,
+                uploading = self.upload.is_some(),
+                extra_bytes = self.buf.len(),
+                "closing upstream connection after its response"
+            );
+        }
+    }
+
+    /// Gives the buffer's memory back once everything read was handed out: the data frames
+    /// keep the allocation alive only as long as the caller holds them, and an idle wait for
+    /// the next bytes holds no buffer at all.
+    fn drop_empty_buffer(&mut self) {
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
+        }
+    }
+
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        // Move the request body on first: the upstream may need more of it to go on answering.
+        if let Some(upload) = &mut self.upload {
+            match upload.poll_send(cx, &self.conn.stream) {
+                Poll::Ready(Ok(())) => self.upload = None,
+                Poll::Ready(Err(SendError::Body(e))) => {
+                    return Poll::Ready(Step::Error(UpstreamBodyError::RequestBody {
+                        source: Arc::from(e),
+                    }));
+                }
+                Poll::Ready(Err(SendError::Io(e))) => {
+                    // The upstream stopped reading the request; its response may still come.
+                    tracing::trace!(error = %e, "upstream stopped reading the request body");
+                    self.upload = None;
+                    self.keep_alive = false;
+                }
+                Poll::Pending => {}
+            }
+        }
+        loop {
+            match &mut self.framing {
+                Framing::Length(remaining) => {
+                    if *remaining == 0 {
+                        return Poll::Ready(Step::End);
+                    }
+                    if !self.buf.is_empty() {
+                        let n = (*remaining).min(self.buf.len() as u64);
+                        *remaining -= n;
+                        let last = *remaining == 0;
+                        let data = self.buf.split_to(n as usize).freeze();
+                        self.drop_empty_buffer();
+                        return Poll::Ready(Step::Data(data, last));
+                    }
+                }
+                Framing::Chunked(decoder) => match decoder.decode(&mut self.buf) {
+                    Ok(Some(Event::Data(data))) => {
+                        self.drop_empty_buffer();
+                        return Poll::Ready(Step::Data(data, false));
+                    }
+                    Ok(Some(Event::Trailers(trailers))) => {
+                        return Poll::Ready(Step::Trailers(trailers));
+                    }
+                    Ok(Some(Event::End)) => return Poll::Ready(Step::End),
+                    Ok(None) => {}
+                    Err(e) => {
+                        return Poll::Ready(Step::Error(UpstreamBodyError::Protocol {
+                            source: Box::new(e),
+                        }));
+                    }
+                },
+                Framing::Eof => {
+                    if !self.buf.is_empty() {
+                        let data = std::mem::take(&mut self.buf).freeze();
+                        return Poll::Ready(Step::Data(data, false));
+                    }
+                }
+            }
+            let max = match self.framing {
+                Framing::Length(remaining) => remaining.min(self.read_chunk as u64) as usize,
+                _ => self.read_chunk,
+            };
+            match ready!(poll_read_buf(&self.conn.stream, cx, &mut self.buf, max)) {
+                Ok(0) => {
+                    return Poll::Ready(match self.framing {
+                        Framing::Eof => Step::End,
+                        _ => Step::Error(UpstreamBodyError::Incomplete),
+                    });
+                }
+                Ok(_) => {}
+                Err(source) => return Poll::Ready(Step::Error(UpstreamBodyError::Io { source })),
+            }
+        }
+    }
+}
+
+impl Body for H1Body {
+    type Data = Bytes;
+    type Error = UpstreamBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
+        let this = self.get_mut();
+        let step = match &mut this.state {
+            State::Done => return Poll::Ready(None),
+            State::Whole(data) => {
+                let data = data.take();
+                if data.is_none() {
+                    this.state = State::Done;
+                }
+                return Poll::Ready(data.map(|d| Ok(Frame::data(d))));
+            }
+            State::Streaming(streaming) => ready!(streaming.poll_step(cx)),
+        };
+        Poll::Ready(match step {
+            Step::Data(data, last) => {
+                if last {
+                    this.finish();
+                }
+                Some(Ok(Frame::data(data)))
+            }
+            Step::Trailers(trailers) => {
+                this.finish();
+                Some(Ok(Frame::trailers(trailers)))
+            }
+            Step::End => {
+                this.finish();
+                None
+            }
+            Step::Error(e) => {
+                // Dropping the connection closes it.
+                this.state = State::Done;
+                Some(Err(e))
+            }
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.state {
+            State::Done | State::Whole(None) => true,
+            State::Whole(Some(_)) => false,
+            State::Streaming(s) => match &s.framing {
+                Framing::Length(n) => *n == 0,
+                Framing::Chunked(decoder) => decoder.is_done(),
+                Framing::Eof => false,
+            },
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.state {
+            State::Done | State::Whole(None) => SizeHint::with_exact(0),
+            State::Whole(Some(data)) => SizeHint::with_exact(data.len() as u64),
+            State::Streaming(Streaming {
+                framing: Framing::Length(n),
+                ..
+            }) => SizeHint::with_exact(*n),
+            State::Streaming(_) => SizeHint::default(),
+        }
+    }
+}

@@ -1,0 +1,617 @@
+//! The HTTP/1.1 client: one request at a time per connection, driven entirely by the caller's
+//! task, in the manner of pingora's `HttpSession`. No connection task, no channel: the
+//! `forward` future writes the request and reads the response head on the socket itself, and
+//! the response body ([`H1Body`]) reads the rest as the caller polls it.
+//!
+//! # One exchange
+//!
+//! 1. The request body is looked at first. A body of known size up to [`MAX_INLINE_BODY`] is
+//!    collected and written in the same `write` as the head (one syscall in the common case,
+//!    and the request can be sent again as is). Any other body is streamed after the head:
+//!    `Content-Length` when its size is known, else chunked; each frame is written (and the
+//!    write awaited) before the next is polled, so it is never buffered whole.
+//! 2. A connection is taken from the pool (the most recently used one that is still open) or
+//!    made.
+//! 3. The head is written, then, together: the streamed body is sent on while the response head
+//!    is read (an upstream may answer early, e.g. 413, without reading the whole body). Interim
+//!    1xx responses are skipped; 101 is an error (upgrades are not supported).
+//! 4. The response is handed back with an [`H1Body`] that owns the connection, the bytes read
+//!    past the head and, if the upstream answered before the request body was all sent, the
+//!    rest of the request body.
+//!
+//! # A pooled connection the upstream closed
+//!
+//! An upstream may close an idle keep-alive connection just as a request is written to it. When
+//! a reused connection fails before any response byte arrived, the request was sent whole from
+//! memory and its method is idempotent, it is sent once more on a new connection (as hyper and
+//! browsers do). Anything else is reported.
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, HeaderMap};
+use http::{Method, Response, StatusCode};
+use http_body::Body;
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use parking_lot::Mutex;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::body::{Framing, H1Body, Streaming};
+use crate::chunked::{ChunkedDecoder, encode_size_line};
+use crate::config::UpstreamConfig;
+use crate::connect::TcpConnector;
+use crate::error::{BoxError, UpstreamError};
+use crate::h1::{self, HeadError, RequestFraming, ResponseFraming};
+use crate::headers;
+use crate::pool::{Conn, Pool};
+
+/// Largest request body collected and written together with its head. Bodies of known size up
+/// to this are sent in one `write` and can be retried on a stale pooled connection; larger or
+/// unsized bodies are streamed. 16 KiB is the gateway's own whole-body limit on its fast path
+/// (`tideway-gateway` `h1::MAX_WHOLE_BODY`), so such requests never wait on a second write.
+pub(crate) const MAX_INLINE_BODY: usize = 16 * 1024;
+/// First size of the buffer a response head is read into; doubled as needed up to
+/// `http1_max_buf_size`. Most response heads fit in 2 KiB (nginx's own default for proxied
+/// heads is one 4-8 KiB page).
+pub(crate) const INITIAL_HEAD_BUFFER: usize = 2 * 1024;
+/// Most response body bytes read from the socket per poll (further capped by
+/// `http1_max_buf_size`): one data frame at most this big, so a response in flight holds at
+/// most this in the process, whatever its size. 64 KiB is the largest TCP segment
+/// offload unit, and hyper's default read size upper bound is of the same order.
+pub(crate) const MAX_BODY_READ: usize = 64 * 1024;
+/// Most interim (1xx) responses accepted before the final one. Real upstreams send one
+/// `100 Continue` or a few `103 Early Hints`; more is a broken or hostile peer, and each one
+/// costs a parse.
+pub(crate) const MAX_INTERIM_RESPONSES: usize = 16;
+
+/// The HTTP/1.1 client of one upstream: its connector, its pool and its limits.
+#[derive(Debug)]
+pub(crate) struct H1Client {
+    connector: TcpConnector,
+    pool: Arc<Pool>,
+    /// `host:port`, for errors.
+    authority: String,
+    /// Largest response head (and trailer section) accepted.
+    max_head: usize,
+    /// Most header fields in a response head (and a trailer section).
+    max_fields: usize,
+    /// Most body bytes read per poll.
+    read_chunk: usize,
+}
+
+/// Why an attempt failed, and whether the connection died before the upstream could have
+/// answered (so a reused connection may have been stale: see the module docs).
+#[derive(Debug)]
+struct Failure {
+    error: UpstreamError,
+    stale: bool,
+}
+
+impl Failure {
+    fn fatal(error: UpstreamError) -> Self {
+        Failure {
+            error,
+            stale: false,
+        }
+    }
+}
+
+impl From<UpstreamError> for Failure {
+    fn from(error: UpstreamError) -> Self {
+        Failure::fatal(error)
+    }
+}
+
+fn protocol(e: HeadError) -> UpstreamError {
+    UpstreamError::Protocol {
+        source: Box::new(e),
+    }
+}
+
+fn request_body_error(e: BoxError) -> UpstreamError {
+    UpstreamError::RequestBody {
+        source: Arc::from(e),
+    }
+}
+
+/// Errors that mean the peer closed (or reset) the connection.
+fn is_closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::NotConnected
+            | io::ErrorKind::UnexpectedEof
+    )
+}
+
+/// A request body that did not deliver the length it announced.
+#[derive(Debug, thiserror::Error)]
+#[error("request body {0} than its announced length of {1} bytes")]
+pub(crate) struct BodyLengthError(&'static str, u64);
+
+impl H1Client {
+    pub(crate) fn new(config: &UpstreamConfig, connector: TcpConnector, authority: String) -> Self {
+        H1Client {
+            connector,
+            pool: Arc::new(Pool::new(
+                config.pool_max_idle_per_host,
+                config.pool_idle_timeout,
+            )),
+            authority,
+            max_head: config.http1_max_buf_size,
+            max_fields: config.max_response_headers,
+            read_chunk: MAX_BODY_READ.min(config.http1_max_buf_size),
+        }
+    }
+
+    /// Idle pooled connections now.
+    pub(crate) fn idle_connections(&self) -> usize {
+        self.pool.idle()
+    }
+
+    /// Sends one request and reads its response head. `headers` have been rewritten for the
+    /// upstream already (hop-by-hop fields removed, `Host` set); `target` is the origin-form
+    /// path and query. The caller bounds the time.
+    pub(crate) async fn send<B>(
+        &self,
+        method: &Method,
+        target: &str,
+        mut headers: HeaderMap,
+        body: B,
+    ) -> Result<Response<H1Body>, UpstreamError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        // The framing is this client's to decide; a declared length is only used when the body
+        // itself does not know its size.
+        let declared = {
+            let mut values = headers.get_all(CONTENT_LENGTH).iter();
+            let first = values.next().and_then(|v| h1::parse_decimal(v.as_bytes()));
+            first.filter(|_| values.next().is_none())
+        };
+        let had_length = headers.remove(CONTENT_LENGTH).is_some();
+        match body.size_hint().exact() {
+            Some(n) if n <= MAX_INLINE_BODY as u64 => {
+                let framing = if n == 0 && !had_length && h1::empty_body_needs_no_length(method) {
+                    RequestFraming::None
+                } else {
+                    RequestFraming::Length(n)
+                };
+                let mut request =
+                    Vec::with_capacity(h1::request_head_capacity(target, &headers, n as usize));
+                h1::encode_request_head(&mut request, method, target, &headers, framing);
+                drop(headers);
+                if n > 0 {
+                    collect_into(body, &mut request, n).await?;
+                }
+                self.send_whole(method, &request).await
+            }
+            exact => {
+                let (framing, remaining) = match exact.or(declared) {
+                    Some(n) => (RequestFraming::Length(n), Some(n)),
+                    None => (RequestFraming::Chunked, None),
+                };
+                let mut head = Vec::with_capacity(h1::request_head_capacity(target, &headers, 0));
+                h1::encode_request_head(&mut head, method, target, &headers, framing);
+                drop(headers);
+                let upload = Upload::new(body.map_err(Into::into).boxed_unsync(), remaining);
+                let conn = match self.pool.checkout() {
+                    Some(conn) => conn,
+                    None => self.connect().await?,
+                };
+                self.exchange(conn, &head, Some(upload), method)
+                    .await
+                    .map_err(|f| f.error)
+            }
+        }
+    }
+
+    /// Sends a request held whole in memory, once more on a new connection if a pooled one
+    /// turns out to have been closed by the upstream (see the module docs).
+    async fn send_whole(
+        &self,
+        method: &Method,
+        request: &[u8],
+    ) -> Result<Response<H1Body>, UpstreamError> {
+        let mut pooled = self.pool.checkout();
+        loop {
+            let reused = pooled.is_some();
+            let conn = match pooled.take() {
+                Some(conn) => conn,
+                None => self.connect().await?,
+            };
+            match self.exchange(conn, request, None, method).await {
+                Ok(response) => return Ok(response),
+                Err(f) if f.stale && reused && h1::is_idempotent(method) => {
+                    tracing::debug!(
+                        error = %f.error,
+                        "pooled upstream connection was closed; sending again on a new one"
+                    );
+                }
+                Err(f) => return Err(f.error),
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, UpstreamError> {
+        match self.connector.connect().await {
+            Ok((stream, open)) => Ok(Conn::new(stream, open)),
+            Err(e) => Err(UpstreamError::Connect {
+                authority: self.authority.clone(),
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    /// Writes `head` (with a whole body, or followed by `upload`) and reads the response head.
+    async fn exchange(
+        &self,
+        mut conn: Conn,
+        head: &[u8],
+        mut upload: Option<Upload>,
+        method: &Method,
+    ) -> Result<Response<H1Body>, Failure> {
+        if let Err(e) = conn.stream.write_all(head).await {
+            return Err(Failure {
+                stale: is_closed(&e),
+                error: UpstreamError::Disconnected {
+                    source: Box::new(e),
+                },
+            });
+        }
+        let mut buf = BytesMut::new();
+        // Whether any byte of a response came back.
+        let mut received = false;
+        let mut interim = 0;
+        // The upstream stopped reading the request body: its answer may still come.
+        let mut write_error: Option<io::Error> = None;
+        let stream = &conn.stream;
+        let response = poll_fn(|cx| -> Poll<Result<Response<()>, Failure>> {
+            if let Some(up) = &mut upload {
+                match up.poll_send(cx, stream) {
+                    Poll::Ready(Ok(())) => upload = None,
+                    Poll::Ready(Err(SendError::Body(e))) => {
+                        return Poll::Ready(Err(request_body_error(e).into()));
+                    }
+                    Poll::Ready(Err(SendError::Io(e))) => {
+                        tracing::trace!(error = %e, "upstream stopped reading the request body");
+                        upload = None;
+                        write_error = Some(e);
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            loop {
+                if !buf.is_empty() {
+                    match h1::parse_response_head(&mut buf, self.max_fields) {
+                        Ok(Some(head)) if head.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                            return Poll::Ready(
+                                Err(protocol(HeadError::SwitchingProtocols).into()),
+                            );
+                        }
+                        Ok(Some(head)) if head.status().is_informational() => {
+                            interim += 1;
+                            if interim > MAX_INTERIM_RESPONSES {
+                                return Poll::Ready(Err(protocol(HeadError::TooManyInterim(
+                                    MAX_INTERIM_RESPONSES,
+                                ))
+                                .into()));
+                            }
+                            continue;
+                        }
+                        Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                        Ok(None) if buf.len() >= self.max_head => {
+                            return Poll::Ready(Err(
+                                protocol(HeadError::TooLarge(self.max_head)).into()
+                            ));
+                        }
+                        Ok(None) => {}
+                        Err(e) => return Poll::Ready(Err(protocol(e).into())),
+                    }
+                }
+                // Doubling from INITIAL_HEAD_BUFFER, never past the head limit.
+                let room = self.max_head - buf.len();
+                let want = room.min(buf.len().max(INITIAL_HEAD_BUFFER));
+                match ready!(poll_read_buf(stream, cx, &mut buf, want)) {
+                    Ok(0) => {
+                        let source = write_error.take().unwrap_or_else(|| {
+                            io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "upstream closed the connection before a complete response head",
+                            )
+                        });
+                        return Poll::Ready(Err(Failure {
+                            stale: !received,
+                            error: UpstreamError::Disconnected {
+                                source: Box::new(source),
+                            },
+                        }));
+                    }
+                    Ok(_) => received = true,
+                    Err(e) => {
+                        return Poll::Ready(Err(Failure {
+                            stale: !received && is_closed(&e),
+                            error: UpstreamError::Disconnected {
+                                source: Box::new(e),
+                            },
+                        }));
+                    }
+                }
+            }
+        })
+        .await?;
+
+        let (framing, keep_alive) = h1::response_framing(method, &response).map_err(protocol)?;
+        let keep_alive = keep_alive && write_error.is_none();
+        let mut response = response;
+        headers::remove_hop_by_hop(response.headers_mut());
+        let body = self.body(conn, buf, framing, keep_alive, upload);
+        Ok(response.map(|()| body))
+    }
+
+    /// The response body: complete at once when there is none or all of it was read with the
+    /// head (the connection is pooled or closed right here), else streaming.
+    fn body(
+        &self,
+        conn: Conn,
+        mut buf: BytesMut,
+        framing: ResponseFraming,
+        keep_alive: bool,
+        upload: Option<Upload>,
+    ) -> H1Body {
+        let whole = match framing {
+            ResponseFraming::Empty => Some(Bytes::new()),
+            ResponseFraming::Length(n) if buf.len() as u64 >= n => {
+                Some(buf.split_to(n as usize).freeze())
+            }
+            _ => None,
+        };
+        if let Some(data) = whole {
+            // Bytes past the body, or a request still being sent, leave the connection in a
+            // state no next request can use.
+            if keep_alive && upload.is_none() && buf.is_empty() {
+                self.pool.checkin(conn);
+            }
+            return H1Body::whole(data);
+        }
+        let framing = match framing {
+            ResponseFraming::Length(n) => Framing::Length(n),
+            ResponseFraming::Chunked => {
+                Framing::Chunked(ChunkedDecoder::new(self.max_head, self.max_fields))
+            }
+            ResponseFraming::Eof | ResponseFraming::Empty => Framing::Eof,
+        };
+        H1Body::streaming(Streaming {
+            conn,
+            pool: Arc::clone(&self.pool),
+            buf,
+            framing,
+            keep_alive,
+            upload: upload.map(Box::new),
+            read_chunk: self.read_chunk,
+        })
+    }
+}
+
+/// Polls `body` to its end (or to `expected` bytes) and appends its data to `out`. Trailers
+/// are dropped.
+async fn collect_into<B>(body: B, out: &mut Vec<u8>, expected: u64) -> Result<(), UpstreamError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let mut body = pin!(body);
+    let mut collected = 0u64;
+    while collected < expected {
+        let Some(frame) = body.as_mut().frame().await else {
+            break;
+        };
+        let frame = frame.map_err(|e| request_body_error(e.into()))?;
+        if let Ok(data) = frame.into_data() {
+            collected += data.len() as u64;
+            if collected > expected {
+                return Err(request_body_error(Box::new(BodyLengthError(
+                    "is longer",
+                    expected,
+                ))));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    if collected < expected {
+        return Err(request_body_error(Box::new(BodyLengthError(
+            "is shorter",
+            expected,
+        ))));
+    }
+    Ok(())
+}
+
+/// Why sending a streamed request body stopped.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// The body itself failed (the downstream client went away, a limit fired).
+    Body(BoxError),
+    /// Writing to the upstream failed: it closed or reset the connection.
+    Io(io::Error),
+}
+
+/// The bytes of one body frame on their way to the socket: a chunk-size line (chunked only),
+/// the data, and what follows it (CRLF after a chunk, or the last chunk).
+#[derive(Debug, Default)]
+struct Outgoing {
+    line: [u8; 18],
+    line_pos: usize,
+    line_len: usize,
+    data: Bytes,
+    tail: &'static [u8],
+}
+
+impl Outgoing {
+    fn is_empty(&self) -> bool {
+        self.line_pos == self.line_len && self.data.is_empty() && self.tail.is_empty()
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        let line = (self.line_len - self.line_pos).min(n);
+        self.line_pos += line;
+        n -= line;
+        let data = self.data.len().min(n);
+        self.data.advance(data);
+        n -= data;
+        let tail = self.tail.len().min(n);
+        self.tail = &self.tail[tail..];
+        debug_assert_eq!(n - tail, 0, "wrote more than was queued");
+    }
+}
+
+/// A request body being streamed to the upstream: `Content-Length` framing (checked against
+/// what the body delivers) or chunked. Polled by the `forward` future while it waits for the
+/// response head, then by the response body if the upstream answered first.
+#[derive(Debug)]
+pub(crate) struct Upload {
+    /// The body. The mutex is never locked (only `get_mut` is used): it only makes `Upload`
+    /// `Sync` without requiring it of the caller's body, so that the response body that may
+    /// own it stays `Sync` (the gateway boxes it into a `BoxBody`).
+    body: Mutex<UnsyncBoxBody<Bytes, BoxError>>,
+    /// Bytes still to send under `Content-Length`; `None` when chunked.
+    remaining: Option<u64>,
+    out: Outgoing,
+    /// The body ended; once `out` is written, the upload is complete.
+    ended: bool,
+}
+
+impl Upload {
+    fn new(body: UnsyncBoxBody<Bytes, BoxError>, remaining: Option<u64>) -> Self {
+        Upload {
+            body: Mutex::new(body),
+            remaining,
+            out: Outgoing::default(),
+            ended: false,
+        }
+    }
+
+    /// Sends as much of the body as the socket takes: `Ready(Ok)` once all of it (and the last
+    /// chunk) is written. A frame is polled from the body only once the previous one is written
+    /// whole, so at most one frame is held.
+    pub(crate) fn poll_send(
+        &mut self,
+        cx: &mut Context<'_>,
+        stream: &TcpStream,
+    ) -> Poll<Result<(), SendError>> {
+        loop {
+            while !self.out.is_empty() {
+                let out = &self.out;
+                let slices = [
+                    IoSlice::new(&out.line[out.line_pos..out.line_len]),
+                    IoSlice::new(&out.data),
+                    IoSlice::new(out.tail),
+                ];
+                let n = ready!(poll_write_vectored(stream, cx, &slices)).map_err(SendError::Io)?;
+                if n == 0 {
+                    return Poll::Ready(Err(SendError::Io(io::ErrorKind::WriteZero.into())));
+                }
+                self.out.advance(n);
+            }
+            if self.ended {
+                return Poll::Ready(Ok(()));
+            }
+            if self.remaining == Some(0) {
+                // All announced bytes are sent: the body's end need not be waited for.
+                self.ended = true;
+                continue;
+            }
+            let frame = ready!(Pin::new(self.body.get_mut()).poll_frame(cx));
+            match frame {
+                Some(Ok(frame)) => {
+                    // Request trailers are dropped: few upstreams read them.
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    match &mut self.remaining {
+                        Some(remaining) => {
+                            if data.len() as u64 > *remaining {
+                                let announced = *remaining;
+                                return Poll::Ready(Err(SendError::Body(Box::new(
+                                    BodyLengthError("is longer", announced),
+                                ))));
+                            }
+                            *remaining -= data.len() as u64;
+                            self.out.data = data;
+                        }
+                        None => {
+                            let (line, len) = encode_size_line(data.len());
+                            self.out = Outgoing {
+                                line,
+                                line_pos: 0,
+                                line_len: len,
+                                data,
+                                tail: b"\r\n",
+                            };
+                        }
+                    }
+                }
+                Some(Err(e)) => return Poll::Ready(Err(SendError::Body(e))),
+                None => {
+                    match self.remaining {
+                        Some(remaining) => {
+                            return Poll::Ready(Err(SendError::Body(Box::new(BodyLengthError(
+                                "is shorter",
+                                remaining,
+                            )))));
+                        }
+                        None => self.out.tail = b"0\r\n\r\n",
+                    }
+                    self.ended = true;
+                }
+            }
+        }
+    }
+}
+
+/// Reads once from `stream` into `buf`, at most `max` bytes. Room is reserved only once the
+/// socket is readable, so a wait holds no buffer.
+pub(crate) fn poll_read_buf(
+    stream: &TcpStream,
+    cx: &mut Context<'_>,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Poll<io::Result<usize>> {
+    debug_assert!(max > 0, "a read of nothing");
+    loop {
+        ready!(stream.poll_read_ready(cx))?;
+        if buf.capacity() - buf.len() < max {
+            buf.reserve(max);
+        }
+        match stream.try_read_buf(&mut (&mut *buf).limit(max)) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            result => return Poll::Ready(result),
+        }
+    }
+}
+
+fn poll_write_vectored(
+    stream: &TcpStream,
+    cx: &mut Context<'_>,
+    bufs: &[IoSlice<'_>],
+) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(stream.poll_write_ready(cx))?;
+        match stream.try_write_vectored(bufs) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            result => return Poll::Ready(result),
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The HTTP/1.1 client's idle keep-alive connections: a small LIFO stack behind a mutex, bounded
+//! in size and age, with no task of its own.
+//!
+//! # Lifecycle of a connection
+//!
+//! ```text
+//!   connect ──▶ busy (owned by one request: its forward future, then its response body)
+//!                 │ response complete, reusable        │ anything else (error, early drop,
+//!                 ▼                                    │ `connection: close`, not framed)
+//!               idle (here) ──checkout, alive──▶ busy  ▼
+//!                 │ too old / dead / pool full       closed (dropped: socket closed,
+//!                 └───────────────────────────────▶  gauge slot released)
+//! ```
+//!
+//! A connection is only ever owned by one request or by the pool, never shared, so a request
+//! dropped at any point closes its connection instead of returning it half-used.
+//!
+//! Idle connections are checked when found, not by a timer: [`Pool::checkout`] closes those
+//! idle longer than the idle timeout and those the upstream closed meanwhile. So an upstream
+//! that sees no traffic keeps at most `pool_max_idle_per_host` idle sockets open (possibly
+//! half-closed by the peer) until the next request.
+
+use std::collections::VecDeque;
+use std::io;
+use std::mem::MaybeUninit;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use socket2::SockRef;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::connect::OpenGuard;
+
+/// One upstream connection of the HTTP/1.1 client, with its slot in the open-connections gauge.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) stream: TcpStream,
+    _open: OpenGuard,
+}
+
+impl Conn {
+    pub(crate) fn new(stream: TcpStream, open: OpenGuard) -> Self {
+        Conn {
+            stream,
+            _open: open,
+        }
+    }
+
+    /// Whether an idle connection can carry a request: nothing to read and not closed. Asks the
+    /// kernel without blocking (`MSG_PEEK | MSG_DONTWAIT`-like, the socket being non-blocking):
+    /// "would block" means alive; end of stream, unexpected bytes (a stray response, or a 408
+    /// the upstream sent before closing) or an error mean it must not be used.
+    ///
+    /// This asks the socket directly rather than through tokio's readiness cache, which may not
+    /// have seen the peer's FIN yet on a busy runtime.
+    fn is_alive(&self) -> bool {
+        let mut byte = [MaybeUninit::<u8>::uninit(); 1];
+        match SockRef::from(&self.stream).peek(&mut byte) {
+            Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+            Ok(_) => false,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+/// Idle connections to one upstream, most recently used last.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    idle: Mutex<VecDeque<Idle>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+}
+
+impl Pool {
+    /// A pool keeping at most `max_idle` connections (≥ 1), each for at most `idle_timeout`.
+    pub(crate) fn new(max_idle: usize, idle_timeout: Duration) -> Self {
+        debug_assert!(max_idle > 0, "a pool of no connections");
+        Pool {
+            // Grown on demand: most upstreams never need the full bound.
+            idle: Mutex::new(VecDeque::new()),
+            max_idle,
+            idle_timeout,
+        }
+    }
+
+    /// Idle connections held now.
+    pub(crate) fn idle(&self) -> usize {
+        self.idle.lock().len()
+    }
+
+    /// The most recently used idle connection that is still usable, if any. Connections found
+    /// too old or dead on the way are closed (outside the lock).
+    pub(crate) fn checkout(&self) -> Option<Conn> {
+        let now = Instant::now();
+        loop {
+            let mut idle = self.idle.lock();
+            let newest = idle.pop_back()?;
+            if now.saturating_duration_since(newest.since) > self.idle_timeout {
+                // The newest is too old, so all are: close them all.
+                let stale = std::mem::take(&mut *idle);
+                drop(idle);
+                drop(stale);
+                tracing::trace!("idle upstream connections expired");
+                return None;
+            }
+            // Also retire the oldest when it has expired, so a pool that is used from one end
+            // only does not keep dead sockets at the other for ever.
+            let expired = match idle.front() {
+                Some(oldest) if now.saturating_duration_since(oldest.since) > self.idle_timeout => {
+                    idle.pop_front()
+                }
+                _ => None,
+            };
+            drop(idle);
+            drop(expired);
+            if newest.conn.is_alive() {
+                return Some(newest.conn);
+            }
+            tracing::trace!("idle upstream connection was closed by the upstream");
+        }
+    }
+
+    /// Keeps `conn` for the next request; when the pool is full, the oldest idle connection is
+    /// closed to make room (the newest is the likeliest to still be open upstream).
+    pub(crate) fn checkin(&self, conn: Conn) {
+        let entry = Idle {
+            conn,
+            since: Instant::now(),
+        };
+        let mut idle = self.idle.lock();
+        let evicted = if idle.len() >= self.max_idle {
+            idle.pop_front()
+        } else {
+            None
+        };
+        idle.push_back(entry);
+        drop(idle);
+        drop(evicted);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A connected pair: our side as a pooled `Conn`, and the peer.
+    async fn pair(open: &Arc<AtomicUsize>, listener: &TcpListener) -> (Conn, TcpStream) {
+        let ours = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (theirs, _) = listener.accept().await.unwrap();
+        (Conn::new(ours, OpenGuard::new(open)), theirs)
+    }
+
+    #[tokio::test]
+    async fn lifo_bounded_and_dead_connections_are_skipped() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = Arc::new(AtomicUsize::new(0));
+        let pool = Pool::new(2, Duration::from_secs(60));
+        let (a, _pa) = pair(&open, &listener).await;
+        let (b, pb) = pair(&open, &listener).await;
+        let (c, mut pc) = pair(&open, &listener).await;
+        let a_port = a.stream.local_addr().unwrap().port();
+        let c_port = c.stream.local_addr().unwrap().port();
+        pool.checkin(a);
+        pool.checkin(b);
+        pool.checkin(c);
+        // Full at 2: the oldest (a) was closed.
+        assert_eq!(pool.idle(), 2);
+        assert_eq!(open.load(Ordering::Relaxed), 2);
+
+        // LIFO: c first.
+        let got = pool.checkout().unwrap();
+        assert_eq!(got.stream.local_addr().unwrap().port(), c_port);
+        assert_ne!(c_port, a_port);
+        // c's peer sends stray bytes: c must not be reused.
+        pc.write_all(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+            .await
+            .unwrap();
+        pool.checkin(got);
+        // b's peer closes.
+        drop(pb);
+        // Let the FIN and the bytes arrive.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(pool.checkout().is_none());
+        assert_eq!(pool.idle(), 0);
+        assert_eq!(open.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn expired_connections_are_closed_when_found() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = Arc::new(AtomicUsize::new(0));
+        let pool = Pool::new(8, Duration::from_millis(100));
+        let mut peers = Vec::new();
+        for _ in 0..3 {
+            let (conn, peer) = pair(&open, &listener).await;
+            pool.checkin(conn);
+            peers.push(peer);
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let (fresh, _peer) = pair(&open, &listener).await;
+        pool.checkin(fresh);
+        // The fresh one is handed out, and the oldest expired one retired on the way.
+        assert!(pool.checkout().is_some());
+        assert_eq!(pool.idle(), 2);
+        // The newest left is expired, so everything goes.
+        assert!(pool.checkout().is_none());
+        assert_eq!(pool.idle(), 0);
+        assert_eq!(open.load(Ordering::Relaxed), 0);
+    }
+}
