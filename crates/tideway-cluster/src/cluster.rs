@@ -359,15 +359,16 @@ impl Cluster {
         let mut tried = Serials::default();
         let (mut attempts, mut retries, mut hedges) = (0u32, 0u32, 0u32);
         let mut last_error: Option<RpcError> = None;
-        // Attempts in flight when hedging: a hedge runs beside the attempt it backs up.
-        let mut running = FuturesUnordered::new();
+        // Attempts in flight when hedging: a hedge runs beside the attempt it backs up. Made
+        // only then: even empty, a `FuturesUnordered` allocates a task of the attempt's size.
+        let mut running = None::<FuturesUnordered<_>>;
         // Without hedging one attempt runs at a time, and it lives here, in this future: a
         // `FuturesUnordered` would allocate two tasks of the attempt's size per call (its stub
         // and the attempt), held for as long as the call waits on a slow service.
         let mut single = std::pin::pin!(None);
         let mut hedge_at: Option<Instant> = None;
         loop {
-            if running.is_empty() && single.is_none() {
+            if running.as_ref().is_none_or(FuturesUnordered::is_empty) && single.is_none() {
                 let guard = match self.acquire(&tried, pick, deadline).await {
                     Ok(guard) => guard,
                     Err(refused) => {
@@ -384,7 +385,7 @@ impl Cluster {
                 tried.push(guard.endpoint().serial);
                 let next = attempt(guard, method, codec, payload.clone(), options, deadline);
                 if hedge.is_some() {
-                    running.push(next);
+                    running.get_or_insert_with(FuturesUnordered::new).push(next);
                 } else {
                     single.set(Some(next));
                 }
@@ -398,7 +399,7 @@ impl Cluster {
                     single.set(None);
                     done
                 }
-                Some(done) = running.next() => done,
+                Some(done) = next_done(&mut running) => done,
                 () = sleep_until_opt(hedge_at) => {
                     hedge_at = None;
                     let now = Instant::now();
@@ -418,7 +419,9 @@ impl Cluster {
                     bump(&shared.stats.hedges);
                     shared.metrics.hedges.increment(1);
                     tried.push(guard.endpoint().serial);
-                    running.push(attempt(guard, method, codec, payload.clone(), options, deadline));
+                    running
+                        .get_or_insert_with(FuturesUnordered::new)
+                        .push(attempt(guard, method, codec, payload.clone(), options, deadline));
                     if hedges < h.max_hedges {
                         hedge_at = Some(now + h.delay);
                     }
@@ -447,7 +450,7 @@ impl Cluster {
                 ));
             }
             let reason = retry_reason(&error, policy.idempotent);
-            if !running.is_empty() {
+            if running.as_ref().is_some_and(|r| !r.is_empty()) {
                 // A hedge is still out; its outcome decides.
                 last_error = Some(error);
                 continue;
@@ -870,6 +873,14 @@ async fn attempt(
         .call_with(method, codec, payload, timeout, &options.metadata)
         .await;
     (guard, result)
+}
+
+/// The next attempt to finish among those running; `None` at once when none is running.
+async fn next_done<F: Future>(running: &mut Option<FuturesUnordered<F>>) -> Option<F::Output> {
+    match running {
+        Some(running) => running.next().await,
+        None => None,
+    }
 }
 
 /// Polls the future in `slot`; pending forever while the slot is empty. The caller empties the

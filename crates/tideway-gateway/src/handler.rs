@@ -84,11 +84,16 @@ static FAILURE_LOG: std::sync::LazyLock<crate::log_throttle::LogThrottle> =
 /// Payloads up to this size are copied out of hyper's read buffer before an RPC call.
 const SMALL_PAYLOAD_COPY: usize = 4096;
 
+/// A request as the handler takes it: boxed, so that the futures of the request path (one
+/// inside the other, each keeping room for its arguments) hold a pointer, not the request's
+/// 264 bytes, at every level. That is most of a request's memory while it waits on a service.
+pub(crate) type GatewayRequest = Box<Request<IngressBody>>;
+
 /// Handles one request; never fails (every failure is a response).
 pub(crate) async fn handle(
     state: Arc<GatewayState>,
     downstream: Downstream,
-    req: Request<IngressBody>,
+    req: GatewayRequest,
 ) -> Response<GatewayBody> {
     let request_id_header = state.ids.for_request(&req);
     let Some(observe) = state.observe.load_full() else {
@@ -114,7 +119,7 @@ pub(crate) async fn handle(
 async fn serve(
     state: &GatewayState,
     downstream: Downstream,
-    req: Request<IngressBody>,
+    req: GatewayRequest,
     request_id_header: HeaderValue,
     obs: Obs<'_>,
 ) -> Response<GatewayBody> {
@@ -187,7 +192,7 @@ fn refused(err: GatewayError, request_id: &HeaderValue) -> Response<GatewayBody>
 async fn dispatch(
     state: &GatewayState,
     downstream: Downstream,
-    mut req: Request<IngressBody>,
+    mut req: GatewayRequest,
     request_id: &str,
     matched: &mut Option<Arc<RouteMetrics>>,
     mut obs: Obs<'_>,
@@ -246,7 +251,7 @@ async fn dispatch(
     let mut admitted = None;
     let mut cors_request = None;
     if let (Some(edge), Some(policy)) = (&edge, &policy) {
-        let (parts, body) = req.into_parts();
+        let (parts, body) = (*req).into_parts();
         let client = edge.edge().client_ip(downstream.peer.ip(), &parts.headers);
         if policy.has_cors() {
             let mut origin = http::HeaderMap::new();
@@ -264,7 +269,7 @@ async fn dispatch(
                 return Ok(response);
             }
         }
-        req = Request::from_parts(parts, body);
+        req = Box::new(Request::from_parts(parts, body));
     }
     let identity = admitted.as_ref().and_then(|a| a.principal.as_deref());
     let mut response = serve_route(
@@ -298,7 +303,7 @@ const MAX_TOKEN_REQUEST_BYTES: usize = 16 * 1024;
 async fn token_endpoint(
     state: &GatewayState,
     edge: &EdgePolicies,
-    req: Request<IngressBody>,
+    req: GatewayRequest,
     request_id: &str,
 ) -> Response<GatewayBody> {
     use tideway_edge::token::{AuthServiceReply, Grant, OAuthError, TokenRequest};
@@ -308,7 +313,7 @@ async fn token_endpoint(
             .map(full);
     };
     let deadline = Instant::now() + state.settings.request_timeout;
-    let (parts, body) = req.into_parts();
+    let (parts, body) = (*req).into_parts();
     let body = match tokio::time::timeout_at(
         deadline,
         read_body(&parts.headers, body, MAX_TOKEN_REQUEST_BYTES),
@@ -414,7 +419,7 @@ async fn serve_route(
     downstream: Downstream,
     route: &Arc<Route>,
     path_params: Vec<(String, String)>,
-    req: Request<IngressBody>,
+    req: GatewayRequest,
     request_id: &str,
     identity: Option<&tideway_edge::Principal>,
     obs: Obs<'_>,
@@ -473,7 +478,7 @@ async fn call_rpc(
     state: &GatewayState,
     route: &Route,
     path_params: Vec<(String, String)>,
-    req: Request<IngressBody>,
+    req: GatewayRequest,
     request_id: &str,
     (deadline, budget): (Instant, Duration),
     identity: Option<&tideway_edge::Principal>,
@@ -487,7 +492,7 @@ async fn call_rpc(
     else {
         unreachable!("call_rpc on a non-RPC route {}", route.label());
     };
-    let (parts, body) = req.into_parts();
+    let (parts, body) = (*req).into_parts();
     // The body, and the call that carries it, count against the memory budget until the
     // response is built: reserved before a byte is read (the declared length, or the limit when
     // none is declared), refused with 503 when it does not fit.
@@ -686,7 +691,7 @@ async fn read_body(
 async fn proxy_http(
     route: &Route,
     downstream: Downstream,
-    req: Request<IngressBody>,
+    req: GatewayRequest,
     request_id: &str,
     deadline: Instant,
     identity: Option<&tideway_edge::Principal>,
@@ -725,7 +730,7 @@ async fn proxy_http(
     let response = match obs {
         None => {
             upstream
-                .forward(req, &path_and_query, &client, timeout)
+                .forward(*req, &path_and_query, &client, timeout)
                 .await?
         }
         Some(o) => {
@@ -737,7 +742,7 @@ async fn proxy_http(
                 req.headers_mut()
                     .insert(tideway_observe::trace::TRACEPARENT, v);
             }
-            let req = req.map(|body| o.count_request_body(body));
+            let req = (*req).map(|body| o.count_request_body(body));
             upstream
                 .forward(req, &path_and_query, &client, timeout)
                 .await?

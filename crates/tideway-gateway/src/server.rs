@@ -864,6 +864,7 @@ fn respond(
     if let Some(response) = crate::openapi::public_answer(&state, &req) {
         return Box::pin(std::future::ready(Ok(response)));
     }
+    let req = Box::new(req);
     Box::pin(async move { Ok(handle(state, downstream, req).await) })
 }
 
@@ -1116,7 +1117,7 @@ async fn serve_h1_request(
         let answer = std::pin::pin!(async {
             match crate::openapi::public_answer(state, &request) {
                 Some(response) => response,
-                None => handle(Arc::clone(state), downstream, request).await,
+                None => handle(Arc::clone(state), downstream, Box::new(request)).await,
             }
         });
         until_hangup(stream, watch_hangup, answer).await
