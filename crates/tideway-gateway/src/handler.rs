@@ -97,7 +97,7 @@ pub(crate) async fn handle(
 ) -> Response<GatewayBody> {
     let request_id_header = state.ids.for_request(&req);
     let Some(observe) = state.observe.load_full() else {
-        return serve(&state, downstream, req, request_id_header, None).await;
+        return serve(&state, &downstream, req, &request_id_header, None).await;
     };
     // Boxed: the observed branch must not size the future of every request when tracing and
     // access logs are off (the future is allocated whole per request in flight).
@@ -105,9 +105,9 @@ pub(crate) async fn handle(
         let mut observation = observe.request(&req, &request_id_header, downstream.peer);
         let response = serve(
             &state,
-            downstream,
+            &downstream,
             req,
-            request_id_header,
+            &request_id_header,
             Some(&mut observation),
         )
         .await;
@@ -118,9 +118,9 @@ pub(crate) async fn handle(
 
 async fn serve(
     state: &GatewayState,
-    downstream: Downstream,
+    downstream: &Downstream,
     req: GatewayRequest,
-    request_id_header: HeaderValue,
+    request_id_header: &HeaderValue,
     obs: Obs<'_>,
 ) -> Response<GatewayBody> {
     // Ids are visible ASCII: taken only when they are, generated as hex otherwise.
@@ -131,7 +131,7 @@ async fn serve(
         metrics::counter!(telemetry::SHED_TOTAL, "reason" => "memory").increment(1);
         return refused(
             GatewayError::Overloaded("the gateway is over its memory budget; retry later".into()),
-            &request_id_header,
+            request_id_header,
         );
     }
     let Some(_in_flight) = state.in_flight.try_acquire() else {
@@ -141,7 +141,7 @@ async fn serve(
             GatewayError::Overloaded(format!(
                 "the gateway is serving its limit of {limit} requests; retry later"
             )),
-            &request_id_header,
+            request_id_header,
         );
     };
     // Cheap clones (an enum and a shared buffer), kept for the log line of a failure.
@@ -191,7 +191,7 @@ fn refused(err: GatewayError, request_id: &HeaderValue) -> Response<GatewayBody>
 
 async fn dispatch(
     state: &GatewayState,
-    downstream: Downstream,
+    downstream: &Downstream,
     mut req: GatewayRequest,
     request_id: &str,
     matched: &mut Option<Arc<RouteMetrics>>,
@@ -258,7 +258,8 @@ async fn dispatch(
             if let Some(v) = parts.headers.get(header::ORIGIN) {
                 origin.insert(header::ORIGIN, v.clone());
             }
-            cors_request = Some(origin);
+            // Boxed: a rare branch must not size the request future.
+            cors_request = Some(Box::new(origin));
         }
         match Box::pin(edge.edge().admit(policy, &parts, client)).await {
             Ok(a) => admitted = Some(a),
@@ -416,7 +417,7 @@ fn preflight<B>(
 #[allow(clippy::too_many_arguments)]
 async fn serve_route(
     state: &GatewayState,
-    downstream: Downstream,
+    downstream: &Downstream,
     route: &Arc<Route>,
     path_params: Vec<(String, String)>,
     req: GatewayRequest,
@@ -492,88 +493,92 @@ async fn call_rpc(
     else {
         unreachable!("call_rpc on a non-RPC route {}", route.label());
     };
-    let (parts, body) = (*req).into_parts();
-    // The body, and the call that carries it, count against the memory budget until the
-    // response is built: reserved before a byte is read (the declared length, or the limit when
-    // none is declared), refused with 503 when it does not fit.
-    let _held = if body.is_end_stream() {
-        None
-    } else {
-        let limit = state.settings.max_body_bytes as u64;
-        let declared = content_length(&parts.headers).unwrap_or(limit).min(limit);
-        Some(state.overload.try_hold(declared).ok_or_else(|| {
-            metrics::counter!(telemetry::SHED_TOTAL, "reason" => "memory").increment(1);
-            GatewayError::Overloaded(format!(
-                "a {declared}-byte body does not fit in the memory budget now; retry later"
-            ))
-        })?)
-    };
-    let body = if body.is_end_stream() {
-        Bytes::new()
-    } else {
-        tokio::time::timeout_at(
-            deadline,
-            read_body(&parts.headers, body, state.settings.max_body_bytes),
-        )
-        .await
-        .map_err(|_| deadline_passed(budget))??
-    };
-    if let Some(o) = obs.as_deref_mut() {
-        o.add_bytes_in(body.len() as u64);
-    }
-    let payload = binding::bind(params, &path_params, parts.uri.query(), body)?;
-    // A body forwarded as it came may be a slice of hyper's read buffer; a small one is copied
-    // so that the whole buffer is not kept for the length of the call.
-    let payload = if payload.len() <= SMALL_PAYLOAD_COPY {
-        Bytes::copy_from_slice(&payload)
-    } else {
-        payload
-    };
+    // Everything the call needs is made in this block, and the request's head dies at its end:
+    // it may share a read buffer (hyper's is 8 KiB), and a local that outlives its last use
+    // keeps its room in this future, which waits as long as the service does.
+    let (_held, cluster, payload, options, hash_key) = {
+        let (parts, body) = (*req).into_parts();
+        // The body, and the call that carries it, count against the memory budget until the
+        // response is built: reserved before a byte is read (the declared length, or the limit when
+        // none is declared), refused with 503 when it does not fit.
+        let _held = if body.is_end_stream() {
+            None
+        } else {
+            let limit = state.settings.max_body_bytes as u64;
+            let declared = content_length(&parts.headers).unwrap_or(limit).min(limit);
+            Some(state.overload.try_hold(declared).ok_or_else(|| {
+                metrics::counter!(telemetry::SHED_TOTAL, "reason" => "memory").increment(1);
+                GatewayError::Overloaded(format!(
+                    "a {declared}-byte body does not fit in the memory budget now; retry later"
+                ))
+            })?)
+        };
+        let body = if body.is_end_stream() {
+            Bytes::new()
+        } else {
+            tokio::time::timeout_at(
+                deadline,
+                read_body(&parts.headers, body, state.settings.max_body_bytes),
+            )
+            .await
+            .map_err(|_| deadline_passed(budget))??
+        };
+        if let Some(o) = obs.as_deref_mut() {
+            o.add_bytes_in(body.len() as u64);
+        }
+        let payload = binding::bind(params, &path_params, parts.uri.query(), body)?;
+        // A body forwarded as it came may be a slice of hyper's read buffer; a small one is copied
+        // so that the whole buffer is not kept for the length of the call.
+        let payload = if payload.len() <= SMALL_PAYLOAD_COPY {
+            Bytes::copy_from_slice(&payload)
+        } else {
+            payload
+        };
 
-    // The cluster is taken out of the shared set before the call, so no guard on that set is
-    // held across the wait.
-    let Some(cluster) = state.backends.load().cluster(service).cloned() else {
-        // A service nobody has published (yet): nothing to try.
-        if let Some(fallback) = &route.call.fallback {
-            return Ok(fallback_answer(
-                fallback,
-                request_id,
-                route,
-                "no such service",
-            ));
+        // The cluster is taken out of the shared set before the call, so no guard on that set is
+        // held across the wait.
+        let Some(cluster) = state.backends.load().cluster(service).cloned() else {
+            // A service nobody has published (yet): nothing to try.
+            if let Some(fallback) = &route.call.fallback {
+                return Ok(fallback_answer(
+                    fallback,
+                    request_id,
+                    route,
+                    "no such service",
+                ));
+            }
+            return Err(GatewayError::NoEndpoint(service.clone()));
+        };
+        let mut options =
+            CallOptions::with_timeout(deadline.saturating_duration_since(Instant::now()));
+        options.metadata.insert(REQUEST_ID_HEADER, request_id);
+        for name in ["traceparent", "tracestate"] {
+            if let Some(v) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
+                options.metadata.insert(name, v);
+            }
         }
-        return Err(GatewayError::NoEndpoint(service.clone()));
+        // Who the edge authenticated, for the service to authorize (`x-auth-subject`, ...).
+        // Made once per token and route policy, added here without a copy.
+        if let Some(principal) = identity {
+            options
+                .metadata
+                .extend_shared(Arc::clone(principal.metadata()));
+        }
+        let balancer = route
+            .call
+            .balancer
+            .as_ref()
+            .unwrap_or(&cluster.config().balancer);
+        let hash_key = balancer
+            .hash_key()
+            .and_then(|key| hash_key_of(key, &parts, &path_params, &payload));
+        (_held, cluster, payload, options, hash_key)
     };
-    let mut options = CallOptions::with_timeout(deadline.saturating_duration_since(Instant::now()));
-    options.metadata.insert(REQUEST_ID_HEADER, request_id);
-    for name in ["traceparent", "tracestate"] {
-        if let Some(v) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
-            options.metadata.insert(name, v);
-        }
-    }
-    // Who the edge authenticated, for the service to authorize (`x-auth-subject`, ...).
-    // Made once per token and route policy, added here without a copy.
-    if let Some(principal) = identity {
-        options
-            .metadata
-            .extend_shared(Arc::clone(principal.metadata()));
-    }
-    let balancer = route
-        .call
-        .balancer
-        .as_ref()
-        .unwrap_or(&cluster.config().balancer);
-    let hash_key = balancer
-        .hash_key()
-        .and_then(|key| hash_key_of(key, &parts, &path_params, &payload));
     let policy = CallPolicy {
         idempotent: route.call.idempotent,
         hash_key: hash_key.as_deref(),
         balancer: route.call.balancer.as_ref(),
     };
-    // Nothing of the request is needed past this point. Its head shares hyper's read buffer
-    // (8 KiB), which must not stay allocated while the call waits on a slow service.
-    drop(parts);
     let call = cluster.call(full_name, Codec::Json, payload, &options, &policy);
     // With tracing, each attempt gets a span whose context replaces the client's `traceparent`
     // in the metadata; the access log learns the instance that answered.
@@ -690,7 +695,7 @@ async fn read_body(
 
 async fn proxy_http(
     route: &Route,
-    downstream: Downstream,
+    downstream: &Downstream,
     req: GatewayRequest,
     request_id: &str,
     deadline: Instant,

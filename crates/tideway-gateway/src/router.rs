@@ -105,15 +105,22 @@ enum LimitKind {
 
 /// A slot under a [`ConcurrencyLimit`], released on drop. An adaptive limit learns the request's
 /// latency from it.
+/// Small (a pointer and a count): every request in flight holds one or two inside its future.
 #[derive(Debug)]
 pub struct LimitPermit {
-    _fixed: Option<tokio::sync::OwnedSemaphorePermit>,
-    adaptive: Option<(AdaptivePermit, Arc<AdaptiveLimit>, tokio::time::Instant)>,
+    kind: PermitKind,
+}
+
+#[derive(Debug)]
+enum PermitKind {
+    Fixed(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit),
+    Adaptive(Box<(AdaptivePermit, Arc<AdaptiveLimit>, tokio::time::Instant)>),
 }
 
 impl Drop for LimitPermit {
     fn drop(&mut self) {
-        if let Some((_, limit, started)) = &self.adaptive {
+        if let PermitKind::Adaptive(adaptive) = &self.kind {
+            let (_, limit, started) = &**adaptive;
             limit.record(started.elapsed());
         }
     }
@@ -143,15 +150,17 @@ impl ConcurrencyLimit {
             LimitKind::Fixed { permits, .. } => {
                 let permit = Arc::clone(permits).try_acquire_owned().ok()?;
                 Some(LimitPermit {
-                    _fixed: Some(permit),
-                    adaptive: None,
+                    kind: PermitKind::Fixed(permit),
                 })
             }
             LimitKind::Adaptive(limit) => {
                 let permit = limit.try_acquire()?;
                 Some(LimitPermit {
-                    _fixed: None,
-                    adaptive: Some((permit, Arc::clone(limit), tokio::time::Instant::now())),
+                    kind: PermitKind::Adaptive(Box::new((
+                        permit,
+                        Arc::clone(limit),
+                        tokio::time::Instant::now(),
+                    ))),
                 })
             }
         }
