@@ -572,6 +572,8 @@ async fn call_rpc(
         let hash_key = balancer
             .hash_key()
             .and_then(|key| hash_key_of(key, &parts, &path_params, &payload));
+        // The path's parameters are in the payload now; their strings go before the wait.
+        drop(path_params);
         (_held, cluster, payload, options, hash_key)
     };
     let policy = CallPolicy {
