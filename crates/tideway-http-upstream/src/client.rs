@@ -40,6 +40,7 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use crate::body::{Framing, H1Body, Streaming};
@@ -595,9 +596,26 @@ pub(crate) fn poll_read_buf(
         if buf.capacity() - buf.len() < max {
             buf.reserve(max);
         }
-        match stream.try_read_buf(&mut (&mut *buf).limit(max)) {
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            result => return Poll::Ready(result),
+        // A read shorter than asked drained the socket: its readiness is cleared then, as
+        // tokio's own `poll_read` does (epoll is edge-triggered, and `try_io` clears only the
+        // readiness seen before the read, so data arriving meanwhile is not missed). Without
+        // this the next read on the connection (the next request's, or the body's after the
+        // head) would first cost a `recv` that only says EAGAIN.
+        let mut read = None;
+        let result = stream.try_io(Interest::READABLE, || {
+            let n = stream.try_read_buf(&mut (&mut *buf).limit(max))?;
+            read = Some(n);
+            if n > 0 && n < max {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
+            }
+        });
+        match (result, read) {
+            (_, Some(n)) => return Poll::Ready(Ok(n)),
+            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            (Err(e), None) => return Poll::Ready(Err(e)),
+            (Ok(()), None) => unreachable!("a successful read records its length"),
         }
     }
 }
