@@ -125,6 +125,9 @@ pub struct ServerSettings {
     pub request_timeout: Duration,
     /// Concurrent streams per HTTP/2 connection.
     pub http2_max_concurrent_streams: u32,
+    /// Serve the common HTTP/1.1 request with the gateway's own reader and writer (no buffer
+    /// held while a request waits); `false` leaves every request to hyper.
+    pub http1_fast_path: bool,
     /// TLS: serve HTTPS (HTTP/1.1 and HTTP/2 by ALPN) with this certificate.
     pub tls: Option<TlsSettings>,
     /// Address of the admin listener (`/metrics`, `/healthz`, `/readyz`); none when unset.
@@ -169,6 +172,7 @@ impl Default for ServerSettings {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             http2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+            http1_fast_path: true,
             tls: None,
             admin_listen: None,
             admin_token: None,

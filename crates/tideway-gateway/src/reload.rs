@@ -260,6 +260,10 @@ fn restart_keys(running: &ServerSettings, new: &ServerSettings) -> Vec<&'static 
         "http2_max_concurrent_streams",
         running.http2_max_concurrent_streams == new.http2_max_concurrent_streams,
     );
+    check(
+        "http1_fast_path",
+        running.http1_fast_path == new.http1_fast_path,
+    );
     check("tls", running.tls == new.tls);
     check("admin_listen", running.admin_listen == new.admin_listen);
     check("admin_token", running.admin_token == new.admin_token);

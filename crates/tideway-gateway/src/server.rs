@@ -988,6 +988,27 @@ async fn serve_plain(
                 return;
             }
         }
+        if !state.settings.http1_fast_path {
+            // Every request to hyper (`server.http1_fast_path = false`).
+            let mut read = BytesMut::new();
+            std::mem::swap(&mut read, &mut unread);
+            if let Some(rest) = Box::pin(serve_with_hyper(
+                stream,
+                read.freeze(),
+                state,
+                &watch,
+                downstream,
+                protocols,
+                shutdown,
+                peer,
+            ))
+            .await
+            {
+                (stream, unread) = rest;
+                continue;
+            }
+            return;
+        }
         // Boxed, so an idle connection's task keeps none of the serving state.
         let outcome = Box::pin(serve_h1_request(
             &mut stream,
@@ -1008,26 +1029,46 @@ async fn serve_plain(
             FastOutcome::Fallback(read) => read,
         };
         // hyper serves this request and the connection's next ones until it parks.
-        watch.on_read(&read);
-        let io = WatchedIo {
-            inner: stream,
-            prefix: read,
-            watch: Arc::clone(&watch),
-        };
-        let service = connection_service(state, &watch, downstream);
-        let conn = Box::new(protocols.h1.serve_connection(TokioIo::new(io), service));
-        match Box::pin(drive_h1(conn, &watch, protocols, shutdown, peer, true)).await {
-            Some((io, read_buf)) => {
-                let WatchedIo { inner, prefix, .. } = io.into_inner();
-                stream = inner;
-                // Copied: a slice of hyper's buffer would keep that whole buffer alive.
-                unread = BytesMut::with_capacity(prefix.len() + read_buf.len());
-                unread.extend_from_slice(&prefix);
-                unread.extend_from_slice(&read_buf);
-            }
+        match Box::pin(serve_with_hyper(
+            stream, read, state, &watch, downstream, protocols, shutdown, peer,
+        ))
+        .await
+        {
+            Some(rest) => (stream, unread) = rest,
             None => return,
         }
     }
+}
+
+/// hyper serves the connection from `read` (bytes already read from it) until it has been idle
+/// for [`PARK_AFTER_IDLE`]; then its socket and unread bytes come back (`None`: it is done).
+// The connection's pieces are passed as they are rather than in a bag made for the occasion.
+#[allow(clippy::too_many_arguments)]
+async fn serve_with_hyper(
+    stream: TcpStream,
+    read: Bytes,
+    state: &Arc<GatewayState>,
+    watch: &Arc<ConnWatch>,
+    downstream: Downstream,
+    protocols: &Protocols,
+    shutdown: &CancellationToken,
+    peer: SocketAddr,
+) -> Option<(TcpStream, BytesMut)> {
+    watch.on_read(&read);
+    let io = WatchedIo {
+        inner: stream,
+        prefix: read,
+        watch: Arc::clone(watch),
+    };
+    let service = connection_service(state, watch, downstream);
+    let conn = Box::new(protocols.h1.serve_connection(TokioIo::new(io), service));
+    let (io, read_buf) = drive_h1(conn, watch, protocols, shutdown, peer, true).await?;
+    let WatchedIo { inner, prefix, .. } = io.into_inner();
+    // Copied: a slice of hyper's buffer would keep that whole buffer alive.
+    let mut unread = BytesMut::with_capacity(prefix.len() + read_buf.len());
+    unread.extend_from_slice(&prefix);
+    unread.extend_from_slice(&read_buf);
+    Some((inner, unread))
 }
 
 /// First size of a fast-path read buffer: most request heads fit; bigger ones grow it.

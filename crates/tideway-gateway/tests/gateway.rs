@@ -1133,3 +1133,51 @@ async fn scenario_slow_service_many_clients_no_errors() {
     );
     assert!(eventually(Duration::from_secs(1), || f.gateway.in_flight() == 0).await);
 }
+
+/// Every request of one connection, sent in one write: the fast path serves the plain ones in
+/// order, hands the chunked one (and the connection) to hyper, and the answers come back in
+/// the order asked. Then the same with `http1_fast_path = false` (hyper serves everything).
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_across_the_fast_path_and_hyper() {
+    for fast_path in [true, false] {
+        let f = start(
+            ServerSettings {
+                http1_fast_path: fast_path,
+                ..Default::default()
+            },
+            vec![],
+        )
+        .await;
+        let mut sock = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
+        sock.write_all(
+            b"POST /echo/one HTTP/1.1\r\nhost: x\r\ncontent-length: 7\r\n\r\n{\"a\":1}\
+              POST /echo/two?limit=2 HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}\
+              POST /echo/three HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n7\r\n{\"b\":2}\r\n0\r\n\r\n\
+              GET /nowhere HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut all = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut all))
+            .await
+            .expect("the gateway closes after the last request")
+            .unwrap();
+        let text = String::from_utf8_lossy(&all);
+        let statuses: Vec<&str> = text
+            .match_indices("HTTP/1.1 ")
+            .map(|(i, _)| &text[i + 9..i + 12])
+            .collect();
+        assert_eq!(
+            statuses,
+            ["200", "200", "200", "404"],
+            "fast path {fast_path}: {text}"
+        );
+        let one = text.find(r#""id":"one""#).expect("first answer");
+        let two = text.find(r#""id":"two""#).expect("second answer");
+        let three = text.find(r#""id":"three""#).expect("third answer");
+        assert!(one < two && two < three, "in order: {text}");
+        assert!(text.contains(r#""limit":2"#), "{text}");
+        assert!(text.contains(r#""rest":{"b":2}"#), "{text}");
+        assert_eq!(text.matches("x-request-id: ").count(), 4, "{text}");
+    }
+}
