@@ -334,6 +334,7 @@ impl DateCache {
 
 #[cfg(test)]
 mod tests {
+    use http_body::Body as _;
     use http_body_util::BodyExt;
 
     use super::*;
@@ -484,6 +485,82 @@ mod tests {
             HeaderValue::from_static("Keep-Alive, Close"),
         );
         assert!(response_closes(&closing));
+    }
+
+    proptest::proptest! {
+        /// Bytes from the network never panic the reader, and it only ever takes a whole
+        /// request from the front of the buffer: on anything but a request the buffer is left
+        /// as it was (hyper gets every byte), and a request takes exactly its head and body.
+        #[test]
+        fn any_bytes_are_taken_whole_or_left_alone(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            max_head in 16usize..1024,
+            max_body in 0usize..64,
+        ) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            match parse_request(&mut buf, max_head, max_body) {
+                Parsed::Partial | Parsed::Fallback(_) => proptest::prop_assert_eq!(&buf[..], &bytes[..]),
+                Parsed::BadRequest => proptest::prop_assert!(buf.is_empty()),
+                Parsed::Request { request, .. } => {
+                    let taken = bytes.len() - buf.len();
+                    proptest::prop_assert_eq!(&buf[..], &bytes[taken..]);
+                    let body = request.body().size_hint().exact().unwrap_or(0) as usize;
+                    proptest::prop_assert!(body <= max_body);
+                    proptest::prop_assert!(taken - body <= max_head);
+                    proptest::prop_assert!(request.uri().path().starts_with('/'));
+                }
+            }
+        }
+
+        /// A well-formed request, however its bytes are cut, is read the same once whole.
+        #[test]
+        fn a_request_split_anywhere_is_read_once_whole(
+            path in "/[a-z0-9/_.~%-]{0,40}",
+            query in proptest::option::of("[a-z0-9=&]{0,20}"),
+            names in proptest::collection::vec("x-[a-z]{1,10}", 0..8),
+            body in "[ -~]{0,40}",
+            cut in 0usize..400,
+        ) {
+            let mut wire = format!("POST {path}");
+            if let Some(q) = &query {
+                wire.push('?');
+                wire.push_str(q);
+            }
+            wire.push_str(" HTTP/1.1\r\nhost: h\r\n");
+            for (i, name) in names.iter().enumerate() {
+                wire.push_str(&format!("{name}: v{i}\r\n"));
+            }
+            wire.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+            let cut = cut.min(wire.len());
+            let mut buf = BytesMut::from(&wire.as_bytes()[..cut]);
+            let first = parse_request(&mut buf, 8192, MAX_WHOLE_BODY);
+            if cut < wire.len() {
+                proptest::prop_assert!(matches!(first, Parsed::Partial), "{first:?}");
+                buf.extend_from_slice(&wire.as_bytes()[cut..]);
+            }
+            let parsed = if cut < wire.len() {
+                parse_request(&mut buf, 8192, MAX_WHOLE_BODY)
+            } else {
+                first
+            };
+            let Parsed::Request { request, close } = parsed else {
+                return Err(proptest::test_runner::TestCaseError::fail(format!("{parsed:?}")));
+            };
+            proptest::prop_assert!(!close);
+            proptest::prop_assert!(buf.is_empty());
+            proptest::prop_assert_eq!(request.uri().path(), path.as_str());
+            proptest::prop_assert_eq!(request.uri().query(), query.as_deref());
+            for (i, name) in names.iter().enumerate() {
+                let values: Vec<_> = request.headers().get_all(name.as_str()).iter().collect();
+                let want = format!("v{i}");
+                let found = values.iter().any(|v| *v == want.as_str());
+                proptest::prop_assert!(found, "{} missing", name);
+            }
+            let IngressBody::Whole(got) = request.into_body() else {
+                return Err(proptest::test_runner::TestCaseError::fail("not a whole body"));
+            };
+            proptest::prop_assert_eq!(got.unwrap_or_default(), bytes::Bytes::from(body));
+        }
     }
 
     #[test]
