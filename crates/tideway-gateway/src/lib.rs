@@ -33,6 +33,8 @@ mod dashboard;
 pub mod discovery;
 pub mod edge;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod h1;
 mod handler;
 pub mod history;
