@@ -31,3 +31,16 @@ fn h1_request_corpus_replays() {
         dir.display()
     );
 }
+
+/// Each seed with a few bytes flipped, inserted, removed or duplicated (see
+/// `tideway_testkit::corpus::mutate_seeds`), through the target.
+#[test]
+fn mutated_seeds_keep_the_invariants() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/h1_request");
+    let seeds = tideway_testkit::corpus::seeds(&dir, MIN_CORPUS_FILES);
+    tideway_testkit::corpus::mutate_seeds(
+        &seeds,
+        4000,
+        tideway_gateway::fuzzing::h1_request_target,
+    );
+}

@@ -135,6 +135,8 @@ mod client;
 mod config;
 mod connect;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod h1;
 pub mod headers;
 mod pool;

@@ -15,6 +15,7 @@
 //!   messages.
 //! - [`http`]: a blocking HTTP/1.1 client for one request per connection, enough to call a
 //!   gateway and read `/metrics`.
+//! - [`corpus`]: fuzz seed corpora replayed, and mutated, in `cargo test`.
 //! - [`free_port`], [`eventually`], [`poll_until`]: ports and bounded waits. Never a fixed sleep
 //!   standing in for a condition.
 //!
@@ -22,6 +23,7 @@
 //! it from its body: `#[tokio::test]` runs the body with `block_on` on the test's own thread,
 //! not on a worker, so the tasks under test keep running.
 
+pub mod corpus;
 mod etcd;
 pub mod http;
 mod process;

@@ -1,0 +1,44 @@
+//! Replays the seed corpus of the `chunked_body` fuzz target (`fuzz/corpus/chunked_body/`)
+//! through the target's own body, at every piece size from 1 to 16, so `cargo test` runs every
+//! seed (and whatever inputs a fuzzing run added there) through exactly the code the fuzzer runs.
+
+use std::path::PathBuf;
+
+/// Fewer files than this means the corpus moved or was lost.
+const MIN_CORPUS_FILES: usize = 10;
+
+#[test]
+fn chunked_body_corpus_replays() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/chunked_body");
+    let mut replayed = 0;
+    for entry in std::fs::read_dir(&dir).expect("the chunked_body corpus folder") {
+        let data = std::fs::read(entry.unwrap().path()).unwrap();
+        tideway_http_upstream::fuzzing::chunked_body_target(&data);
+        for piece in 1..=16u8 {
+            let mut split = data.clone();
+            if let Some(first) = split.first_mut() {
+                *first = piece;
+            }
+            tideway_http_upstream::fuzzing::chunked_body_target(&split);
+        }
+        replayed += 1;
+    }
+    assert!(
+        replayed >= MIN_CORPUS_FILES,
+        "only {replayed} files in {}",
+        dir.display()
+    );
+}
+
+/// Each seed with a few bytes flipped, inserted, removed or duplicated (see
+/// `tideway_testkit::corpus::mutate_seeds`), through the target.
+#[test]
+fn mutated_seeds_keep_the_invariants() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/chunked_body");
+    let seeds = tideway_testkit::corpus::seeds(&dir, MIN_CORPUS_FILES);
+    tideway_testkit::corpus::mutate_seeds(
+        &seeds,
+        4000,
+        tideway_http_upstream::fuzzing::chunked_body_target,
+    );
+}
