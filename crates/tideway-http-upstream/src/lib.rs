@@ -14,8 +14,10 @@
 //! [`UpstreamBody`] owns the connection and reads the rest as the caller polls it. There is no
 //! connection task and no channel between the caller and the socket, so a request costs no
 //! task wake-ups beyond the socket's own readiness. It replaced hyper-util's legacy pooled
-//! client, whose dispatch channel and per-connection task added two wake-ups per request,
-//! which profiling showed to be the largest part of the proxy path's CPU cost.
+//! client, whose dispatch channel and per-connection task added two wake-ups per request.
+//! Measured through the gateway (BENCHMARKS.md, HTTP run 5) the saving was small: the kernel's
+//! share of each request dominates, and this client pays one `recv(MSG_PEEK)` per request to
+//! check that a pooled connection is still open.
 //!
 //! It is hand-written because no maintained crate for tokio and the `http` types offers a
 //! caller-driven HTTP/1 client with a pool: hyper's HTTP/1 client (and everything built on it:
@@ -26,7 +28,8 @@
 //! and sans-IO where it parses: response heads are parsed by `httparse` (hyper's parser),
 //! `h1.rs` encodes request heads and decides body framing (RFC 9112 §6), and `chunked.rs`
 //! decodes chunked bodies as a state machine (bytes in, events out), unit-tested over every
-//! split of its input and ready to be fuzzed.
+//! split of its input and fuzzed (`fuzz/`, target `chunked_body`; its body is the hidden
+//! `fuzzing` module, which `tests/chunked_corpus.rs` also runs over the seed corpus).
 //!
 //! **h2c with prior knowledge** ([`UpstreamConfig::http2_prior_knowledge`]) stays on
 //! hyper-util's client: one multiplexed connection per upstream, driven by hyper's task.
