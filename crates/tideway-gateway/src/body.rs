@@ -1,5 +1,5 @@
 //! The gateway's body types: [`GatewayBody`], one boxed response body for buffered JSON and
-//! streamed upstream bodies alike, and [`IngressBody`], a request body as either HTTP/1 path
+//! streamed upstream bodies alike, and `IngressBody`, a request body as either HTTP/1 path
 //! hands it over (hyper's streaming `Incoming`, or the bytes the gateway's own HTTP/1.1 reader
 //! already holds whole).
 

@@ -200,7 +200,7 @@ pub struct ServiceEndpoints {
     /// `host:port` of its instances; calls are spread round-robin.
     pub endpoints: Vec<SocketAddr>,
     /// Connections to each endpoint; by default enough for `server.max_in_flight` concurrent
-    /// calls (see [`GatewayConfig::connections_per_endpoint`]).
+    /// calls (see [`crate::assemble::connections_for`]).
     #[serde(default)]
     pub connections_per_endpoint: Option<usize>,
 }
