@@ -7,26 +7,16 @@ use std::path::PathBuf;
 /// Fewer files than this means the corpus moved or was lost.
 const MIN_CORPUS_FILES: usize = 10;
 
+fn corpus_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/chunked_body")
+}
+
 #[test]
 fn chunked_body_corpus_replays() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/chunked_body");
-    let mut replayed = 0;
-    for entry in std::fs::read_dir(&dir).expect("the chunked_body corpus folder") {
-        let data = std::fs::read(entry.unwrap().path()).unwrap();
-        tideway_http_upstream::fuzzing::chunked_body_target(&data);
-        for piece in 1..=16u8 {
-            let mut split = data.clone();
-            if let Some(first) = split.first_mut() {
-                *first = piece;
-            }
-            tideway_http_upstream::fuzzing::chunked_body_target(&split);
-        }
-        replayed += 1;
-    }
-    assert!(
-        replayed >= MIN_CORPUS_FILES,
-        "only {replayed} files in {}",
-        dir.display()
+    let seeds = tideway_testkit::corpus::seeds(&corpus_dir(), MIN_CORPUS_FILES);
+    tideway_testkit::corpus::replay_in_pieces(
+        &seeds,
+        tideway_http_upstream::fuzzing::chunked_body_target,
     );
 }
 
@@ -34,8 +24,7 @@ fn chunked_body_corpus_replays() {
 /// `tideway_testkit::corpus::mutate_seeds`), through the target.
 #[test]
 fn mutated_seeds_keep_the_invariants() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/chunked_body");
-    let seeds = tideway_testkit::corpus::seeds(&dir, MIN_CORPUS_FILES);
+    let seeds = tideway_testkit::corpus::seeds(&corpus_dir(), MIN_CORPUS_FILES);
     tideway_testkit::corpus::mutate_seeds(
         &seeds,
         4000,

@@ -28,6 +28,23 @@ pub fn seeds(dir: &Path, min_files: usize) -> Vec<Vec<u8>> {
     seeds
 }
 
+/// Calls `target` on every seed as it is, then with its first byte (the piece size of the
+/// targets that feed their input in pieces) set to each of 1 to 16: the same bytes arriving in
+/// other pieces.
+pub fn replay_in_pieces(seeds: &[Vec<u8>], mut target: impl FnMut(&[u8])) {
+    for seed in seeds {
+        target(seed);
+        if seed.is_empty() {
+            continue;
+        }
+        let mut split = seed.clone();
+        for piece in 1..=16u8 {
+            split[0] = piece;
+            target(&split);
+        }
+    }
+}
+
 /// Calls `target` on `rounds` inputs, each a seed with one to four mutations: a byte replaced,
 /// inserted or removed, or a run of up to 16 bytes duplicated.
 pub fn mutate_seeds(seeds: &[Vec<u8>], rounds: usize, mut target: impl FnMut(&[u8])) {
