@@ -95,6 +95,10 @@ pub(crate) async fn handle(
     downstream: Downstream,
     req: GatewayRequest,
 ) -> Response<GatewayBody> {
+    // `/openapi.json` and `/docs`, unless a route takes those paths.
+    if let Some(response) = crate::openapi::public_answer(&state, &req) {
+        return response;
+    }
     let request_id_header = state.ids.for_request(&req);
     let Some(observe) = state.observe.load_full() else {
         return serve(&state, &downstream, req, &request_id_header, None).await;

@@ -854,16 +854,12 @@ fn connection_service(
     })
 }
 
-/// A request's answer, whichever HTTP path it came on: `/openapi.json` and `/docs` (unless a
-/// route takes those paths), else the request path of [`handle`].
+/// A request's answer on hyper's path: the request path of [`handle`], boxed.
 fn respond(
     state: Arc<GatewayState>,
     downstream: Downstream,
     req: http::Request<IngressBody>,
 ) -> BoxedResponseFuture {
-    if let Some(response) = crate::openapi::public_answer(&state, &req) {
-        return Box::pin(std::future::ready(Ok(response)));
-    }
     let req = Box::new(req);
     Box::pin(async move { Ok(handle(state, downstream, req).await) })
 }
@@ -1161,12 +1157,7 @@ async fn serve_h1_request(
     // made and lent to the hang-up watch: moving it would give this future room for two.
     let answered = {
         let request = Box::new(request);
-        let answer = std::pin::pin!(async move {
-            if let Some(response) = crate::openapi::public_answer(state, &request) {
-                return response;
-            }
-            handle(Arc::clone(state), downstream, request).await
-        });
+        let answer = std::pin::pin!(handle(Arc::clone(state), downstream, request));
         until_hangup(stream, watch_hangup, answer).await
     };
     let Some(response) = answered else {
