@@ -413,10 +413,24 @@ async fn accept_loop(
 
 /// Answers an over-limit connection with a 503 and closes it.
 async fn refuse(mut stream: TcpStream, _refusal: OwnedSemaphorePermit) {
-    let body = r#"{"code":"overloaded","message":"connection limit reached","request_id":null}"#;
+    let status = format!(
+        "503 Service Unavailable\r\nretry-after: {}",
+        crate::error::RETRY_AFTER_SECS
+    );
+    answer_and_close(
+        &mut stream,
+        &status,
+        r#"{"code":"overloaded","message":"connection limit reached","request_id":null}"#,
+    )
+    .await;
+}
+
+/// Writes a JSON error answer (`status`: the status line's code and reason, and any extra
+/// header lines) and closes the connection, within [`REFUSAL_WRITE_TIMEOUT`]: for connections
+/// refused before any request is served.
+async fn answer_and_close(stream: &mut TcpStream, status: &str, body: &str) {
     let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: {}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        crate::error::RETRY_AFTER_SECS,
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );
     let _ = tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, async {
@@ -1111,7 +1125,13 @@ async fn serve_h1_request(
                 return FastOutcome::Fallback(buf.freeze());
             }
             crate::h1::Parsed::BadRequest => {
-                let _ = write_bad_request(stream).await;
+                // See `h1::Parsed::BadRequest`.
+                answer_and_close(
+                    stream,
+                    "400 Bad Request",
+                    r#"{"code":"bad_request","message":"invalid request target or header","request_id":null}"#,
+                )
+                .await;
                 return FastOutcome::Close;
             }
         }
@@ -1341,20 +1361,6 @@ async fn write_within(stream: &mut TcpStream, bytes: &[u8], stall: Duration) -> 
         tokio::time::timeout(stall, stream.write_all(bytes)).await,
         Ok(Ok(()))
     )
-}
-
-/// The answer to a head that cannot be served (see [`crate::h1::Parsed::BadRequest`]).
-async fn write_bad_request(stream: &mut TcpStream) -> io::Result<()> {
-    let body =
-        r#"{"code":"bad_request","message":"invalid request target or header","request_id":null}"#;
-    let response = format!(
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    tokio::time::timeout(REFUSAL_WRITE_TIMEOUT, stream.write_all(response.as_bytes()))
-        .await
-        .map_err(|_| io::ErrorKind::TimedOut)??;
-    stream.shutdown().await
 }
 
 async fn serve_tls(
