@@ -72,7 +72,7 @@ fi
 
 log "building (cargo build --release -p tideway -p tideway-bench)"
 cargo build --release -p tideway -p tideway-bench >&2
-bin="${CARGO_TARGET_DIR:-$root/target}/release"
+bin="$(cargo_target_dir)/release"
 
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 out="$root/bench-results/edge-$stamp"

@@ -71,3 +71,10 @@ start_bench() {
         return 1
     fi
 }
+
+# The directory cargo builds into: $CARGO_TARGET_DIR, or `build.target-dir` of a cargo config,
+# or ./target (cargo itself says which).
+cargo_target_dir() {
+    cargo metadata --format-version 1 --no-deps |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])'
+}

@@ -40,7 +40,8 @@ fi
 
 log "building (cargo build --release -p tideway-bench)"
 cargo build --release -p tideway-bench >&2
-bin="${CARGO_TARGET_DIR:-$root/target}/release"
+source "$root/scripts/bench.d/lib.bash"
+bin="$(cargo_target_dir)/release"
 
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 out="$root/bench-results/rpc-$stamp"

@@ -29,7 +29,8 @@
 //! # Library
 //!
 //! What the binaries share: the generated tonic code ([`tonic_echo`]), the Tideway service traits
-//! ([`tideway_echo`], [`items`], [`slow`]), readers of `/proc` ([`procfs`]), the `/stats`
+//! ([`tideway_echo`], [`items`], [`slow`]), readers of `/proc` ([`procfs`]), the kernel's receive
+//! timestamps ([`wire_clock`]), the `/stats`
 //! endpoint ([`stats`]) and a listener with a deep accept queue ([`bind_with_backlog`]).
 
 use std::io::Write;
@@ -40,6 +41,7 @@ pub mod procfs;
 pub mod slow;
 pub mod stats;
 pub mod tideway_echo;
+pub mod wire_clock;
 
 /// Accept queue of the bench servers' listeners. tokio's `TcpListener::bind` uses 1024, and
 /// std's 128: when 2,000 clients (or nginx's 2,000 upstream connections) connect at once, a short

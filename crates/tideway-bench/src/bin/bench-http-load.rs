@@ -23,8 +23,12 @@
 //! a burst of errors or latency can be placed in time.
 //!
 //! Latency is measured from just before the request is written until the whole response body
-//! has been read, on a connection that is already open (connecting is not included). Runs on
-//! one current-thread runtime: the harness pins it to one core with `taskset`.
+//! has been read (`statuses`), and again until its last bytes reached the socket by the
+//! kernel's receive stamp (`wire`: the same answers without this process's own delay in
+//! getting round to them under a burst, see `tideway_bench::wire_clock`), on a connection that is already open (connecting is not included). Each
+//! connection is one task that writes its request and reads the response itself (a small
+//! HTTP/1.1 client: Content-Length, chunked and close-delimited bodies). Runs on one
+//! current-thread runtime: the harness pins it to one core with `taskset`.
 //!
 //! ```text
 //! bench-http-load --url http://127.0.0.1:8080/slow/2000 --connections 2000 --duration-secs 10
@@ -37,17 +41,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use bytes::Bytes;
+use bytes::{Buf as _, BytesMut};
 use clap::Parser;
 use hdrhistogram::Histogram;
-use http::{Request, Uri, header};
-use http_body_util::{BodyExt as _, Empty};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use http::Uri;
 use serde_json::json;
-use tideway_bench::procfs;
+use tideway_bench::{procfs, wire_clock};
+use tokio::io::{AsyncWriteExt as _, Interest};
 use tokio::net::TcpStream;
-use tokio::task::JoinHandle;
 
 /// Latencies are recorded in microseconds up to this bound (longer ones saturate at it), with
 /// three significant digits.
@@ -101,7 +102,8 @@ struct Args {
 /// One URL, resolved.
 #[derive(Debug)]
 struct Target {
-    path_and_query: String,
+    /// The whole GET request, written as is.
+    request: Vec<u8>,
 }
 
 /// What every connection task reads.
@@ -109,7 +111,6 @@ struct Target {
 struct Plan {
     started: Instant,
     addr: SocketAddr,
-    authority: String,
     targets: Vec<Target>,
     stop_at: Option<Instant>,
     max_requests: Option<u64>,
@@ -167,6 +168,12 @@ impl StatusStats {
 struct ConnResult {
     statuses: BTreeMap<u16, StatusStats>,
     warmup: BTreeMap<u16, StatusStats>,
+    /// As `statuses`, but ending when the response's last bytes reached the socket (the
+    /// kernel's receive stamp) rather than when this process read them.
+    wire: BTreeMap<u16, StatusStats>,
+    /// Answers after the warm-up that came without a kernel stamp (counted in `wire` with
+    /// the read time instead).
+    unstamped: u64,
     timeline: BTreeMap<u64, Second>,
     timeouts: u64,
     io_errors: u64,
@@ -179,6 +186,8 @@ struct ConnResult {
 #[derive(Debug, Default, Clone)]
 struct Second {
     by_status: BTreeMap<u16, u64>,
+    /// Slowest answer per status, in microseconds.
+    max_us_by_status: BTreeMap<u16, u64>,
     late: u64,
     timeouts: u64,
     errors: u64,
@@ -189,6 +198,10 @@ impl Second {
     fn merge(&mut self, other: &Second) {
         for (status, n) in &other.by_status {
             *self.by_status.entry(*status).or_default() += n;
+        }
+        for (status, us) in &other.max_us_by_status {
+            let max = self.max_us_by_status.entry(*status).or_default();
+            *max = (*max).max(*us);
         }
         self.late += other.late;
         self.timeouts += other.timeouts;
@@ -264,7 +277,7 @@ fn plan(args: &Args, started: Instant) -> anyhow::Result<Plan> {
     );
     anyhow::ensure!(args.timeout_ms > 0, "--timeout-ms must be at least 1");
     let mut authority: Option<String> = None;
-    let mut targets = Vec::new();
+    let mut paths = Vec::new();
     for url in &args.urls {
         let uri: Uri = url.parse().with_context(|| format!("bad URL {url}"))?;
         anyhow::ensure!(
@@ -287,9 +300,18 @@ fn plan(args: &Args, started: Instant) -> anyhow::Result<Plan> {
             .path_and_query()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_else(|| "/".to_owned());
-        targets.push(Target { path_and_query });
+        paths.push(path_and_query);
     }
     let authority = authority.context("no --url")?;
+    let targets = paths
+        .iter()
+        .map(|path| Target {
+            request: format!(
+                "GET {path} HTTP/1.1\r\nhost: {authority}\r\nuser-agent: bench-http-load\r\n\r\n"
+            )
+            .into_bytes(),
+        })
+        .collect();
     let with_port = if authority.contains(':') {
         authority.clone()
     } else {
@@ -303,7 +325,6 @@ fn plan(args: &Args, started: Instant) -> anyhow::Result<Plan> {
     Ok(Plan {
         started,
         addr,
-        authority,
         targets,
         stop_at: args
             .duration_secs
@@ -340,10 +361,16 @@ async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
 
     let mut statuses: BTreeMap<u16, StatusStats> = BTreeMap::new();
     let mut warmup: BTreeMap<u16, StatusStats> = BTreeMap::new();
+    let mut wire: BTreeMap<u16, StatusStats> = BTreeMap::new();
     let mut all = ConnResult::default();
     for task in tasks {
         let r = task.await?;
-        for (into, from) in [(&mut statuses, &r.statuses), (&mut warmup, &r.warmup)] {
+        all.unstamped += r.unstamped;
+        for (into, from) in [
+            (&mut statuses, &r.statuses),
+            (&mut warmup, &r.warmup),
+            (&mut wire, &r.wire),
+        ] {
             for (status, s) in from {
                 into.entry(*status)
                     .or_insert_with(StatusStats::new)
@@ -371,6 +398,7 @@ async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
 
     let measured = Summary::of(&statuses);
     let warmup = Summary::of(&warmup);
+    let wire = Summary::of(&wire);
     let timeline: Vec<_> = all
         .timeline
         .iter()
@@ -387,6 +415,11 @@ async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
                 "timeouts": sec.timeouts,
                 "errors": sec.errors,
                 "max_ms": ms(sec.max_us),
+                "max_ms_by_status": sec
+                    .max_us_by_status
+                    .iter()
+                    .map(|(status, us)| (status.to_string(), json!(ms(*us))))
+                    .collect::<serde_json::Map<_, _>>(),
             })
         })
         .collect();
@@ -406,6 +439,12 @@ async fn run(args: Args) -> anyhow::Result<serde_json::Value> {
         "responses": measured.responses,
         "responses_per_s": (measured.responses + warmup.responses) as f64 / elapsed,
         "statuses": measured.per_status,
+        // The same answers, timed to when their last bytes reached this process's socket.
+        "wire": json!({
+            "statuses": wire.per_status,
+            "p99_ms": ms(wire.overall.value_at_quantile(0.99)),
+            "unstamped": all.unstamped,
+        }),
         "warmup": json!({
             "secs": args.warmup_secs,
             "responses": warmup.responses,
@@ -453,18 +492,25 @@ async fn progress(every: Duration, totals: Arc<Totals>, started: Instant) {
     }
 }
 
-/// An open connection: the request handle and the task driving the socket. Dropping it closes
-/// the socket.
+/// An open keep-alive connection and the bytes read past the last response.
+///
+/// The client is written by hand rather than with hyper's client on purpose: the request is
+/// written by the same task, in the same poll, that takes the start timestamp, and the response
+/// is read by that task too (no driver task, no channel between them), so the latency it records
+/// is the server's answer time plus one wake-up of this task, not a tour of this process's run
+/// queue. hyper's client needs a second task per connection; with 2,000 connections on one core
+/// its hops showed up as milliseconds of tail that belonged to the load generator.
 struct Conn {
-    sender: SendRequest<Empty<Bytes>>,
-    driver: JoinHandle<()>,
+    stream: TcpStream,
+    buf: BytesMut,
     requests: u64,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.driver.abort();
-    }
+    /// The server said `Connection: close`, or the response ended at EOF.
+    closing: bool,
+    /// The kernel's receive stamp of the last bytes read ([`wire_clock`]).
+    last_stamp_ns: Option<i128>,
+    /// Where `recvmsg` reads into (it needs initialised memory); the bytes are then appended
+    /// to `buf`.
+    scratch: Box<[u8]>,
 }
 
 async fn connect(plan: &Plan) -> anyhow::Result<Conn> {
@@ -473,43 +519,184 @@ async fn connect(plan: &Plan) -> anyhow::Result<Conn> {
         .context("connect timed out")?
         .context("connect")?;
     stream.set_nodelay(true)?;
-    let (sender, connection) = http1::handshake(TokioIo::new(stream))
-        .await
-        .context("handshake")?;
-    let driver = tokio::spawn(async move {
-        // Errors surface on the request that was in flight.
-        let _ = connection.await;
-    });
+    wire_clock::enable(&stream)?;
     Ok(Conn {
-        sender,
-        driver,
+        stream,
+        buf: BytesMut::with_capacity(4096),
         requests: 0,
+        closing: false,
+        last_stamp_ns: None,
+        scratch: vec![0; 4096].into_boxed_slice(),
     })
 }
 
 /// How one request ended.
 enum Outcome {
-    Answered(u16),
+    /// The status, and how long after the request was written its last bytes reached the
+    /// socket, by the kernel's stamp (`None` if the kernel sent none).
+    Answered(u16, Option<u64>),
     TimedOut,
     Failed(anyhow::Error),
 }
 
-async fn exchange(conn: &mut Conn, plan: &Plan, target: &Target) -> Outcome {
-    let req = Request::get(target.path_and_query.as_str())
-        .header(header::HOST, plan.authority.as_str())
-        .header(header::USER_AGENT, "bench-http-load")
-        .body(Empty::<Bytes>::new())
-        .expect("a GET with a valid path builds");
+/// Writes one request and reads its whole response; `start` is taken just before the write.
+async fn exchange(conn: &mut Conn, plan: &Plan, target: &Target) -> (Instant, Outcome) {
+    conn.last_stamp_ns = None;
+    let start = Instant::now();
+    let sent_ns = wire_clock::now_ns();
     let call = async {
-        let resp = conn.sender.send_request(req).await.context("request")?;
-        let status = resp.status().as_u16();
-        resp.into_body().collect().await.context("body")?;
-        anyhow::Ok(status)
+        conn.stream
+            .write_all(&target.request)
+            .await
+            .context("request")?;
+        read_response(conn).await
     };
-    match tokio::time::timeout(plan.timeout, call).await {
-        Ok(Ok(status)) => Outcome::Answered(status),
+    let outcome = match tokio::time::timeout(plan.timeout, call).await {
+        Ok(Ok(status)) => Outcome::Answered(
+            status,
+            conn.last_stamp_ns
+                .map(|at| u64::try_from((at - sent_ns).max(0) / 1000).unwrap_or(u64::MAX)),
+        ),
         Ok(Err(e)) => Outcome::Failed(e),
         Err(_) => Outcome::TimedOut,
+    };
+    (start, outcome)
+}
+
+/// Reads more bytes into the connection's buffer; an EOF is an error unless `eof_ok`.
+async fn fill(conn: &mut Conn, eof_ok: bool) -> anyhow::Result<bool> {
+    let Conn {
+        stream,
+        buf,
+        last_stamp_ns,
+        scratch,
+        ..
+    } = conn;
+    let read = loop {
+        if let Err(e) = stream.readable().await {
+            break Err(e);
+        }
+        match stream.try_io(Interest::READABLE, || wire_clock::recv(&*stream, scratch)) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            other => break other,
+        }
+    };
+    let (n, stamp) = read.context("read")?;
+    buf.extend_from_slice(&scratch[..n]);
+    if stamp.is_some() {
+        *last_stamp_ns = stamp;
+    }
+    anyhow::ensure!(n > 0 || eof_ok, "connection closed mid-response");
+    Ok(n > 0)
+}
+
+/// How a response's body is delimited.
+enum Framing {
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+/// Reads one response (head and body) and returns its status.
+async fn read_response(conn: &mut Conn) -> anyhow::Result<u16> {
+    let (status, framing, head_len) = loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut resp = httparse::Response::new(&mut headers);
+        match resp.parse(&conn.buf).context("bad response head")? {
+            httparse::Status::Complete(head_len) => {
+                let status = resp.code.context("no status")?;
+                let mut framing = None;
+                for h in resp.headers.iter() {
+                    if h.name.eq_ignore_ascii_case("content-length") {
+                        let n = std::str::from_utf8(h.value)
+                            .ok()
+                            .and_then(|v| v.trim().parse().ok())
+                            .context("bad content-length")?;
+                        framing.get_or_insert(Framing::Length(n));
+                    } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                        framing = Some(Framing::Chunked);
+                    } else if h.name.eq_ignore_ascii_case("connection")
+                        && h.value.eq_ignore_ascii_case(b"close")
+                    {
+                        conn.closing = true;
+                    }
+                }
+                let framing = if matches!(status, 204 | 304) || (100..200).contains(&status) {
+                    Framing::Length(0)
+                } else {
+                    framing.unwrap_or(Framing::UntilClose)
+                };
+                break (status, framing, head_len);
+            }
+            httparse::Status::Partial => {
+                anyhow::ensure!(conn.buf.len() < 64 * 1024, "response head over 64 KiB");
+                fill(conn, false).await?;
+            }
+        }
+    };
+    conn.buf.advance(head_len);
+    match framing {
+        Framing::Length(mut left) => {
+            while left > 0 {
+                if conn.buf.is_empty() {
+                    fill(conn, false).await?;
+                }
+                let n = left.min(conn.buf.len());
+                conn.buf.advance(n);
+                left -= n;
+            }
+        }
+        Framing::UntilClose => {
+            conn.closing = true;
+            conn.buf.clear();
+            while fill(conn, true).await? {
+                conn.buf.clear();
+            }
+        }
+        Framing::Chunked => read_chunked(conn).await?,
+    }
+    Ok(status)
+}
+
+/// Skips a chunked body, trailers included (sizes are parsed, data is discarded).
+async fn read_chunked(conn: &mut Conn) -> anyhow::Result<()> {
+    loop {
+        let line_end = loop {
+            if let Some(i) = conn.buf.windows(2).position(|w| w == b"\r\n") {
+                break i;
+            }
+            anyhow::ensure!(conn.buf.len() < 4096, "chunk-size line over 4 KiB");
+            fill(conn, false).await?;
+        };
+        let line = &conn.buf[..line_end];
+        let digits = line.split(|b| *b == b';').next().unwrap_or_default();
+        let size = std::str::from_utf8(digits)
+            .ok()
+            .and_then(|d| usize::from_str_radix(d.trim(), 16).ok())
+            .context("bad chunk size")?;
+        conn.buf.advance(line_end + 2);
+        if size == 0 {
+            // Trailers, if any, end with an empty line.
+            loop {
+                if let Some(i) = conn.buf.windows(2).position(|w| w == b"\r\n") {
+                    conn.buf.advance(i + 2);
+                    if i == 0 {
+                        return Ok(());
+                    }
+                    continue;
+                }
+                fill(conn, false).await?;
+            }
+        }
+        let mut left = size + 2;
+        while left > 0 {
+            if conn.buf.is_empty() {
+                fill(conn, false).await?;
+            }
+            let n = left.min(conn.buf.len());
+            conn.buf.advance(n);
+            left -= n;
+        }
     }
 }
 
@@ -551,7 +738,7 @@ async fn connection_loop(index: usize, plan: Arc<Plan>, totals: Arc<Totals>) -> 
         if let Some(c) = &mut conn {
             let spent =
                 plan.requests_per_connection > 0 && c.requests >= plan.requests_per_connection;
-            if spent || c.sender.ready().await.is_err() {
+            if spent || c.closing {
                 conn = None;
             }
         }
@@ -582,8 +769,7 @@ async fn connection_loop(index: usize, plan: Arc<Plan>, totals: Arc<Totals>) -> 
         let target = &plan.targets[next_target];
         next_target = (next_target + 1) % plan.targets.len();
         c.requests += 1;
-        let start = Instant::now();
-        let outcome = exchange(c, &plan, target).await;
+        let (start, outcome) = exchange(c, &plan, target).await;
         let us = u64::try_from(start.elapsed().as_micros()).unwrap_or(u64::MAX);
         let second = result
             .timeline
@@ -595,7 +781,7 @@ async fn connection_loop(index: usize, plan: Arc<Plan>, totals: Arc<Totals>) -> 
             plan.think.mul_f64(0.5 + rng.next_unit())
         };
         match outcome {
-            Outcome::Answered(status) => {
+            Outcome::Answered(status, wire_us) => {
                 totals.responses.fetch_add(1, Ordering::Relaxed);
                 let class = match status {
                     200..=299 => Some(&totals.status_2xx),
@@ -616,9 +802,23 @@ async fn connection_loop(index: usize, plan: Arc<Plan>, totals: Arc<Totals>) -> 
                 s.max_us = s.max_us.max(us);
                 *second.by_status.entry(status).or_default() += 1;
                 second.max_us = second.max_us.max(us);
+                let status_max = second.max_us_by_status.entry(status).or_default();
+                *status_max = (*status_max).max(us);
                 if plan.late_us.is_some_and(|late| us > late) {
                     s.late += 1;
                     second.late += 1;
+                }
+                if start >= plan.warmup_until {
+                    if wire_us.is_none() {
+                        result.unstamped += 1;
+                    }
+                    let wire_us = wire_us.unwrap_or(us);
+                    let w = result.wire.entry(status).or_insert_with(StatusStats::new);
+                    w.latencies_us.saturating_record(wire_us.max(1));
+                    w.max_us = w.max_us.max(wire_us);
+                    if plan.late_us.is_some_and(|late| wire_us > late) {
+                        w.late += 1;
+                    }
                 }
             }
             Outcome::TimedOut => {
