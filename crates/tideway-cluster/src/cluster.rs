@@ -369,7 +369,13 @@ impl Cluster {
         let mut hedge_at: Option<Instant> = None;
         loop {
             if running.as_ref().is_none_or(FuturesUnordered::is_empty) && single.is_none() {
-                let guard = match self.acquire(&tried, pick, deadline).await {
+                // Waiting for an endpoint is the rare path: its state lives in its own
+                // allocation so that it does not widen the future of every call.
+                let acquired = match self.try_acquire(&tried, pick, Instant::now(), false) {
+                    Some(guard) => Ok(guard),
+                    None => Box::pin(self.acquire(&tried, pick, deadline)).await,
+                };
+                let guard = match acquired {
                     Ok(guard) => guard,
                     Err(refused) => {
                         return Err(match last_error {
@@ -488,7 +494,9 @@ impl Cluster {
             shared.metrics.retries[reason as usize].increment(1);
             tracing::debug!(service = %shared.service, reason = reason.as_str(), attempt = attempts, ?delay, "retrying on another endpoint");
             if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
+                // Boxed: a retry's pause is rare, and its timer would otherwise widen the future
+                // of every call.
+                Box::pin(tokio::time::sleep(delay)).await;
             }
         }
     }
@@ -894,7 +902,8 @@ fn poll_slot<F: Future>(mut slot: Pin<&mut Option<F>>) -> impl Future<Output = F
 
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
-        Some(at) => tokio::time::sleep_until(at).await,
+        // Boxed: only hedged calls arm this timer; inline, it would widen every call's future.
+        Some(at) => Box::pin(tokio::time::sleep_until(at)).await,
         None => std::future::pending().await,
     }
 }

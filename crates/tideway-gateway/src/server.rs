@@ -1184,9 +1184,26 @@ async fn serve_h1_request(
         tracing::debug!(peer = %downstream.peer, "client went away; request cancelled");
         return FastOutcome::Close;
     };
+    // Writing lives in its own future: its locals then share room with the handler's (this
+    // future is awaited where the handler no longer is) instead of adding to the request's.
+    let close = asked_close || shutdown.is_cancelled();
+    if !write_response(stream, response, close, watch_hangup, protocols.keep_alive).await {
+        return FastOutcome::Close;
+    }
+    FastOutcome::KeepAlive(rest)
+}
+
+/// Writes `response` (head, then body) on the fast path. `false`: the connection closes (the
+/// write failed, the response or `close` asks for it).
+async fn write_response(
+    stream: &mut TcpStream,
+    response: http::Response<GatewayBody>,
+    close: bool,
+    watch_hangup: bool,
+    keep_alive: Duration,
+) -> bool {
     let (parts, body) = response.into_parts();
-    let close =
-        asked_close || shutdown.is_cancelled() || crate::h1::response_closes(&parts.headers);
+    let close = close || crate::h1::response_closes(&parts.headers);
     let framing =
         crate::h1::response_framing(parts.status, &parts.headers, body.size_hint().exact());
     let small = matches!(framing, crate::h1::Framing::Length(n) if n as usize <= COALESCE_BODY);
@@ -1213,20 +1230,12 @@ async fn serve_h1_request(
         &date,
     );
     drop(parts);
-    let written = write_body(
-        stream,
-        out,
-        body,
-        framing,
-        watch_hangup,
-        protocols.keep_alive,
-    )
-    .await;
+    let written = write_body(stream, out, body, framing, watch_hangup, keep_alive).await;
     if !written || close {
         let _ = stream.shutdown().await;
-        return FastOutcome::Close;
+        return false;
     }
-    FastOutcome::KeepAlive(rest)
+    true
 }
 
 thread_local! {
@@ -1779,11 +1788,13 @@ mod size_tests {
         eprintln!("serve_h1_request future (one per request in service): {request_size} bytes");
         drop(request);
         // A request waiting on a slow service holds this future (boxed), its connection's task
-        // and little else: it must fit jemalloc's 4 KiB size class, the next one being 5 KiB.
+        // and little else: it must fit jemalloc's 3 KiB size class, the next one being 3.5 KiB.
         // What keeps it there: the request is boxed once (not copied into every level of the
-        // handler), permits are a pointer and a count, rare branches are boxed.
+        // handler), permits are a pointer and a count, rare paths (connecting, a full write
+        // queue, waiting for an endpoint, retry and hedge timers) are boxed, and writing the
+        // response is a future of its own that shares room with the handler's.
         assert!(
-            request_size <= 4096,
+            request_size <= 3072,
             "request future is {request_size} bytes"
         );
 

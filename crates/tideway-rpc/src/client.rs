@@ -296,34 +296,58 @@ impl Client {
                 ),
             ));
         }
-        let conn = match tokio::time::timeout_at(deadline, self.connection()).await {
-            Ok(conn) => conn?,
-            Err(_) => {
-                return Err(RpcError::not_sent(
-                    Status::DeadlineExceeded,
-                    format!("deadline passed while connecting to {}", self.inner.addr),
-                ));
+        // The common case (a usable connection, room in its write queue) awaits nothing until
+        // the reply. Connecting and waiting for queue room are rare and keep their state in
+        // their own allocation, so they do not widen the future of every call that waits on
+        // a reply (and of every gateway request holding one).
+        let (slot, usable) = self.next_slot();
+        let conn = match usable {
+            Some(conn) => conn,
+            None => {
+                match tokio::time::timeout_at(deadline, Box::pin(self.connect_slot(slot))).await {
+                    Ok(conn) => conn?,
+                    Err(_) => {
+                        return Err(RpcError::not_sent(
+                            Status::DeadlineExceeded,
+                            format!("deadline passed while connecting to {}", self.inner.addr),
+                        ));
+                    }
+                }
             }
         };
         let (mut guard, reply) = conn.register(config.max_in_flight_per_connection)?;
-        let mut request = Request::new(guard.id, method, codec, payload);
-        request.deadline = Some(deadline.saturating_duration_since(Instant::now()));
-        request.metadata = metadata.clone();
-        match tokio::time::timeout_at(deadline, conn.tx.send(Frame::Request(request))).await {
-            Ok(Ok(())) => guard.sent = true,
-            Ok(Err(_)) => {
+        // The request goes straight into the queue: no local holds it (or the `try_send`
+        // result) across an await, where it would take room in the future for the whole call.
+        let wait_for_room = match conn.tx.try_send(request_frame(
+            guard.id, method, codec, payload, deadline, metadata,
+        )) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Closed(_)) => {
                 return Err(RpcError::not_sent(
                     Status::Unavailable,
                     format!("connection to {} closed", self.inner.addr),
                 ));
             }
-            Err(_) => {
-                return Err(RpcError::not_sent(
-                    Status::DeadlineExceeded,
-                    "deadline passed while waiting to write the request",
-                ));
+            Err(mpsc::error::TrySendError::Full(frame)) => Some(Box::pin(conn.tx.send(frame))),
+        };
+        if let Some(send) = wait_for_room {
+            match tokio::time::timeout_at(deadline, send).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    return Err(RpcError::not_sent(
+                        Status::Unavailable,
+                        format!("connection to {} closed", self.inner.addr),
+                    ));
+                }
+                Err(_) => {
+                    return Err(RpcError::not_sent(
+                        Status::DeadlineExceeded,
+                        "deadline passed while waiting to write the request",
+                    ));
+                }
             }
         }
+        guard.sent = true;
         match tokio::time::timeout_at(deadline, reply).await {
             Ok(Ok(response)) => {
                 guard.answered = true;
@@ -361,14 +385,18 @@ impl Client {
         }
     }
 
-    /// A usable connection from the next slot, connecting if needed.
-    async fn connection(&self) -> Result<Arc<Connection>, RpcError> {
+    /// The next slot (round robin) and its connection if it is usable now.
+    fn next_slot(&self) -> (usize, Option<Arc<Connection>>) {
         let inner = &self.inner;
         let index = inner.next_slot.fetch_add(1, Ordering::Relaxed) % inner.slots.len();
+        (index, inner.slots[index].usable())
+    }
+
+    /// A usable connection from slot `index`, connecting if needed (one connect at a time per
+    /// slot; callers that queue behind it use its result).
+    async fn connect_slot(&self, index: usize) -> Result<Arc<Connection>, RpcError> {
+        let inner = &self.inner;
         let slot = &inner.slots[index];
-        if let Some(conn) = slot.usable() {
-            return Ok(conn);
-        }
         let _connecting = slot.connecting.lock().await;
         // Someone else may have connected while we waited.
         if let Some(conn) = slot.usable() {
@@ -439,6 +467,21 @@ fn backoff(config: &ClientConfig, failures: u32) -> Duration {
         .unwrap_or(0);
     let factor = 0.5 + f64::from(nanos % 1000) / 2000.0;
     base.mul_f64(factor)
+}
+
+/// The request frame of a call: its deadline is what is left of `deadline` now.
+fn request_frame(
+    id: u64,
+    method: &str,
+    codec: Codec,
+    payload: Bytes,
+    deadline: Instant,
+    metadata: &Metadata,
+) -> Frame {
+    let mut request = Request::new(id, method, codec, payload);
+    request.deadline = Some(deadline.saturating_duration_since(Instant::now()));
+    request.metadata = metadata.clone();
+    Frame::Request(request)
 }
 
 fn response_to_result(response: Response) -> Result<Bytes, RpcError> {
