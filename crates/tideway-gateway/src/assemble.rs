@@ -174,6 +174,9 @@ fn config_routes(
         if let Some(max_idle) = rc.upstream_max_idle {
             upstream_config.pool_max_idle_per_host = max_idle;
         }
+        if let Some(idle) = rc.upstream_body_idle_timeout {
+            upstream_config.body_idle_timeout = idle;
+        }
         let upstream = HttpUpstream::new(upstream_config).map_err(|e| AssembleError::Upstream {
             index,
             reason: e.to_string(),

@@ -243,6 +243,10 @@ pub struct RouteConfig {
     pub adaptive_concurrency: bool,
     /// Idle keep-alive connections kept to the upstream.
     pub upstream_max_idle: Option<usize>,
+    /// Longest wait for the next bytes of the upstream's response body (default 60 s); past
+    /// it the response is cut off and the upstream connection closed.
+    #[serde(default, with = "humantime_serde")]
+    pub upstream_body_idle_timeout: Option<Duration>,
     /// The RPC calls may be repeated (retried after a lost connection, hedged); default: `true`
     /// for GET-only routes.
     pub idempotent: Option<bool>,

@@ -172,3 +172,92 @@ async fn http_upstream_streams_50_mb_each_way_without_growing_memory() {
     eprintln!("RSS growth while streaming 50 MB each way: {growth_kib} KiB");
     assert!(growth_kib < 16 * 1024, "RSS grew by {growth_kib} KiB");
 }
+
+/// A route's `upstream_body_idle_timeout` (from the config file): an upstream that stops
+/// sending mid-body has its response cut off there. The client gets the head and the bytes
+/// sent so far, then the connection closes without the chunked body's end, so it can tell the
+/// response is incomplete.
+#[tokio::test]
+async fn an_upstream_body_that_stops_coming_is_cut_off_at_the_routes_idle_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // Answers with a chunked body: one chunk, then nothing more, holding the connection open.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = upstream.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+                    )
+                    .await;
+                // Hold the connection until the gateway closes it.
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[[routes]]
+path = "/stall/{{*rest}}"
+upstream = "http://{upstream_addr}"
+strip_prefix = "/stall"
+upstream_body_idle_timeout = "300ms"
+"#
+    );
+    let config = tideway_gateway::config::GatewayConfig::parse(&text, "stall.toml", [])
+        .expect("config parses");
+    let routes = tideway_gateway::assemble::route_table(&config, &[]).unwrap();
+    let gateway = Gateway::start(config.server.clone(), routes, RpcBackends::new())
+        .await
+        .unwrap();
+
+    let mut client = tokio::net::TcpStream::connect(gateway.local_addr())
+        .await
+        .unwrap();
+    client
+        .write_all(b"GET /stall/x HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut got = Vec::new();
+    let read_all = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match client.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), read_all)
+        .await
+        .expect("the gateway closes the connection at the idle timeout");
+    let waited = started.elapsed();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(
+        text.contains("first"),
+        "the bytes sent before the stall arrive: {text}"
+    );
+    assert!(
+        !text.ends_with("0\r\n\r\n"),
+        "a cut-off body must not look complete: {text}"
+    );
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+}

@@ -15,11 +15,13 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
 
 use crate::chunked::{ChunkedDecoder, Event};
 use crate::client::{SendError, Upload, poll_read_buf};
@@ -30,9 +32,42 @@ use crate::pool::{Conn, Pool};
 ///
 /// `Send`, `Sync` and `'static`, so it boxes into `http_body_util::combinators::BoxBody`.
 /// Dropping it before its end closes the upstream connection (it is never pooled half-read).
+/// A body whose next bytes do not come within the upstream's `body_idle_timeout` ends with
+/// [`UpstreamBodyError::IdleTimeout`] (and its connection is closed).
 #[derive(Debug)]
 pub struct UpstreamBody {
     kind: Kind,
+    idle: IdleDeadline,
+}
+
+/// The wait for a body's next frame, bounded. The timer is made the first time the body has to
+/// wait (a body that is whole when its head arrives never makes one), boxed so that an idle
+/// body stays small, and reset, not remade, for every later wait.
+#[derive(Debug)]
+struct IdleDeadline {
+    timeout: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Whether the timer is set for the current wait (cleared by every frame).
+    armed: bool,
+}
+
+impl IdleDeadline {
+    /// Whether the body has now waited too long; arms the timer on a wait's first poll.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        let timer = match &mut self.timer {
+            Some(timer) => {
+                if !self.armed {
+                    timer.as_mut().reset(Instant::now() + self.timeout);
+                }
+                timer
+            }
+            None => self
+                .timer
+                .insert(Box::pin(tokio::time::sleep(self.timeout))),
+        };
+        self.armed = true;
+        timer.as_mut().poll(cx).is_ready()
+    }
 }
 
 #[derive(Debug)]
@@ -42,15 +77,27 @@ enum Kind {
 }
 
 impl UpstreamBody {
-    pub(crate) fn h1(body: H1Body) -> Self {
+    pub(crate) fn h1(body: H1Body, idle_timeout: Duration) -> Self {
         UpstreamBody {
             kind: Kind::H1(body),
+            idle: IdleDeadline::new(idle_timeout),
         }
     }
 
-    pub(crate) fn h2(body: Incoming) -> Self {
+    pub(crate) fn h2(body: Incoming, idle_timeout: Duration) -> Self {
         UpstreamBody {
             kind: Kind::H2(body),
+            idle: IdleDeadline::new(idle_timeout),
+        }
+    }
+}
+
+impl IdleDeadline {
+    fn new(timeout: Duration) -> Self {
+        IdleDeadline {
+            timeout,
+            timer: None,
+            armed: false,
         }
     }
 }
@@ -63,12 +110,28 @@ impl Body for UpstreamBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
-        match &mut self.get_mut().kind {
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
             Kind::H1(body) => Pin::new(body).poll_frame(cx),
             Kind::H2(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map_err(|source| UpstreamBodyError::Http2 { source }),
+        };
+        if polled.is_ready() {
+            this.idle.armed = false;
+            return polled;
         }
+        if !this.idle.expired(cx) {
+            return Poll::Pending;
+        }
+        let after = this.idle.timeout;
+        tracing::debug!(
+            ?after,
+            "upstream response body idle too long; closing its connection"
+        );
+        // Dropping the body's connection closes it (never pooled half-read); the body ends.
+        this.kind = Kind::H1(H1Body::closed());
+        Poll::Ready(Some(Err(UpstreamBodyError::IdleTimeout { after })))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -116,6 +179,12 @@ pub enum UpstreamBodyError {
         /// The request body's error, as the body returned it.
         #[source]
         source: Arc<dyn StdError + Send + Sync>,
+    },
+    /// No bytes of the body came within the upstream's `body_idle_timeout`.
+    #[error("upstream sent no response body bytes for {after:?}")]
+    IdleTimeout {
+        /// The timeout that passed.
+        after: Duration,
     },
     /// hyper's HTTP/2 response body failed.
     #[error("upstream HTTP/2 response body failed")]
@@ -189,6 +258,11 @@ impl H1Body {
         H1Body {
             state: State::Whole(Some(data).filter(|d| !d.is_empty())),
         }
+    }
+
+    /// A body that ended with an error: it yields nothing more.
+    fn closed() -> Self {
+        H1Body { state: State::Done }
     }
 
     /// A body still to be read from its connection.

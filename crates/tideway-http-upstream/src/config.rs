@@ -27,6 +27,12 @@ pub const DEFAULT_HTTP1_MAX_BUF_SIZE: usize = 64 * 1024;
 /// kept explicit.
 pub const DEFAULT_MAX_RESPONSE_HEADERS: usize = 100;
 
+/// Longest wait for the next bytes of a response body once its head has arrived (the head
+/// itself is bounded by the request's deadline). nginx's `proxy_read_timeout` and its default:
+/// a body may take as long as it likes in all, but an upstream that stops sending mid-body
+/// does not hold the connection, the client's and their buffers for ever.
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Kernel send buffer of upstream sockets: `None` leaves it to the kernel's autotuning, bounded
 /// by `net.ipv4.tcp_wmem`. Set it to bound the bytes a slow upstream leaves queued in the kernel.
 pub const DEFAULT_TCP_SEND_BUFFER_SIZE: Option<usize> = None;
@@ -41,6 +47,8 @@ pub const MIN_HTTP1_MAX_BUF_SIZE: usize = 8 * 1024;
 pub const MAX_HTTP1_MAX_BUF_SIZE: usize = 16 * 1024 * 1024;
 /// Longest connect timeout accepted: waiting longer only pins requests to a dead host.
 pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest body idle timeout accepted.
+pub const MAX_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Longest idle timeout accepted: idle sockets past an hour are almost surely dead at a NAT.
 pub const MAX_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Most idle connections per host accepted.
@@ -76,6 +84,10 @@ pub struct UpstreamConfig {
     pub http1_max_buf_size: usize,
     /// Most header fields accepted in one response head (HTTP/1).
     pub max_response_headers: usize,
+    /// Longest wait for the next bytes of a response body; past it the body ends with
+    /// [`UpstreamBodyError::IdleTimeout`](crate::UpstreamBodyError::IdleTimeout) and the
+    /// connection is closed.
+    pub body_idle_timeout: Duration,
     /// `SO_SNDBUF` for upstream sockets (the kernel doubles it); `None` for autotuning.
     pub tcp_send_buffer_size: Option<usize>,
     /// `SO_RCVBUF` for upstream sockets (the kernel doubles it); `None` for autotuning.
@@ -94,6 +106,7 @@ impl Default for UpstreamConfig {
             http2_prior_knowledge: false,
             http1_max_buf_size: DEFAULT_HTTP1_MAX_BUF_SIZE,
             max_response_headers: DEFAULT_MAX_RESPONSE_HEADERS,
+            body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
             tcp_send_buffer_size: DEFAULT_TCP_SEND_BUFFER_SIZE,
             tcp_recv_buffer_size: DEFAULT_TCP_RECV_BUFFER_SIZE,
         }
@@ -117,6 +130,11 @@ impl UpstreamConfig {
             "pool_idle_timeout",
             self.pool_idle_timeout,
             MAX_POOL_IDLE_TIMEOUT,
+        )?;
+        duration(
+            "body_idle_timeout",
+            self.body_idle_timeout,
+            MAX_BODY_IDLE_TIMEOUT,
         )?;
         range(
             "pool_max_idle_per_host",

@@ -72,6 +72,7 @@ struct Inner {
     preserve_host: bool,
     http2: bool,
     open: Arc<AtomicUsize>,
+    body_idle_timeout: Duration,
 }
 
 /// The client for the upstream's protocol.
@@ -138,6 +139,7 @@ impl HttpUpstream {
                 base_url: config.base_url,
                 host,
                 preserve_host: config.preserve_host,
+                body_idle_timeout: config.body_idle_timeout,
                 http2: config.http2_prior_knowledge,
                 open,
             }),
@@ -208,7 +210,9 @@ impl HttpUpstream {
                 let sent = h1.send(&parts.method, target, parts.headers, body);
                 match tokio::time::timeout(timeout, sent).await {
                     Err(_elapsed) => Err(UpstreamError::Timeout { timeout }),
-                    Ok(result) => result.map(|response| response.map(UpstreamBody::h1)),
+                    Ok(result) => result.map(|response| {
+                        response.map(|body| UpstreamBody::h1(body, inner.body_idle_timeout))
+                    }),
                 }
             }
             Protocol::Http2(h2) => {
@@ -226,7 +230,7 @@ impl HttpUpstream {
                     Ok(Err(e)) => Err(UpstreamError::from_client(e, inner.base.authority.as_str())),
                     Ok(Ok(mut response)) => {
                         headers::remove_hop_by_hop(response.headers_mut());
-                        Ok(response.map(UpstreamBody::h2))
+                        Ok(response.map(|body| UpstreamBody::h2(body, inner.body_idle_timeout)))
                     }
                 }
             }

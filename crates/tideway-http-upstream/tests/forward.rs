@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{BoxBody, WAIT, backend, client, empty, full, read_all, silent_backend};
+use futures::StreamExt as _;
 use futures::stream;
 use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, StreamBody};
@@ -493,4 +494,39 @@ fn response_body_boxes_the_way_the_gateway_does() {
     fn assert_send_sync_static<T: Send + Sync + 'static>() {}
     assert_send_sync_static::<tideway_http_upstream::UpstreamBody>();
     let _ = gateway_map;
+}
+
+#[tokio::test]
+async fn an_h2c_body_that_stops_coming_ends_at_the_idle_timeout() {
+    // One data frame, then a body that never produces another.
+    let b = backend(|_req| async {
+        let frames = stream::iter([Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"part")))])
+            .chain(stream::pending());
+        Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)))
+    })
+    .await;
+    let idle = Duration::from_millis(200);
+    let up = HttpUpstream::new(UpstreamConfig {
+        http2_prior_knowledge: true,
+        body_idle_timeout: idle,
+        ..UpstreamConfig::new(b.url(""))
+    })
+    .unwrap();
+    let resp = up.forward(empty_get(), "/", &client(), WAIT).await.unwrap();
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "part");
+    let started = Instant::now();
+    let error = body.frame().await.unwrap().unwrap_err();
+    assert!(
+        matches!(error, tideway_http_upstream::UpstreamBodyError::IdleTimeout { after } if after == idle),
+        "{error:?}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(190));
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(body.frame().await.is_none());
+}
+
+fn empty_get() -> Request<BoxBody> {
+    Request::get("/").body(empty()).unwrap()
 }

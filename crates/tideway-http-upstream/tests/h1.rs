@@ -990,3 +990,53 @@ async fn request_heads_carry_the_rewritten_fields() {
     // The client asked to close its own connection; the upstream one is still pooled.
     assert_eq!(up.idle_connections(), 1);
 }
+
+#[tokio::test]
+async fn a_body_that_stops_coming_ends_at_the_idle_timeout_and_closes_its_connection() {
+    // Sends the head and part of the body, a little more after 100 ms, then nothing, holding
+    // the connection open.
+    let u = raw(|_, mut s| async move {
+        let mut buf = Vec::new();
+        if read_request(&mut s, &mut buf).await.is_some() {
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst")
+                .await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let _ = s.write_all(b"second").await;
+            drain(&mut s).await;
+        }
+    })
+    .await;
+    let idle = Duration::from_millis(300);
+    let up = upstream_with(u.addr, |mut c| {
+        c.body_idle_timeout = idle;
+        c
+    });
+    let resp = up.forward(get(), "/", &client(), WAIT).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let mut got = Vec::new();
+    let started = Instant::now();
+    let error = loop {
+        match body.frame().await {
+            Some(Ok(frame)) => got.extend_from_slice(&frame.into_data().unwrap()),
+            Some(Err(e)) => break e,
+            None => panic!("the body ended without its 100 bytes"),
+        }
+    };
+    let waited = started.elapsed();
+    // The data before the stall arrived; the 100 ms pause was not an idle timeout.
+    assert_eq!(got, b"firstsecond");
+    assert!(
+        matches!(error, UpstreamBodyError::IdleTimeout { after } if after == idle),
+        "{error:?}"
+    );
+    // Measured from the last bytes (at about 100 ms), not from the head.
+    assert!(waited >= Duration::from_millis(380), "{waited:?}");
+    assert!(waited < Duration::from_secs(3), "{waited:?}");
+    assert!(body.frame().await.is_none(), "nothing after the error");
+    drop(body);
+    // Never pooled half-read: closed.
+    assert_eq!(up.open_connections(), 0);
+    assert_eq!(up.idle_connections(), 0);
+}
