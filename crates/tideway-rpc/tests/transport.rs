@@ -912,3 +912,54 @@ async fn calls_within_the_goaway_cut_off_keep_their_outcome() {
     assert!(!err.is_retry_safe(), "{err}");
     assert!(err.is_connection_lost(), "{err}");
 }
+
+#[tokio::test]
+async fn calls_that_find_the_write_queue_full_wait_for_room_only_until_their_deadline() {
+    // A peer that accepts and never reads: once the kernel's buffers are full the connection's
+    // writer stops, its small write queue fills, and later calls wait for room in it.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    let c = Client::new(
+        addr,
+        ClientConfig {
+            connections: 1,
+            write_queue_capacity: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let payload = Bytes::from(vec![b'x'; 512 * 1024]);
+    let deadline = Duration::from_millis(500);
+    let started = Instant::now();
+    let calls = (0..64).map(|_| {
+        let c = c.clone();
+        let payload = payload.clone();
+        async move {
+            let result = c
+                .call("test.Svc/echo", Codec::Json, payload, &timeout(500))
+                .await;
+            (result, started.elapsed())
+        }
+    });
+    let outcomes = futures::future::join_all(calls).await;
+    let mut waited_for_room = 0;
+    for (result, took) in outcomes {
+        let err = result.expect_err("nobody answers");
+        assert_eq!(err.status(), Status::DeadlineExceeded, "{err}");
+        assert!(took < deadline + Duration::from_millis(400), "{took:?}");
+        if err.message().contains("waiting to write the request") {
+            waited_for_room += 1;
+        }
+    }
+    assert!(
+        waited_for_room > 0,
+        "no call found the write queue full: the test did not fill it"
+    );
+    assert_eq!(c.pending_calls(), 0);
+}
