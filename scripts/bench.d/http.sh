@@ -371,9 +371,7 @@ EOF
 log "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "{\"loadavg_before\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}" >>"$results"
 # What was measured: the binaries are built from the working tree, which may be ahead of HEAD.
-source_state="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-dirty="$(git status --porcelain -- crates examples Cargo.toml Cargo.lock 2>/dev/null | awk '{ print $2 }' | tr '\n' ' ')"
-[ -n "$dirty" ] && source_state="$source_state + uncommitted changes in: ${dirty% }"
+source_state="$(source_state)"
 python3 -c 'import json, sys; print(json.dumps({"source": sys.argv[1]}))' "$source_state" >>"$results"
 
 # The servers that are not under test, on the load generator's CPU.

@@ -217,9 +217,7 @@ cluster_toml() {
 log "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 record "{\"loadavg_before\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
 # BENCH_SOURCE: what was built, when the tree is not a git checkout (an exported commit).
-source_state="${BENCH_SOURCE:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
-dirty="$( (git status --porcelain -- crates Cargo.toml Cargo.lock 2>/dev/null || true) | awk '{ print $2 }' | tr '\n' ' ')"
-[ -n "$dirty" ] && source_state="$source_state + uncommitted changes in: ${dirty% }"
+source_state="${BENCH_SOURCE:-$(source_state)}"
 python3 -c 'import json, sys; print(json.dumps({"source": sys.argv[1]}))' "$source_state" >>"$results"
 python3 -c 'import json, sys; print(json.dumps({"config": dict(zip(sys.argv[1::2], sys.argv[2::2]))}))' \
     lb_secs "$lb_secs" lb_clients "$lb_clients" lb_think_ms "$lb_think_ms" lb_keys "$lb_keys" \

@@ -78,3 +78,14 @@ cargo_target_dir() {
     cargo metadata --format-version 1 --no-deps |
         python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])'
 }
+
+# What the binaries under test were built from: the commit, and the files with uncommitted
+# changes that go into them. Call it right after the build: commits made while a long run
+# goes on must not be credited to it.
+source_state() {
+    local state dirty
+    state="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    dirty="$( (git status --porcelain -- crates examples Cargo.toml Cargo.lock 2>/dev/null || true) | awk '{ print $2 }' | tr '\n' ' ')"
+    [ -n "$dirty" ] && state="$state + uncommitted changes in: ${dirty% }"
+    echo "$state"
+}

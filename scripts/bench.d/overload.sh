@@ -346,9 +346,7 @@ record() { echo "$1" >>"$results"; }
 
 log "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 record "{\"loadavg_before\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}"
-source_state="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-dirty="$( (git status --porcelain -- crates examples Cargo.toml Cargo.lock 2>/dev/null || true) | awk '{ print $2 }' | tr '\n' ' ')"
-[ -n "$dirty" ] && source_state="$source_state + uncommitted changes in: ${dirty% }"
+source_state="$(source_state)"
 python3 -c 'import json, sys; print(json.dumps({"source": sys.argv[1]}))' "$source_state" >>"$results"
 python3 -c 'import json, sys; print(json.dumps({"config": dict(zip(sys.argv[1::2], sys.argv[2::2]))}))' \
     clients "$clients" delay_ms "$delay_ms" slow_secs "$slow_secs" after_secs "$after_secs" \

@@ -160,9 +160,7 @@ listen_addr() {
 
 log "load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "{\"loadavg_before\": \"$(cut -d' ' -f1-3 /proc/loadavg)\"}" >>"$results"
-source_state="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-dirty="$(git status --porcelain -- crates examples Cargo.toml Cargo.lock 2>/dev/null | awk '{ print $2 }' | tr '\n' ' ')" || true
-[ -n "$dirty" ] && source_state="$source_state + uncommitted changes in: ${dirty% }"
+source_state="$(source_state)"
 python3 -c 'import json, sys; print(json.dumps({"source": sys.argv[1]}))' "$source_state" >>"$results"
 
 failed=()
