@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, header};
+use http::{HeaderName, HeaderValue, Method, Request, Response, header};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use tideway_cluster::{CallPolicy, HashKey};
@@ -42,6 +42,9 @@ use crate::telemetry::{self, RouteMetrics};
 
 /// Header carrying the request id, in and out.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// [`REQUEST_ID_HEADER`] as a header name. Inserting with it costs no allocation: `insert`
+/// with a `&str` copies a name that is not a standard one into a new buffer every time.
+const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 /// Set on a response that is a route's fallback, not the service's answer.
 pub const FALLBACK_HEADER: &str = "x-tideway-fallback";
 /// Longest request id accepted from a client; longer ones are replaced.
@@ -174,7 +177,7 @@ async fn serve(
     };
     response
         .headers_mut()
-        .insert(REQUEST_ID_HEADER, request_id_header.clone());
+        .insert(REQUEST_ID_NAME, request_id_header.clone());
     let route_metrics: &RouteMetrics = match &matched {
         Some(m) => m,
         None => RouteMetrics::unmatched(),
@@ -189,7 +192,7 @@ fn refused(err: GatewayError, request_id: &HeaderValue) -> Response<GatewayBody>
     let mut response = err.into_response(request_id.to_str().unwrap_or_default());
     response
         .headers_mut()
-        .insert(REQUEST_ID_HEADER, request_id.clone());
+        .insert(REQUEST_ID_NAME, request_id.clone());
     response
 }
 
@@ -726,7 +729,7 @@ async fn proxy_http(
     };
     let mut req = req;
     if let Ok(v) = HeaderValue::from_str(request_id) {
-        req.headers_mut().insert(REQUEST_ID_HEADER, v);
+        req.headers_mut().insert(REQUEST_ID_NAME, v);
     }
     // Identity headers come from the edge only, never from the client.
     tideway_edge::strip_identity_headers(req.headers_mut());
