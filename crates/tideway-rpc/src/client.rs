@@ -4,7 +4,7 @@
 //! # A call's life on the client
 //!
 //! ```text
-//!  call ──► pick connection (round-robin) ──► connected? ──no──► in backoff? ──yes──► Unavailable (not sent)
+//!  call ──► pick connection (packed fill) ──► connected? ──no──► in backoff? ──yes──► Unavailable (not sent)
 //!                                               │yes                 │no
 //!                                               │                    ▼
 //!                                               │           connect (connect timeout) ──fail──► Unavailable (not sent)
@@ -18,6 +18,10 @@
 //!                  reader removes entry   guard removes entry,    guard removes entry,    reader drains map:
 //!                  → result               sends Cancel            sends Cancel            every call Unavailable
 //! ```
+//!
+//! Connections are filled in order (see `Client::next_slot`): a call goes to the first usable
+//! connection with fewer than 128 calls in flight, so that calls share writes; the next
+//! connection is opened only when every open one has that many.
 //!
 //! The entry is owned by a [`PendingGuard`] whose `Drop` removes it, so no exit path can leave
 //! one behind. The map's size is bounded by the per-connection in-flight limit.
@@ -33,7 +37,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -93,7 +97,6 @@ struct ClientInner {
     addr: SocketAddr,
     config: ClientConfig,
     slots: Vec<Slot>,
-    next_slot: AtomicUsize,
     /// GoAway frames received over every connection this client opened; shared with them.
     goaways: Arc<AtomicU64>,
 }
@@ -137,7 +140,6 @@ impl Client {
                 addr,
                 config,
                 slots,
-                next_slot: AtomicUsize::new(0),
                 goaways: Arc::new(AtomicU64::new(0)),
             }),
         })
@@ -385,11 +387,55 @@ impl Client {
         }
     }
 
-    /// The next slot (round robin) and its connection if it is usable now.
+    /// The slot for the next call, and its connection if it is usable now.
+    ///
+    /// Connections are filled in order, as an HTTP/2 client fills one connection's streams:
+    /// the first usable one with fewer than [`PACK_CALLS`] calls in flight takes the call.
+    /// Calls that share a connection share its writes and the server's reads (one syscall
+    /// carries many frames), where spreading them over every connection sends one or two
+    /// frames per write. When every open connection has that many, an unopened slot is
+    /// connected; when none is left, the least loaded connection takes the call (each up to
+    /// `max_in_flight_per_connection`). A slot backing off after failed connects is used only
+    /// when nothing else is (its call then fails at once, as the slot says).
     fn next_slot(&self) -> (usize, Option<Arc<Connection>>) {
-        let inner = &self.inner;
-        let index = inner.next_slot.fetch_add(1, Ordering::Relaxed) % inner.slots.len();
-        (index, inner.slots[index].usable())
+        let slots = &self.inner.slots;
+        let mut least: Option<(usize, Arc<Connection>, usize)> = None;
+        let mut unopened = None;
+        let mut backing_off = None;
+        for (index, slot) in slots.iter().enumerate() {
+            // The slot's lock is not held while the connection's is taken.
+            let (usable, backing) = {
+                let state = slot.state.lock();
+                (
+                    state.conn.as_ref().filter(|c| c.is_usable()).cloned(),
+                    state.retry_at.is_some_and(|at| Instant::now() < at),
+                )
+            };
+            match usable {
+                Some(conn) => {
+                    let load = conn.in_flight();
+                    if load < PACK_CALLS {
+                        return (index, Some(conn));
+                    }
+                    if least.as_ref().is_none_or(|(_, _, l)| load < *l) {
+                        least = Some((index, conn, load));
+                    }
+                }
+                None if backing => {
+                    backing_off.get_or_insert(index);
+                }
+                None => {
+                    unopened.get_or_insert(index);
+                }
+            }
+        }
+        if let Some(index) = unopened {
+            return (index, None);
+        }
+        if let Some((index, conn, _)) = least {
+            return (index, Some(conn));
+        }
+        (backing_off.unwrap_or(0), None)
     }
 
     /// A usable connection from slot `index`, connecting if needed (one connect at a time per
@@ -496,6 +542,11 @@ fn response_to_result(response: Response) -> Result<Bytes, RpcError> {
 /// have all ended (by answer or deadline), so it can close.
 const UNRESPONSIVE_DRAIN_POLL: Duration = Duration::from_millis(50);
 
+/// Calls one connection takes before the client moves on to the next (see
+/// [`Client::next_slot`]): about what HTTP/2 servers allow per connection by default (100
+/// streams), rounded to a power of two.
+const PACK_CALLS: usize = 128;
+
 /// One TCP connection: a writer task fed by `tx`, a reader task that completes pending calls,
 /// and a keep-alive task.
 struct Connection {
@@ -581,6 +632,11 @@ impl Connection {
             Arc::clone(&conn).keepalive(config.keepalive_interval, config.keepalive_timeout),
         );
         conn
+    }
+
+    /// Calls registered and not yet answered.
+    fn in_flight(&self) -> usize {
+        self.pending.lock().len()
     }
 
     fn is_usable(&self) -> bool {

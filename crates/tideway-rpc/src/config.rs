@@ -140,7 +140,9 @@ impl ServerConfig {
 /// Client settings, per endpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClientConfig {
-    /// Connections to open to the endpoint; calls are spread over them round-robin.
+    /// Most connections to open to the endpoint. Calls fill them in order: the next one is
+    /// opened when every open one has 128 calls in flight; past that, the least loaded takes
+    /// the call.
     pub connections: usize,
     /// TCP connect timeout.
     pub connect_timeout: Duration,

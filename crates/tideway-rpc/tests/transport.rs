@@ -963,3 +963,47 @@ async fn calls_that_find_the_write_queue_full_wait_for_room_only_until_their_dea
     );
     assert_eq!(c.pending_calls(), 0);
 }
+
+#[tokio::test]
+async fn calls_fill_connections_in_order_and_open_the_next_only_when_needed() {
+    let f = start(ServerConfig::default()).await;
+    let c = Client::new(
+        f.server.local_addr(),
+        ClientConfig {
+            connections: 4,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let calls = |n: usize| {
+        let c = c.clone();
+        futures::future::join_all((0..n).map(move |_| {
+            let c = c.clone();
+            async move {
+                c.call_typed::<_, u64>("test.Svc/sleep", &200u64, &timeout(5_000))
+                    .await
+            }
+        }))
+    };
+    // 100 calls at once fit on the first connection: one write carries many of them.
+    for r in calls(100).await {
+        r.unwrap();
+    }
+    assert_eq!(c.connections(), 1);
+    // 300 at once: the first connection takes 128; the others find it full and the second
+    // unopened, and share that second connection once it is open (one connect, not 172).
+    let burst = tokio::spawn(calls(300));
+    assert!(eventually(Duration::from_secs(2), || c.pending_calls() == 300).await);
+    assert_eq!(c.connections(), 2);
+    for r in burst.await.unwrap() {
+        r.unwrap();
+    }
+    // Open connections stay open. The next 300: 128 on each of the two, the rest on a third.
+    assert_eq!(c.connections(), 2);
+    let burst = tokio::spawn(calls(300));
+    assert!(eventually(Duration::from_secs(2), || c.pending_calls() == 300).await);
+    assert_eq!(c.connections(), 3);
+    for r in burst.await.unwrap() {
+        r.unwrap();
+    }
+}
