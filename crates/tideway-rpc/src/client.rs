@@ -305,17 +305,7 @@ impl Client {
         let (slot, usable) = self.next_slot();
         let conn = match usable {
             Some(conn) => conn,
-            None => {
-                match tokio::time::timeout_at(deadline, Box::pin(self.connect_slot(slot))).await {
-                    Ok(conn) => conn?,
-                    Err(_) => {
-                        return Err(RpcError::not_sent(
-                            Status::DeadlineExceeded,
-                            format!("deadline passed while connecting to {}", self.inner.addr),
-                        ));
-                    }
-                }
-            }
+            None => Box::pin(self.connect_and_pick(slot, deadline)).await?,
         };
         let (mut guard, reply) = conn.register(config.max_in_flight_per_connection)?;
         // The request goes straight into the queue: no local holds it (or the `try_send`
@@ -436,6 +426,37 @@ impl Client {
             return (index, Some(conn));
         }
         (backing_off.unwrap_or(0), None)
+    }
+
+    /// The slow path of picking a connection: opens slot `slot` (or waits for the call that is
+    /// opening it) and takes it if it has room under [`PACK_CALLS`]; else picks again. So the
+    /// calls of a burst that waited for one connect spread over the next slots (opening them
+    /// in turn) instead of all piling onto the one they waited for.
+    async fn connect_and_pick(
+        &self,
+        mut slot: usize,
+        deadline: Instant,
+    ) -> Result<Arc<Connection>, RpcError> {
+        // Each round opens a slot that was not open, so there are at most as many rounds as
+        // slots.
+        loop {
+            let conn = match tokio::time::timeout_at(deadline, self.connect_slot(slot)).await {
+                Ok(conn) => conn?,
+                Err(_) => {
+                    return Err(RpcError::not_sent(
+                        Status::DeadlineExceeded,
+                        format!("deadline passed while connecting to {}", self.inner.addr),
+                    ));
+                }
+            };
+            if conn.in_flight() < PACK_CALLS {
+                return Ok(conn);
+            }
+            match self.next_slot() {
+                (_, Some(conn)) => return Ok(conn),
+                (next, None) => slot = next,
+            }
+        }
     }
 
     /// A usable connection from slot `index`, connecting if needed (one connect at a time per

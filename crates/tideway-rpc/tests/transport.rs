@@ -990,19 +990,19 @@ async fn calls_fill_connections_in_order_and_open_the_next_only_when_needed() {
         r.unwrap();
     }
     assert_eq!(c.connections(), 1);
-    // 300 at once: the first connection takes 128; the others find it full and the second
-    // unopened, and share that second connection once it is open (one connect, not 172).
-    let burst = tokio::spawn(calls(300));
-    assert!(eventually(Duration::from_secs(2), || c.pending_calls() == 300).await);
-    assert_eq!(c.connections(), 2);
-    for r in burst.await.unwrap() {
-        r.unwrap();
-    }
-    // Open connections stay open. The next 300: 128 on each of the two, the rest on a third.
-    assert_eq!(c.connections(), 2);
+    // 300 at once: the first connection takes 128; the others find it full and wait for the
+    // second to open (one connect), which takes 128 more, and the last 44 open a third.
     let burst = tokio::spawn(calls(300));
     assert!(eventually(Duration::from_secs(2), || c.pending_calls() == 300).await);
     assert_eq!(c.connections(), 3);
+    for r in burst.await.unwrap() {
+        r.unwrap();
+    }
+    // Open connections stay open; past 128 calls on each of the four, the least loaded takes
+    // the call (up to the per-connection limit), so a larger burst opens nothing more.
+    let burst = tokio::spawn(calls(1_000));
+    assert!(eventually(Duration::from_secs(3), || c.pending_calls() == 1_000).await);
+    assert_eq!(c.connections(), 4);
     for r in burst.await.unwrap() {
         r.unwrap();
     }
