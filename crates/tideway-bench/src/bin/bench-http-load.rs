@@ -636,16 +636,7 @@ async fn read_response(conn: &mut Conn) -> anyhow::Result<u16> {
     };
     conn.buf.advance(head_len);
     match framing {
-        Framing::Length(mut left) => {
-            while left > 0 {
-                if conn.buf.is_empty() {
-                    fill(conn, false).await?;
-                }
-                let n = left.min(conn.buf.len());
-                conn.buf.advance(n);
-                left -= n;
-            }
-        }
+        Framing::Length(len) => skip(conn, len).await?,
         Framing::UntilClose => {
             conn.closing = true;
             conn.buf.clear();
@@ -688,16 +679,22 @@ async fn read_chunked(conn: &mut Conn) -> anyhow::Result<()> {
                 fill(conn, false).await?;
             }
         }
-        let mut left = size + 2;
-        while left > 0 {
-            if conn.buf.is_empty() {
-                fill(conn, false).await?;
-            }
-            let n = left.min(conn.buf.len());
-            conn.buf.advance(n);
-            left -= n;
-        }
+        // The chunk's data and the CRLF after it.
+        skip(conn, size + 2).await?;
     }
+}
+
+/// Reads and drops the next `len` bytes of the response.
+async fn skip(conn: &mut Conn, mut len: usize) -> anyhow::Result<()> {
+    while len > 0 {
+        if conn.buf.is_empty() {
+            fill(conn, false).await?;
+        }
+        let n = len.min(conn.buf.len());
+        conn.buf.advance(n);
+        len -= n;
+    }
+    Ok(())
 }
 
 fn may_start(plan: &Plan, totals: &Totals) -> bool {
