@@ -2,28 +2,22 @@
 //! the target's own body, so `cargo test` runs every seed (and whatever inputs a fuzzing run
 //! added there) through exactly the code the fuzzer runs.
 
-use std::path::PathBuf;
-
-/// Fewer files than this means the corpus moved or was lost.
-const MIN_CORPUS_FILES: usize = 10;
-
-fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/h1_request")
-}
+use tideway_testkit::corpus::{fuzz_seeds, mutate_seeds, replay_in_pieces};
 
 #[test]
 fn h1_request_corpus_replays() {
-    let seeds = tideway_testkit::corpus::seeds(&corpus_dir(), MIN_CORPUS_FILES);
-    tideway_testkit::corpus::replay_in_pieces(&seeds, tideway_gateway::fuzzing::h1_request_target);
+    replay_in_pieces(
+        &fuzz_seeds("h1_request"),
+        tideway_gateway::fuzzing::h1_request_target,
+    );
 }
 
 /// Each seed with a few bytes flipped, inserted, removed or duplicated (see
 /// `tideway_testkit::corpus::mutate_seeds`), through the target.
 #[test]
 fn mutated_seeds_keep_the_invariants() {
-    let seeds = tideway_testkit::corpus::seeds(&corpus_dir(), MIN_CORPUS_FILES);
-    tideway_testkit::corpus::mutate_seeds(
-        &seeds,
+    mutate_seeds(
+        &fuzz_seeds("h1_request"),
         4000,
         tideway_gateway::fuzzing::h1_request_target,
     );

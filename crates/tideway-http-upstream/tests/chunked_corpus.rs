@@ -2,20 +2,12 @@
 //! through the target's own body, at every piece size from 1 to 16, so `cargo test` runs every
 //! seed (and whatever inputs a fuzzing run added there) through exactly the code the fuzzer runs.
 
-use std::path::PathBuf;
-
-/// Fewer files than this means the corpus moved or was lost.
-const MIN_CORPUS_FILES: usize = 10;
-
-fn corpus_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/chunked_body")
-}
+use tideway_testkit::corpus::{fuzz_seeds, mutate_seeds, replay_in_pieces};
 
 #[test]
 fn chunked_body_corpus_replays() {
-    let seeds = tideway_testkit::corpus::seeds(&corpus_dir(), MIN_CORPUS_FILES);
-    tideway_testkit::corpus::replay_in_pieces(
-        &seeds,
+    replay_in_pieces(
+        &fuzz_seeds("chunked_body"),
         tideway_http_upstream::fuzzing::chunked_body_target,
     );
 }
@@ -24,9 +16,8 @@ fn chunked_body_corpus_replays() {
 /// `tideway_testkit::corpus::mutate_seeds`), through the target.
 #[test]
 fn mutated_seeds_keep_the_invariants() {
-    let seeds = tideway_testkit::corpus::seeds(&corpus_dir(), MIN_CORPUS_FILES);
-    tideway_testkit::corpus::mutate_seeds(
-        &seeds,
+    mutate_seeds(
+        &fuzz_seeds("chunked_body"),
         4000,
         tideway_http_upstream::fuzzing::chunked_body_target,
     );

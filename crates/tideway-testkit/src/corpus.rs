@@ -5,6 +5,18 @@
 
 use std::path::Path;
 
+/// Fewer files than this in a fuzz target's corpus means the corpus moved or was lost.
+const MIN_FUZZ_CORPUS_FILES: usize = 10;
+
+/// The seeds of fuzz target `target`: the files of `fuzz/corpus/<target>/` at the workspace
+/// root, as [`seeds`] reads them (at least 10).
+pub fn fuzz_seeds(target: &str) -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
+    seeds(&dir, MIN_FUZZ_CORPUS_FILES)
+}
+
 /// Bytes a mutation prefers: the separators and digits of the text protocols we parse.
 const INTERESTING: &[u8] = b"\r\n :;0123456789abcdefxX/?-\x00\x7f\xff";
 
