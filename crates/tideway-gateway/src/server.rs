@@ -1003,45 +1003,29 @@ async fn serve_plain(
                 return;
             }
         }
-        if !state.settings.http1_fast_path {
-            // Every request to hyper (`server.http1_fast_path = false`).
-            let mut read = BytesMut::new();
-            std::mem::swap(&mut read, &mut unread);
-            if let Some(rest) = Box::pin(serve_with_hyper(
-                stream,
-                read.freeze(),
+        let read = if state.settings.http1_fast_path {
+            // Boxed, so an idle connection's task keeps none of the serving state.
+            let outcome = Box::pin(serve_h1_request(
+                &mut stream,
+                std::mem::take(&mut unread),
                 state,
-                &watch,
                 downstream,
                 protocols,
                 shutdown,
-                peer,
             ))
-            .await
-            {
-                (stream, unread) = rest;
-                continue;
+            .await;
+            watch.touch();
+            match outcome {
+                FastOutcome::KeepAlive(rest) => {
+                    unread = rest;
+                    continue;
+                }
+                FastOutcome::Close => return,
+                FastOutcome::Fallback(read) => read,
             }
-            return;
-        }
-        // Boxed, so an idle connection's task keeps none of the serving state.
-        let outcome = Box::pin(serve_h1_request(
-            &mut stream,
-            std::mem::take(&mut unread),
-            state,
-            downstream,
-            protocols,
-            shutdown,
-        ))
-        .await;
-        watch.touch();
-        let read = match outcome {
-            FastOutcome::KeepAlive(rest) => {
-                unread = rest;
-                continue;
-            }
-            FastOutcome::Close => return,
-            FastOutcome::Fallback(read) => read,
+        } else {
+            // Every request to hyper (`server.http1_fast_path = false`).
+            std::mem::take(&mut unread).freeze()
         };
         // hyper serves this request and the connection's next ones until it parks.
         match Box::pin(serve_with_hyper(
