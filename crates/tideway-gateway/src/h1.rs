@@ -37,6 +37,8 @@ use crate::body::IngressBody;
 /// Most header fields a fast-path request may carry (hyper's default limit is 100: a request
 /// with more goes to hyper, which applies it).
 pub(crate) const MAX_HEADERS: usize = 64;
+/// Fields a request may gain on its way to an upstream (see `parse_request`).
+const FORWARDING_FIELDS: usize = 6;
 /// Largest body the fast path reads together with its head. Bigger bodies are streamed by hyper
 /// (and refused with 413 past the gateway's body limit), so this is also the most a
 /// fast-path request can buffer beyond its head.
@@ -165,7 +167,9 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_head: usize, max_body: usize
         // hyper answers 400 to the same target; this request's bytes are already taken.
         return bad_request_target(buf);
     };
-    let mut headers = HeaderMap::with_capacity(count);
+    // Room for the fields a proxied request gains (request id, `X-Forwarded-*`, trace
+    // context), so the map is not regrown on the way out.
+    let mut headers = HeaderMap::with_capacity(count + FORWARDING_FIELDS);
     for &(name_from, name_to, value_from, value_to) in &spans[..count] {
         let Ok(name) = HeaderName::from_bytes(&bytes[name_from as usize..name_to as usize]) else {
             return bad_request_target(buf);

@@ -157,7 +157,9 @@ async fn serve(
     // read buffer and keep all 8 KiB of it alive while the request waits on a slow service.
     let path: Box<str> = req.uri().path().into();
     let mut matched: Option<Arc<RouteMetrics>> = None;
-    let mut response = match dispatch(state, downstream, req, request_id, &mut matched, obs).await {
+    let mut response = match dispatch(state, downstream, req, request_id_header, &mut matched, obs)
+        .await
+    {
         Ok(response) => response,
         Err(err) => {
             let (status, _) = err.status_and_code();
@@ -200,10 +202,11 @@ async fn dispatch(
     state: &GatewayState,
     downstream: &Downstream,
     mut req: GatewayRequest,
-    request_id: &str,
+    request_id_header: &HeaderValue,
     matched: &mut Option<Arc<RouteMetrics>>,
     mut obs: Obs<'_>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
+    let request_id = request_id_header.to_str().unwrap_or_default();
     let edge = state.edge.load_full();
     if let Some(edge) = &edge
         && let Some(issuer) = edge.edge().token_issuer()
@@ -286,7 +289,7 @@ async fn dispatch(
         &route,
         path_params,
         req,
-        request_id,
+        request_id_header,
         identity,
         obs,
     )
@@ -428,10 +431,11 @@ async fn serve_route(
     route: &Arc<Route>,
     path_params: Vec<(String, String)>,
     req: GatewayRequest,
-    request_id: &str,
+    request_id_header: &HeaderValue,
     identity: Option<&tideway_edge::Principal>,
     obs: Obs<'_>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
+    let request_id = request_id_header.to_str().unwrap_or_default();
     let _route_permit = match &route.limit {
         Some(limit) => Some(limit.try_acquire().ok_or_else(|| {
             metrics::counter!(telemetry::SHED_TOTAL, "reason" => "route_in_flight").increment(1);
@@ -448,11 +452,11 @@ async fn serve_route(
         // Under memory pressure, work that holds memory for long is cut short.
         budget = budget.min(ELEVATED_DEADLINE);
     }
-    let deadline = Instant::now() + budget;
-    // Each step below is bounded by `deadline` itself (body read, RPC call, upstream head), so
+    // Each step below is bounded by the budget itself (body read, RPC call, upstream head), so
     // no outer timer is needed.
     match &route.target {
         RouteTarget::Rpc { .. } => {
+            let deadline = Instant::now() + budget;
             call_rpc(
                 state,
                 route,
@@ -467,7 +471,13 @@ async fn serve_route(
         }
         RouteTarget::Http { .. } => {
             Box::pin(proxy_http(
-                route, downstream, req, request_id, deadline, identity, obs,
+                route,
+                downstream,
+                req,
+                request_id_header,
+                budget,
+                identity,
+                obs,
             ))
             .await
         }
@@ -706,8 +716,8 @@ async fn proxy_http(
     route: &Route,
     downstream: &Downstream,
     req: GatewayRequest,
-    request_id: &str,
-    deadline: Instant,
+    request_id: &HeaderValue,
+    budget: Duration,
     identity: Option<&tideway_edge::Principal>,
     obs: Obs<'_>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
@@ -718,19 +728,10 @@ async fn proxy_http(
     else {
         unreachable!("proxy_http on a non-HTTP route {}", route.label());
     };
-    let path = req.uri().path();
-    let path = match strip_prefix {
-        Some(prefix) => path.strip_prefix(prefix.as_str()).unwrap_or(path),
-        None => path,
-    };
-    let path_and_query = match req.uri().query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    };
+    let strip_prefix = strip_prefix.as_deref();
     let mut req = req;
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        req.headers_mut().insert(REQUEST_ID_NAME, v);
-    }
+    req.headers_mut()
+        .insert(REQUEST_ID_NAME, request_id.clone());
     // Identity headers come from the edge only, never from the client.
     tideway_edge::strip_identity_headers(req.headers_mut());
     if let Some(principal) = identity {
@@ -740,11 +741,13 @@ async fn proxy_http(
         addr: downstream.peer,
         scheme: downstream.scheme,
     };
-    let timeout = deadline.saturating_duration_since(Instant::now());
+    // The route's whole budget: nothing before this took measurable time (the deadline was
+    // set just before), and re-reading the clock for it would cost more than it says.
+    let timeout = budget;
     let response = match obs {
         None => {
             upstream
-                .forward(*req, &path_and_query, &client, timeout)
+                .forward_as_is(*req, strip_prefix, &client, timeout)
                 .await?
         }
         Some(o) => {
@@ -758,7 +761,7 @@ async fn proxy_http(
             }
             let req = (*req).map(|body| o.count_request_body(body));
             upstream
-                .forward(req, &path_and_query, &client, timeout)
+                .forward_as_is(req, strip_prefix, &client, timeout)
                 .await?
         }
     };
@@ -766,10 +769,27 @@ async fn proxy_http(
 }
 
 /// Request ids: the client's `x-request-id` when it is sane, else a fresh one.
+///
+/// The id's header value is made once, in one allocation that also holds its reference count
+/// (`Bytes::from_owner`), and then shared: the response, the upstream request and the
+/// observation each take a clone that costs no allocation. (A value made by copying into a
+/// `Vec`, as `HeaderValue::from_bytes` does, allocates again on its first clone.)
 #[derive(Debug)]
 pub(crate) struct RequestIds {
     seed: u64,
     counter: AtomicU64,
+}
+
+/// A client's request id, copied for [`RequestIds::for_request`].
+struct RequestIdBytes {
+    bytes: [u8; MAX_REQUEST_ID_LEN],
+    len: usize,
+}
+
+impl AsRef<[u8]> for RequestIdBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 impl RequestIds {
@@ -792,7 +812,13 @@ impl RequestIds {
         }) {
             // Copied, not shared: a shared value would keep hyper's whole read buffer (8 KiB)
             // alive for as long as the request is in flight.
-            return HeaderValue::from_bytes(given.as_bytes()).unwrap_or_else(|_| given.clone());
+            let mut copy = RequestIdBytes {
+                bytes: [0; MAX_REQUEST_ID_LEN],
+                len: given.len(),
+            };
+            copy.bytes[..given.len()].copy_from_slice(given.as_bytes());
+            return HeaderValue::from_maybe_shared(Bytes::from_owner(copy))
+                .unwrap_or_else(|_| given.clone());
         }
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         // splitmix64 of seed + counter: unique per process, spread over the whole range.
@@ -806,6 +832,7 @@ impl RequestIds {
         for (i, digit) in hex.iter_mut().enumerate() {
             *digit = b"0123456789abcdef"[((z >> (60 - 4 * i)) & 0xf) as usize];
         }
-        HeaderValue::from_bytes(&hex).expect("hex digits are a valid header value")
+        HeaderValue::from_maybe_shared(Bytes::from_owner(hex))
+            .expect("hex digits are a valid header value")
     }
 }

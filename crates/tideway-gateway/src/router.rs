@@ -247,7 +247,8 @@ pub enum Match<'a> {
         route: &'a Arc<Route>,
         /// Its request metrics.
         metrics: &'a Arc<RouteMetrics>,
-        /// Captured `{name}` values, percent-decoded.
+        /// Captured `{name}` values, percent-decoded (RPC routes only: an HTTP route binds
+        /// none, and gets none).
         params: Vec<(String, String)>,
     },
     /// The path exists but not for this method; `allow` lists the methods that do.
@@ -377,15 +378,23 @@ impl RouteTable {
             })
             .or(entry.any_method);
         match index {
-            Some(i) => Match::Found {
-                route: &self.routes[i],
-                metrics: &self.metrics[i],
-                params: found
-                    .params
-                    .iter()
-                    .map(|(k, v)| (k.to_owned(), percent_decode(v)))
-                    .collect(),
-            },
+            Some(i) => {
+                let route = &self.routes[i];
+                // Only RPC routes bind parameters; an HTTP route forwards the path as it came.
+                let params = match route.target {
+                    RouteTarget::Rpc { .. } => found
+                        .params
+                        .iter()
+                        .map(|(k, v)| (k.to_owned(), percent_decode(v)))
+                        .collect(),
+                    RouteTarget::Http { .. } => Vec::new(),
+                };
+                Match::Found {
+                    route,
+                    metrics: &self.metrics[i],
+                    params,
+                }
+            }
             None => {
                 let mut allow: Vec<&str> =
                     entry.by_method.iter().map(|(m, _)| m.as_str()).collect();

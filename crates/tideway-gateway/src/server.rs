@@ -973,30 +973,46 @@ async fn serve_plain(
     }
     // Bytes read but not yet served: a pipelined request, or what hyper left when parked.
     let mut unread = BytesMut::new();
+    // Between requests the connection waits for its next one, for a shutdown or memory
+    // pressure (idle connections are the first thing to let go of: one shared `Notify` wakes
+    // every parked connection), and for its keep-alive timeout. The notification and the timer
+    // are set up once per connection, not once per request: a registered timer and a `Notify`
+    // waiter each cost a lock and a list update to add and again to remove.
+    // - `closing` is registered here, before any check, so no notification is lost. One sent
+    //   while a request is in service closes the connection when it next parks.
+    // - `keep_alive` may fire early: it was set from an older last activity. It is then moved
+    //   to the real deadline, at most once per timeout period.
+    let mut closing = std::pin::pin!(protocols.close_parked.notified());
+    closing.as_mut().enable();
+    let mut keep_alive = std::pin::pin!(tokio::time::sleep(protocols.keep_alive));
     loop {
         if unread.is_empty() {
-            let idle_left = protocols.keep_alive.saturating_sub(watch.idle_for());
             protocols.parked.fetch_add(1, Ordering::Relaxed);
-            // Shutting down, or under memory pressure (idle connections are the first thing to
-            // let go of): one shared `Notify` wakes every parked connection. Registered before
-            // the checks, so a wake-up between them is not lost.
-            let mut closing = std::pin::pin!(protocols.close_parked.notified());
-            closing.as_mut().enable();
-            let woken = if shutdown.is_cancelled()
-                || state.overload.pressure() >= Pressure::Elevated
-            {
-                // A request that has already arrived is served; only idle ones are let go.
-                matches!(
-                    futures::FutureExt::now_or_never(stream.readable()),
-                    Some(Ok(()))
-                )
-            } else {
-                tokio::select! {
-                    biased;
-                    () = closing => false,
-                    ready = tokio::time::timeout(idle_left, stream.readable()) => matches!(ready, Ok(Ok(()))),
-                }
-            };
+            let woken =
+                if shutdown.is_cancelled() || state.overload.pressure() >= Pressure::Elevated {
+                    // A request that has already arrived is served; only idle ones are let go.
+                    matches!(
+                        futures::FutureExt::now_or_never(stream.readable()),
+                        Some(Ok(()))
+                    )
+                } else {
+                    loop {
+                        tokio::select! {
+                            biased;
+                            () = closing.as_mut() => break false,
+                            () = keep_alive.as_mut() => {
+                                let idle = watch.idle_for();
+                                if idle >= protocols.keep_alive {
+                                    break false;
+                                }
+                                keep_alive
+                                    .as_mut()
+                                    .reset(Instant::now() + (protocols.keep_alive - idle));
+                            }
+                            ready = stream.readable() => break ready.is_ok(),
+                        }
+                    }
+                };
             protocols.parked.fetch_sub(1, Ordering::Relaxed);
             if !woken {
                 tracing::trace!(%peer, "idle keep-alive connection timed out or shutting down; closing");
@@ -1350,8 +1366,17 @@ async fn write_body(
 
 /// Writes all of `bytes`, waiting at most `stall` for the client to take them.
 async fn write_within(stream: &mut TcpStream, bytes: &[u8], stall: Duration) -> bool {
+    // Most writes are taken whole at once: only one that has to wait starts the clock (a timer
+    // costs a clock read to make, and a lock to register and to drop).
+    let mut rest = bytes;
+    match stream.try_write(rest) {
+        Ok(n) if n == rest.len() => return true,
+        Ok(n) => rest = &rest[n..],
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(_) => return false,
+    }
     matches!(
-        tokio::time::timeout(stall, stream.write_all(bytes)).await,
+        tokio::time::timeout(stall, stream.write_all(rest)).await,
         Ok(Ok(()))
     )
 }

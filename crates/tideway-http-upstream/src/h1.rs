@@ -8,6 +8,7 @@ use std::mem::MaybeUninit;
 use bytes::BytesMut;
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, TRANSFER_ENCODING};
 use http::{HeaderValue, Method, Response, StatusCode, Version};
+use smallvec::SmallVec;
 
 /// Header fields parsed on the stack; a configured limit above this parses into a heap array.
 /// hyper's (and the config's) default limit is 100.
@@ -129,8 +130,13 @@ struct HeadSpans {
     len: usize,
     status: StatusCode,
     version: Version,
-    fields: Vec<FieldSpan>,
+    /// Inline up to [`INLINE_FIELDS`]: a response head rarely has more, and this is made for
+    /// every response.
+    fields: SmallVec<[FieldSpan; INLINE_FIELDS]>,
 }
+
+/// Fields of a response head kept without allocating (see [`HeadSpans::fields`]).
+const INLINE_FIELDS: usize = 16;
 
 /// Reads a response head from the front of `buf`. `Ok(None)`: not complete yet (read more;
 /// the caller enforces the size limit). `Ok(Some(_))`: the head's bytes are cut from `buf`,
@@ -153,7 +159,8 @@ pub(crate) fn parse_response_head(
         return Ok(None);
     };
     let head = buf.split_to(spans.len).freeze();
-    let mut headers = HeaderMap::with_capacity(spans.fields.len());
+    // Room for the fields the gateway adds (its request id), so the map is not regrown.
+    let mut headers = HeaderMap::with_capacity(spans.fields.len() + 2);
     for (name, from, to) in spans.fields {
         let value = HeaderValue::from_maybe_shared(head.slice(from as usize..to as usize))
             .map_err(|_| HeadError::Malformed("header value"))?;
@@ -191,7 +198,7 @@ fn parse_spans<'b>(
         _ => return Err(HeadError::Malformed("version")),
     };
     let base = bytes.as_ptr() as usize;
-    let mut spans: Vec<FieldSpan> = Vec::with_capacity(parsed.headers.len());
+    let mut spans = SmallVec::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| HeadError::Malformed("header name"))?;

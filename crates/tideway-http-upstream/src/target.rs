@@ -6,7 +6,7 @@ use http::uri::{PathAndQuery, Scheme as UriScheme};
 use crate::config::BaseUrl;
 use crate::error::UpstreamError;
 
-/// `base` + `path_and_query` as an absolute `http://` URI.
+/// `base` + `path_and_query` as an origin-form request target (`/prefix/a?q`).
 ///
 /// Rules, with base path `/prefix`:
 /// - `""` gives the base path as configured, `"/"` gives `/prefix/`, `"a"` and `"/a"` both give
@@ -15,7 +15,10 @@ use crate::error::UpstreamError;
 ///   `/prefix?q`.
 /// - Dot segments (`.`, `..` and their percent-encoded forms) are resolved (RFC 3986 §5.2.4)
 ///   and clamped at the prefix, so a request can never reach above the base path.
-pub(crate) fn join(base: &BaseUrl, path_and_query: &str) -> Result<Uri, UpstreamError> {
+///
+/// The target is written into one `String` in one pass, dot segments resolved in place: this
+/// runs for every proxied request.
+pub(crate) fn join_target(base: &BaseUrl, path_and_query: &str) -> Result<String, UpstreamError> {
     let (path, query) = match path_and_query.find('?') {
         Some(i) => path_and_query.split_at(i),
         None => (path_and_query, ""),
@@ -23,37 +26,50 @@ pub(crate) fn join(base: &BaseUrl, path_and_query: &str) -> Result<Uri, Upstream
     let rest = path.trim_start_matches('/');
     let mut out = String::with_capacity(base.prefix.len() + path_and_query.len() + 1);
     out.push_str(&base.prefix);
+    // `..` never removes anything at or before this: the prefix stays.
+    let floor = out.len();
     if rest.is_empty() {
         if !path.is_empty() || base.trailing_slash || out.is_empty() {
             out.push('/');
         }
     } else {
-        let mut segments: Vec<&str> = Vec::new();
         let mut trailing_slash = false;
-        let mut iter = rest.split('/').peekable();
-        while let Some(seg) = iter.next() {
-            let last = iter.peek().is_none();
+        let mut segments = rest.split('/').peekable();
+        while let Some(seg) = segments.next() {
+            let last = segments.peek().is_none();
             if is_dot(seg) {
                 trailing_slash = last;
             } else if is_dot_dot(seg) {
-                segments.pop();
+                // Drop the last segment written (with its slash), never the prefix.
+                let cut = out[floor..].rfind('/').map_or(floor, |i| floor + i);
+                out.truncate(cut);
                 trailing_slash = last;
             } else {
-                segments.push(seg);
+                out.push('/');
+                out.push_str(seg);
                 trailing_slash = false;
             }
         }
-        for seg in &segments {
-            out.push('/');
-            out.push_str(seg);
-        }
-        if trailing_slash || segments.is_empty() {
+        if trailing_slash || out.len() == floor {
             out.push('/');
         }
     }
     out.push_str(query);
-    let pq =
-        PathAndQuery::try_from(out).map_err(|e| UpstreamError::InvalidUri { source: e.into() })?;
+    // Visible ASCII is a valid target, and is what a path and query taken from a parsed URI
+    // hold; anything else is judged by `http`'s parser (which also accepts some bytes above
+    // 0x7f in a query).
+    if !out.bytes().all(|b| b.is_ascii_graphic()) {
+        PathAndQuery::try_from(out.as_str())
+            .map_err(|e| UpstreamError::InvalidUri { source: e.into() })?;
+    }
+    Ok(out)
+}
+
+/// `target` (from [`join_target`]) on `base`'s authority, as an absolute `http://` URI (what
+/// an HTTP/2 request carries in its pseudo-header fields).
+pub(crate) fn absolute_uri(base: &BaseUrl, target: String) -> Result<Uri, UpstreamError> {
+    let pq = PathAndQuery::try_from(target)
+        .map_err(|e| UpstreamError::InvalidUri { source: e.into() })?;
     Uri::builder()
         .scheme(UriScheme::HTTP)
         .authority(base.authority.clone())
@@ -77,6 +93,10 @@ fn is_dot_dot(seg: &str) -> bool {
 mod tests {
     use super::*;
     use crate::UpstreamConfig;
+
+    fn join(base: &BaseUrl, pq: &str) -> Result<Uri, UpstreamError> {
+        absolute_uri(base, join_target(base, pq)?)
+    }
 
     fn joined(base: &str, pq: &str) -> String {
         let base = UpstreamConfig::new(base).base().unwrap();

@@ -194,20 +194,62 @@ impl HttpUpstream {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        let (parts, body) = req.into_parts();
+        self.send(parts, body, path_and_query, client, timeout)
+            .await
+    }
+
+    /// [`forward`](Self::forward) with the request's own path and query, less `strip_prefix`
+    /// when the path starts with it: what a gateway route forwarding a whole path subtree
+    /// sends. The path is not copied on the way.
+    pub async fn forward_as_is<B>(
+        &self,
+        req: Request<B>,
+        strip_prefix: Option<&str>,
+        client: &ClientInfo,
+        timeout: Duration,
+    ) -> Result<Response<UpstreamBody>, UpstreamError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, body) = req.into_parts();
+        // A clone shares the URI's bytes; it lets the path be borrowed while `parts` moves on.
+        let uri = parts.uri.clone();
+        let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let path_and_query = match strip_prefix {
+            Some(prefix) if uri.path().starts_with(prefix) => &path_and_query[prefix.len()..],
+            _ => path_and_query,
+        };
+        self.send(parts, body, path_and_query, client, timeout)
+            .await
+    }
+
+    async fn send<B>(
+        &self,
+        mut parts: http::request::Parts,
+        body: B,
+        path_and_query: &str,
+        client: &ClientInfo,
+        timeout: Duration,
+    ) -> Result<Response<UpstreamBody>, UpstreamError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
         let inner = &*self.inner;
-        let uri = target::join(&inner.base, path_and_query)?;
-        let (mut parts, body) = req.into_parts();
+        let target = target::join_target(&inner.base, path_and_query)?;
         self.rewrite_request_headers(&mut parts.headers, &parts.uri, client);
         tracing::debug!(
             method = %parts.method,
-            uri = %uri,
+            authority = %inner.base.authority,
+            target,
             client = %client.addr,
             "forwarding to http upstream"
         );
         let result = match &inner.client {
             Protocol::Http1(h1) => {
-                let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
-                let sent = h1.send(&parts.method, target, parts.headers, body);
+                let sent = h1.send(&parts.method, &target, parts.headers, body);
                 match tokio::time::timeout(timeout, sent).await {
                     Err(_elapsed) => Err(UpstreamError::Timeout { timeout }),
                     Ok(result) => result.map(|response| {
@@ -216,7 +258,7 @@ impl HttpUpstream {
                 }
             }
             Protocol::Http2(h2) => {
-                parts.uri = uri;
+                parts.uri = target::absolute_uri(&inner.base, target)?;
                 parts.version = Version::HTTP_2;
                 // Extensions belong to the downstream connection (hyper's upgrade handle, header
                 // case maps); none of them should steer the upstream request.
