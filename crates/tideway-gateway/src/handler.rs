@@ -470,18 +470,28 @@ async fn serve_route(
             .await
         }
         RouteTarget::Http { .. } => {
-            Box::pin(proxy_http(
-                route,
-                downstream,
-                req,
-                request_id_header,
-                budget,
-                identity,
-                obs,
-            ))
+            boxed_in_place(|| {
+                proxy_http(
+                    route,
+                    downstream,
+                    req,
+                    request_id_header,
+                    budget,
+                    identity,
+                    obs,
+                )
+            })
             .await
         }
     }
+}
+
+/// `Box::pin(make())`, written so that the future can be built in its box: a future's type is
+/// as large as its largest state (kilobytes for a request's), and `Box::pin(future)` builds it
+/// on the stack and then copies all of it, though only its arguments are set yet.
+#[inline(always)]
+pub(crate) fn boxed_in_place<F: Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
 
 fn deadline_passed(budget: Duration) -> GatewayError {

@@ -1021,14 +1021,16 @@ async fn serve_plain(
         }
         let read = if state.settings.http1_fast_path {
             // Boxed, so an idle connection's task keeps none of the serving state.
-            let outcome = Box::pin(serve_h1_request(
-                &mut stream,
-                std::mem::take(&mut unread),
-                state,
-                downstream,
-                protocols,
-                shutdown,
-            ))
+            let outcome = crate::handler::boxed_in_place(|| {
+                serve_h1_request(
+                    &mut stream,
+                    std::mem::take(&mut unread),
+                    state,
+                    downstream,
+                    protocols,
+                    shutdown,
+                )
+            })
             .await;
             watch.touch();
             match outcome {
@@ -1252,16 +1254,24 @@ async fn until_hangup<F: Future>(
 ) -> Option<F::Output> {
     let mut watch = watch;
     let mut probe = [0u8; 1];
-    loop {
-        tokio::select! {
-            biased;
-            out = &mut work => return Some(out),
-            peeked = stream.peek(&mut probe), if watch => match peeked {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => watch = false,
-            },
+    // `poll_peek`, not `peek().await`: it waits in the socket's one reader slot, which keeps
+    // its waker from one poll to the next, where a `peek` future would join (and on drop
+    // leave) the socket's waiter list under its lock for every request.
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
         }
-    }
+        if watch {
+            let mut probe = tokio::io::ReadBuf::new(&mut probe);
+            match stream.poll_peek(cx, &mut probe) {
+                Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(None),
+                Poll::Ready(Ok(_)) => watch = false,
+                Poll::Pending => {}
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// Writes a response's head (in `out`) and body with the given framing. A small body goes out

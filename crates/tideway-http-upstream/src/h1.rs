@@ -125,18 +125,17 @@ pub(crate) enum HeadError {
 /// One header field's place in the head: name, value start, value end.
 type FieldSpan = (HeaderName, u32, u32);
 
-/// A parsed head, as offsets into the bytes it was parsed from.
+/// A parsed head's start line and length; its fields are written to a list of [`FieldSpan`]s.
 struct HeadSpans {
     len: usize,
     status: StatusCode,
     version: Version,
-    /// Inline up to [`INLINE_FIELDS`]: a response head rarely has more, and this is made for
-    /// every response.
-    fields: SmallVec<[FieldSpan; INLINE_FIELDS]>,
 }
 
-/// Fields of a response head kept without allocating (see [`HeadSpans::fields`]).
-const INLINE_FIELDS: usize = 16;
+/// A response head's fields, inline up to 16: a head rarely has more, and this is made for
+/// every response. Filled in place by [`parse_spans`] (it is large enough that moving it costs
+/// a copy worth avoiding).
+type FieldSpans = SmallVec<[FieldSpan; 16]>;
 
 /// Reads a response head from the front of `buf`. `Ok(None)`: not complete yet (read more;
 /// the caller enforces the size limit). `Ok(Some(_))`: the head's bytes are cut from `buf`,
@@ -147,21 +146,22 @@ pub(crate) fn parse_response_head(
     buf: &mut BytesMut,
     max_fields: usize,
 ) -> Result<Option<Response<()>>, HeadError> {
+    let mut field_spans = FieldSpans::new();
     let spans = if max_fields <= STACK_FIELDS {
         let mut fields = [const { MaybeUninit::uninit() }; STACK_FIELDS];
-        parse_spans(buf, &mut fields[..max_fields], max_fields)?
+        parse_spans(buf, &mut fields[..max_fields], max_fields, &mut field_spans)?
     } else {
         let mut fields = Vec::with_capacity(max_fields);
         fields.resize_with(max_fields, MaybeUninit::uninit);
-        parse_spans(buf, &mut fields, max_fields)?
+        parse_spans(buf, &mut fields, max_fields, &mut field_spans)?
     };
     let Some(spans) = spans else {
         return Ok(None);
     };
     let head = buf.split_to(spans.len).freeze();
     // Room for the fields the gateway adds (its request id), so the map is not regrown.
-    let mut headers = HeaderMap::with_capacity(spans.fields.len() + 2);
-    for (name, from, to) in spans.fields {
+    let mut headers = HeaderMap::with_capacity(field_spans.len() + 2);
+    for (name, from, to) in field_spans {
         let value = HeaderValue::from_maybe_shared(head.slice(from as usize..to as usize))
             .map_err(|_| HeadError::Malformed("header value"))?;
         headers.append(name, value);
@@ -178,6 +178,7 @@ fn parse_spans<'b>(
     bytes: &'b [u8],
     fields: &mut [MaybeUninit<httparse::Header<'b>>],
     max_fields: usize,
+    spans: &mut FieldSpans,
 ) -> Result<Option<HeadSpans>, HeadError> {
     let mut parsed = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -198,7 +199,7 @@ fn parse_spans<'b>(
         _ => return Err(HeadError::Malformed("version")),
     };
     let base = bytes.as_ptr() as usize;
-    let mut spans = SmallVec::with_capacity(parsed.headers.len());
+    spans.reserve(parsed.headers.len());
     for field in parsed.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| HeadError::Malformed("header name"))?;
@@ -210,7 +211,6 @@ fn parse_spans<'b>(
         len,
         status,
         version,
-        fields: spans,
     }))
 }
 
