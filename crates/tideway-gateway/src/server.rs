@@ -1000,6 +1000,8 @@ async fn serve_plain(
                         tokio::select! {
                             biased;
                             () = closing.as_mut() => break false,
+                            // Before the timer: a request that has arrived is served.
+                            ready = stream.readable() => break ready.is_ok(),
                             () = keep_alive.as_mut() => {
                                 let idle = watch.idle_for();
                                 if idle >= protocols.keep_alive {
@@ -1009,7 +1011,6 @@ async fn serve_plain(
                                     .as_mut()
                                     .reset(Instant::now() + (protocols.keep_alive - idle));
                             }
-                            ready = stream.readable() => break ready.is_ok(),
                         }
                     }
                 };

@@ -410,6 +410,46 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout_not_the_h
     );
 }
 
+/// The keep-alive timer is set once per connection and may fire early (it was set from an
+/// older last activity): it must then wait out the rest of the idle period, measured from the
+/// last request, not close the connection.
+#[tokio::test]
+async fn the_idle_timeout_counts_from_the_last_request_not_the_first() {
+    let f = start(
+        ServerSettings {
+            keep_alive_timeout: Duration::from_millis(600),
+            ..Default::default()
+        },
+        vec![],
+    )
+    .await;
+    let mut sock = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    for pause in [Duration::ZERO, Duration::from_millis(400)] {
+        tokio::time::sleep(pause).await;
+        sock.write_all(b"GET /slow/1 HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let n = sock.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    }
+    let last = Instant::now();
+    // Past 600 ms from the connection's first request (when the timer first fires), but only
+    // about 400 ms after its last one: still open.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(f.gateway.open_connections(), 1);
+    let n = tokio::time::timeout(Duration::from_secs(3), sock.read(&mut buf))
+        .await
+        .expect("idle connection was not closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    assert!(
+        last.elapsed() >= Duration::from_millis(550),
+        "closed {:?} after the last request",
+        last.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn client_disconnect_cancels_the_rpc() {
     let f = start(ServerSettings::default(), vec![]).await;
