@@ -28,9 +28,12 @@
 //! with [`response_framing`], [`encode_head`] and, for chunked bodies, [`encode_chunk`] and
 //! [`LAST_CHUNK`].
 
+use std::mem::MaybeUninit;
+
 use bytes::BytesMut;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
+use smallvec::SmallVec;
 
 use crate::body::IngressBody;
 
@@ -72,9 +75,11 @@ type FieldSpan = (u32, u32, u32, u32);
 /// from `buf`, which keeps only what followed (a pipelined request); otherwise `buf` is left as
 /// it was. `max_head` is the largest head accepted, `max_body` the largest whole body.
 pub(crate) fn parse_request(buf: &mut BytesMut, max_head: usize, max_body: usize) -> Parsed {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut fields);
-    let head_len = match parsed.parse(buf) {
+    // Left uninitialized (httparse writes what it finds): initializing 64 fields would cost
+    // more than parsing the usual handful.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let head_len = match parsed.parse_with_uninit_headers(buf, &mut fields) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() < max_head => return Parsed::Partial,
         Ok(httparse::Status::Partial) => return Parsed::Fallback("head too large"),
@@ -106,8 +111,7 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_head: usize, max_body: usize
         offset(path.as_bytes()) + path.len() as u32,
     );
 
-    let mut spans: [FieldSpan; MAX_HEADERS] = [(0, 0, 0, 0); MAX_HEADERS];
-    let mut count = 0;
+    let mut spans: SmallVec<[FieldSpan; 16]> = SmallVec::with_capacity(parsed.headers.len());
     let mut content_length: Option<u64> = None;
     let mut close = false;
     for field in parsed.headers.iter() {
@@ -143,13 +147,12 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_head: usize, max_body: usize
                 }
             }
         }
-        spans[count] = (
+        spans.push((
             offset(name),
             offset(name) + name.len() as u32,
             offset(value),
             offset(value) + value.len() as u32,
-        );
-        count += 1;
+        ));
     }
     let body_len = match content_length {
         None => 0,
@@ -169,8 +172,8 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_head: usize, max_body: usize
     };
     // Room for the fields a proxied request gains (request id, `X-Forwarded-*`, trace
     // context), so the map is not regrown on the way out.
-    let mut headers = HeaderMap::with_capacity(count + FORWARDING_FIELDS);
-    for &(name_from, name_to, value_from, value_to) in &spans[..count] {
+    let mut headers = HeaderMap::with_capacity(spans.len() + FORWARDING_FIELDS);
+    for &(name_from, name_to, value_from, value_to) in &spans {
         let Ok(name) = HeaderName::from_bytes(&bytes[name_from as usize..name_to as usize]) else {
             return bad_request_target(buf);
         };

@@ -1001,7 +1001,10 @@ async fn serve_plain(
                             biased;
                             () = closing.as_mut() => break false,
                             // Before the timer: a request that has arrived is served.
-                            ready = stream.readable() => break ready.is_ok(),
+                            // `poll_read_ready`, not `readable()`: see `until_hangup`.
+                            ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
+                                break ready.is_ok();
+                            }
                             () = keep_alive.as_mut() => {
                                 let idle = watch.idle_for();
                                 if idle >= protocols.keep_alive {
