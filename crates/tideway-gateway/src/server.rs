@@ -803,6 +803,11 @@ struct Protocols {
     parked: AtomicUsize,
     /// Wakes every parked connection to close (see [`close_parked_connections`]).
     close_parked: tokio::sync::Notify,
+    /// The gateway is shutting down: set (just before `close_parked` is notified) by
+    /// [`close_parked_connections`]. Read per request where `CancellationToken::is_cancelled`
+    /// would take a lock; it may lag the token by a scheduler turn, and the notification that
+    /// follows it closes any connection that parked meanwhile.
+    draining: AtomicBool,
 }
 
 impl Protocols {
@@ -829,6 +834,7 @@ impl Protocols {
             tick,
             parked: AtomicUsize::new(0),
             close_parked: tokio::sync::Notify::new(),
+            draining: AtomicBool::new(false),
         }
     }
 }
@@ -917,6 +923,7 @@ async fn close_parked_connections(
         let changed = tokio::select! {
             biased;
             () = shutdown.cancelled() => {
+                protocols.draining.store(true, Ordering::Relaxed);
                 protocols.close_parked.notify_waiters();
                 return;
             }
@@ -925,6 +932,7 @@ async fn close_parked_connections(
         if !changed {
             // The overload state is gone: only shutdown is left to wait for.
             shutdown.cancelled().await;
+            protocols.draining.store(true, Ordering::Relaxed);
             protocols.close_parked.notify_waiters();
             return;
         }
@@ -988,35 +996,36 @@ async fn serve_plain(
     loop {
         if unread.is_empty() {
             protocols.parked.fetch_add(1, Ordering::Relaxed);
-            let woken =
-                if shutdown.is_cancelled() || state.overload.pressure() >= Pressure::Elevated {
-                    // A request that has already arrived is served; only idle ones are let go.
-                    matches!(
-                        futures::FutureExt::now_or_never(stream.readable()),
-                        Some(Ok(()))
-                    )
-                } else {
-                    loop {
-                        tokio::select! {
-                            biased;
-                            () = closing.as_mut() => break false,
-                            // Before the timer: a request that has arrived is served.
-                            // `poll_read_ready`, not `readable()`: see `until_hangup`.
-                            ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
-                                break ready.is_ok();
+            let woken = if protocols.draining.load(Ordering::Relaxed)
+                || state.overload.pressure() >= Pressure::Elevated
+            {
+                // A request that has already arrived is served; only idle ones are let go.
+                matches!(
+                    futures::FutureExt::now_or_never(stream.readable()),
+                    Some(Ok(()))
+                )
+            } else {
+                loop {
+                    tokio::select! {
+                        biased;
+                        () = closing.as_mut() => break false,
+                        // Before the timer: a request that has arrived is served.
+                        // `poll_read_ready`, not `readable()`: see `until_hangup`.
+                        ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
+                            break ready.is_ok();
+                        }
+                        () = keep_alive.as_mut() => {
+                            let idle = watch.idle_for();
+                            if idle >= protocols.keep_alive {
+                                break false;
                             }
-                            () = keep_alive.as_mut() => {
-                                let idle = watch.idle_for();
-                                if idle >= protocols.keep_alive {
-                                    break false;
-                                }
-                                keep_alive
-                                    .as_mut()
-                                    .reset(Instant::now() + (protocols.keep_alive - idle));
-                            }
+                            keep_alive
+                                .as_mut()
+                                .reset(Instant::now() + (protocols.keep_alive - idle));
                         }
                     }
-                };
+                }
+            };
             protocols.parked.fetch_sub(1, Ordering::Relaxed);
             if !woken {
                 tracing::trace!(%peer, "idle keep-alive connection timed out or shutting down; closing");
@@ -1032,7 +1041,6 @@ async fn serve_plain(
                     state,
                     downstream,
                     protocols,
-                    shutdown,
                 )
             })
             .await;
@@ -1117,7 +1125,6 @@ async fn serve_h1_request(
     state: &Arc<GatewayState>,
     downstream: Downstream,
     protocols: &Protocols,
-    shutdown: &CancellationToken,
 ) -> FastOutcome {
     let max_head = state.settings.max_header_bytes;
     let max_body = crate::h1::MAX_WHOLE_BODY.min(state.settings.max_body_bytes);
@@ -1192,7 +1199,7 @@ async fn serve_h1_request(
     };
     // Writing lives in its own future: its locals then share room with the handler's (this
     // future is awaited where the handler no longer is) instead of adding to the request's.
-    let close = asked_close || shutdown.is_cancelled();
+    let close = asked_close || protocols.draining.load(Ordering::Relaxed);
     if !write_response(stream, response, close, watch_hangup, protocols.keep_alive).await {
         return FastOutcome::Close;
     }
@@ -1798,15 +1805,8 @@ mod size_tests {
             peer,
             scheme: Scheme::Http,
         };
-        let token = CancellationToken::new();
-        let request = serve_h1_request(
-            &mut stream,
-            BytesMut::new(),
-            &state,
-            downstream,
-            &protocols,
-            &token,
-        );
+        let request =
+            serve_h1_request(&mut stream, BytesMut::new(), &state, downstream, &protocols);
         let request_size = std::mem::size_of_val(&request);
         eprintln!("serve_h1_request future (one per request in service): {request_size} bytes");
         drop(request);

@@ -450,6 +450,56 @@ async fn the_idle_timeout_counts_from_the_last_request_not_the_first() {
     );
 }
 
+/// A graceful shutdown closes idle keep-alive connections at once and lets a request in
+/// service finish, its response marked `connection: close`.
+#[tokio::test]
+async fn shutdown_closes_idle_connections_and_finishes_requests_in_service() {
+    let f = start(ServerSettings::default(), vec![]).await;
+    let addr = f.gateway.local_addr();
+    let mut buf = vec![0u8; 4096];
+    let mut idle = TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /slow/1 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let mut busy = TcpStream::connect(addr).await.unwrap();
+    busy.write_all(b"GET /slow/400 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(2), || f
+            .counters
+            .slow_started
+            .load(Ordering::SeqCst)
+            == 2)
+        .await
+    );
+    let Fixture {
+        gateway, _service, ..
+    } = f;
+    let shutdown = tokio::spawn(gateway.shutdown(Duration::from_secs(5)));
+    // The idle connection is closed without waiting for the request in service.
+    let n = tokio::time::timeout(Duration::from_millis(300), idle.read(&mut buf))
+        .await
+        .expect("the idle connection was not closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    // The request in service is answered, then its connection closed.
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), busy.read_to_end(&mut answer))
+        .await
+        .expect("the busy connection was not answered and closed")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    tokio::time::timeout(Duration::from_secs(3), shutdown)
+        .await
+        .expect("shutdown did not finish")
+        .unwrap();
+}
+
 #[tokio::test]
 async fn client_disconnect_cancels_the_rpc() {
     let f = start(ServerSettings::default(), vec![]).await;

@@ -165,7 +165,7 @@ impl H1Client {
         &self,
         method: &Method,
         target: &str,
-        mut headers: HeaderMap,
+        headers: HeaderMap,
         body: B,
     ) -> Result<Response<H1Body>, UpstreamError>
     where
@@ -174,12 +174,15 @@ impl H1Client {
     {
         // The framing is this client's to decide; a declared length is only used when the body
         // itself does not know its size.
-        let declared = {
+        // The request's own `Content-Length` stays in the map: `encode_request_head` skips it.
+        let (declared, had_length) = {
             let mut values = headers.get_all(CONTENT_LENGTH).iter();
-            let first = values.next().and_then(|v| h1::parse_decimal(v.as_bytes()));
-            first.filter(|_| values.next().is_none())
+            let first = values.next();
+            let declared = first
+                .and_then(|v| h1::parse_decimal(v.as_bytes()))
+                .filter(|_| values.next().is_none());
+            (declared, first.is_some())
         };
-        let had_length = headers.remove(CONTENT_LENGTH).is_some();
         match body.size_hint().exact() {
             Some(n) if n <= MAX_INLINE_BODY as u64 => {
                 let framing = if n == 0 && !had_length && h1::empty_body_needs_no_length(method) {

@@ -38,9 +38,7 @@ pub const HOP_BY_HOP: [HeaderName; 9] = [
 ///
 /// Names in `Connection` that are not valid field names are ignored.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    // The common message has none: one pass over its names (comparisons of known names are
-    // enum comparisons) instead of a hashed lookup for each of the ten names below.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    if !has_hop_by_hop(headers) {
         return;
     }
     let nominated: Vec<HeaderName> = headers
@@ -55,6 +53,13 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     for name in HOP_BY_HOP {
         headers.remove(name);
     }
+}
+
+/// Whether `headers` has any [`HOP_BY_HOP`] field. The common message has none; this is one
+/// pass over its names (comparisons of known names are enum comparisons) instead of a hashed
+/// lookup for each of the ten names [`remove_hop_by_hop`] removes.
+pub fn has_hop_by_hop(headers: &HeaderMap) -> bool {
+    headers.keys().any(|name| HOP_BY_HOP.contains(name))
 }
 
 /// Whether a `TE` field lists `trailers`: the client will accept trailer fields. Read this
@@ -118,16 +123,25 @@ pub fn set_forwarded(
     let mut ip_buf = [0u8; 64];
     let ip_len = write_ip(&mut ip_buf, client.ip());
     let ip = &ip_buf[..ip_len];
+    // Which of the two the request carries, from one pass over its names (most carry neither):
+    // cheaper than a hashed lookup of each.
+    let (mut has_for, mut has_host) = (false, false);
+    for name in headers.keys() {
+        has_for |= *name == X_FORWARDED_FOR;
+        has_host |= *name == X_FORWARDED_HOST;
+    }
     let mut chain: Vec<u8> = Vec::new();
-    for value in headers.get_all(&X_FORWARDED_FOR) {
-        let value = value.as_bytes().trim_ascii();
-        if value.is_empty() {
-            continue;
+    if has_for {
+        for value in headers.get_all(&X_FORWARDED_FOR) {
+            let value = value.as_bytes().trim_ascii();
+            if value.is_empty() {
+                continue;
+            }
+            if !chain.is_empty() {
+                chain.extend_from_slice(b", ");
+            }
+            chain.extend_from_slice(value);
         }
-        if !chain.is_empty() {
-            chain.extend_from_slice(b", ");
-        }
-        chain.extend_from_slice(value);
     }
     let value = if chain.is_empty() {
         HeaderValue::from_bytes(ip)
@@ -151,9 +165,10 @@ pub fn set_forwarded(
         Some(host) => {
             headers.insert(X_FORWARDED_HOST, host.clone());
         }
-        None => {
+        None if has_host => {
             headers.remove(X_FORWARDED_HOST);
         }
+        None => {}
     }
 }
 

@@ -288,8 +288,13 @@ impl HttpUpstream {
     fn rewrite_request_headers(&self, headers: &mut HeaderMap, uri: &Uri, client: &ClientInfo) {
         let inner = &*self.inner;
         let original_host = original_host(uri, headers);
-        let trailers = headers::te_allows_trailers(headers);
-        headers::remove_hop_by_hop(headers);
+        // `TE` is hop-by-hop: a request with no hop-by-hop field (most) has no `TE: trailers`
+        // to pass on and nothing to remove.
+        let hop_by_hop = headers::has_hop_by_hop(headers);
+        let trailers = hop_by_hop && headers::te_allows_trailers(headers);
+        if hop_by_hop {
+            headers::remove_hop_by_hop(headers);
+        }
         headers::set_forwarded(headers, client.addr, client.scheme, original_host.as_ref());
         match (&original_host, inner.preserve_host, inner.http2) {
             (Some(host), true, _) => {
