@@ -34,6 +34,7 @@ use bytes::BytesMut;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use smallvec::SmallVec;
+use tideway_http_upstream::headers::parse_content_length;
 
 use crate::body::IngressBody;
 
@@ -124,7 +125,7 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_head: usize, max_body: usize
             return Parsed::Fallback("header value bytes");
         }
         if name.eq_ignore_ascii_case(b"content-length") {
-            let Some(n) = parse_decimal(value) else {
+            let Some(n) = parse_content_length(value) else {
                 return Parsed::Fallback("content-length");
             };
             if content_length.is_some_and(|c| c != n) {
@@ -197,18 +198,6 @@ fn bad_request_target(buf: &mut BytesMut) -> Parsed {
     Parsed::BadRequest
 }
 
-/// A `Content-Length` value: ASCII digits only (no sign, no spaces), at most 19 of them.
-fn parse_decimal(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(
-        value
-            .iter()
-            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')),
-    )
-}
-
 /// How a response body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Framing {
@@ -232,7 +221,7 @@ pub(crate) fn response_framing(
     }
     if let Some(n) = headers
         .get(header::CONTENT_LENGTH)
-        .and_then(|v| parse_decimal(v.as_bytes()))
+        .and_then(|v| parse_content_length(v.as_bytes()))
     {
         return Framing::Length(n);
     }

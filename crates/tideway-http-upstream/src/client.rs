@@ -179,7 +179,7 @@ impl H1Client {
             let mut values = headers.get_all(CONTENT_LENGTH).iter();
             let first = values.next();
             let declared = first
-                .and_then(|v| h1::parse_decimal(v.as_bytes()))
+                .and_then(|v| headers::parse_content_length(v.as_bytes()))
                 .filter(|_| values.next().is_none());
             (declared, first.is_some())
         };

@@ -283,7 +283,8 @@ pub(crate) fn response_framing<T>(
     let mut length: Option<u64> = None;
     for value in headers.get_all(CONTENT_LENGTH) {
         for item in value.as_bytes().split(|&b| b == b',') {
-            let n = parse_decimal(item.trim_ascii()).ok_or(HeadError::InvalidContentLength)?;
+            let n = crate::headers::parse_content_length(item.trim_ascii())
+                .ok_or(HeadError::InvalidContentLength)?;
             if length.is_some_and(|l| l != n) {
                 return Err(HeadError::InvalidContentLength);
             }
@@ -294,18 +295,6 @@ pub(crate) fn response_framing<T>(
         Some(n) => Ok((ResponseFraming::Length(n), keep_alive)),
         None => Ok((ResponseFraming::Eof, false)),
     }
-}
-
-/// A `Content-Length` value: ASCII digits only (no sign, no spaces), at most 19 of them.
-pub(crate) fn parse_decimal(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(
-        value
-            .iter()
-            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')),
-    )
 }
 
 #[cfg(test)]

@@ -75,6 +75,20 @@ pub fn te_allows_trailers(headers: &HeaderMap) -> bool {
         })
 }
 
+/// A `Content-Length` value (RFC 9110 §8.6): ASCII digits only (no sign, no spaces), at most 19
+/// of them, so it always fits a `u64`. The one strict reading both HTTP/1.1 codecs of the
+/// gateway use, its server's and this crate's client.
+pub fn parse_content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        value
+            .iter()
+            .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0')),
+    )
+}
+
 /// Writes `ip` as text (IPv4-mapped IPv6 as IPv4) to the front of `out`; returns its length.
 /// IPv4, the common case, is written octet by octet: `Display` goes through the formatting
 /// machinery, which costs several times more on a path taken by every request.
@@ -212,6 +226,28 @@ mod tests {
         let mut left: Vec<_> = m.keys().map(|k| k.as_str()).collect();
         left.sort_unstable();
         assert_eq!(left, ["authorization", "content-type", "x-end-to-end"]);
+    }
+
+    #[test]
+    fn content_lengths_are_read_strictly() {
+        assert_eq!(parse_content_length(b"0"), Some(0));
+        assert_eq!(parse_content_length(b"0042"), Some(42));
+        assert_eq!(
+            parse_content_length(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        for bad in [
+            &b""[..],
+            b"+1",
+            b"-1",
+            b" 1",
+            b"1 ",
+            b"1,1",
+            b"0x10",
+            b"10000000000000000000",
+        ] {
+            assert_eq!(parse_content_length(bad), None, "{bad:?}");
+        }
     }
 
     #[test]
