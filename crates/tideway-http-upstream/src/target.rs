@@ -145,6 +145,69 @@ mod tests {
         assert_eq!(joined(b, "/..."), "http://h:1/prefix/...");
     }
 
+    /// A reference for the in-place resolution: the dot segments of `rest` resolved on a stack
+    /// of segments (RFC 3986 §5.2.4's algorithm, clamped at the prefix), as `join_target` did
+    /// before it wrote the target in one pass.
+    fn resolved_with_a_stack(prefix: &str, path: &str) -> String {
+        let rest = path.trim_start_matches('/');
+        let mut out = prefix.to_owned();
+        if rest.is_empty() {
+            if !path.is_empty() || out.is_empty() {
+                out.push('/');
+            }
+            return out;
+        }
+        let mut segments: Vec<&str> = Vec::new();
+        let mut trailing_slash = false;
+        let mut iter = rest.split('/').peekable();
+        while let Some(seg) = iter.next() {
+            let last = iter.peek().is_none();
+            if is_dot(seg) {
+                trailing_slash = last;
+            } else if is_dot_dot(seg) {
+                segments.pop();
+                trailing_slash = last;
+            } else {
+                segments.push(seg);
+                trailing_slash = false;
+            }
+        }
+        for seg in &segments {
+            out.push('/');
+            out.push_str(seg);
+        }
+        if trailing_slash || segments.is_empty() {
+            out.push('/');
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Any path of plain, empty and dot segments (in every spelling) resolves as the stack
+        /// algorithm resolves it, stays under the prefix and keeps no dot segment.
+        #[test]
+        fn dot_segments_resolve_as_rfc_3986_says_and_never_above_the_prefix(
+            prefix in proptest::sample::select(vec!["", "/base", "/a/b"]),
+            segments in proptest::collection::vec(
+                proptest::sample::select(vec!["a", "bc", "", ".", "..", "%2e", "%2E%2e", ".%2e", "..."]),
+                0..8,
+            ),
+            leading in 0usize..3,
+        ) {
+            let path = format!("{}{}", "/".repeat(leading), segments.join("/"));
+            let base = UpstreamConfig::new(format!("http://h:1{prefix}")).base().unwrap();
+            let target = join_target(&base, &path).unwrap();
+            proptest::prop_assert_eq!(&target, &resolved_with_a_stack(prefix, &path));
+            proptest::prop_assert!(target.starts_with(prefix), "{} left {}", target, prefix);
+            // An empty path gives the base path as configured; anything else a slash after it.
+            let under = &target[prefix.len()..];
+            proptest::prop_assert!(under.starts_with('/') || path.is_empty(), "{}", target);
+            for seg in under.split('/') {
+                proptest::prop_assert!(!is_dot(seg) && !is_dot_dot(seg), "{} in {}", seg, target);
+            }
+        }
+    }
+
     #[test]
     fn invalid_characters_are_a_typed_error() {
         let base = UpstreamConfig::new("http://h:1/p").base().unwrap();
