@@ -114,6 +114,26 @@ impl Fixture {
     }
 }
 
+/// `GET /slow/1` on a raw keep-alive connection, answered 200.
+async fn get_ok(sock: &mut TcpStream) {
+    sock.write_all(b"GET /slow/1 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = sock.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+}
+
+/// Waits (at most 3 s) for the gateway to close an idle `sock`.
+async fn wait_closed(sock: &mut TcpStream) {
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(3), sock.read(&mut buf))
+        .await
+        .expect("idle connection was not closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
 async fn start(settings: ServerSettings, extra: Vec<Route>) -> Fixture {
     let probe = ProbeImpl::default();
     let counters = Arc::clone(&probe.counters);
@@ -387,22 +407,13 @@ async fn idle_keep_alive_connections_are_closed_after_the_idle_timeout_not_the_h
     )
     .await;
     let mut sock = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
-    sock.write_all(b"GET /slow/1 HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = sock.read(&mut buf).await.unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    get_ok(&mut sock).await;
     let t = Instant::now();
     // Idle: still open well past the header deadline...
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(f.gateway.open_connections(), 1);
     // ...and closed once the idle timeout passes.
-    let n = tokio::time::timeout(Duration::from_secs(3), sock.read(&mut buf))
-        .await
-        .expect("idle connection was not closed")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    wait_closed(&mut sock).await;
     assert!(
         t.elapsed() >= Duration::from_millis(500),
         "{:?}",
@@ -424,25 +435,16 @@ async fn the_idle_timeout_counts_from_the_last_request_not_the_first() {
     )
     .await;
     let mut sock = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
-    let mut buf = vec![0u8; 4096];
     for pause in [Duration::ZERO, Duration::from_millis(400)] {
         tokio::time::sleep(pause).await;
-        sock.write_all(b"GET /slow/1 HTTP/1.1\r\nhost: x\r\n\r\n")
-            .await
-            .unwrap();
-        let n = sock.read(&mut buf).await.unwrap();
-        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        get_ok(&mut sock).await;
     }
     let last = Instant::now();
     // Past 600 ms from the connection's first request (when the timer first fires), but only
     // about 400 ms after its last one: still open.
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(f.gateway.open_connections(), 1);
-    let n = tokio::time::timeout(Duration::from_secs(3), sock.read(&mut buf))
-        .await
-        .expect("idle connection was not closed")
-        .unwrap_or(0);
-    assert_eq!(n, 0);
+    wait_closed(&mut sock).await;
     assert!(
         last.elapsed() >= Duration::from_millis(550),
         "closed {:?} after the last request",
@@ -458,11 +460,7 @@ async fn shutdown_closes_idle_connections_and_finishes_requests_in_service() {
     let addr = f.gateway.local_addr();
     let mut buf = vec![0u8; 4096];
     let mut idle = TcpStream::connect(addr).await.unwrap();
-    idle.write_all(b"GET /slow/1 HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let n = idle.read(&mut buf).await.unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    get_ok(&mut idle).await;
     let mut busy = TcpStream::connect(addr).await.unwrap();
     busy.write_all(b"GET /slow/400 HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
@@ -621,13 +619,7 @@ async fn connections_over_the_limit_get_503() {
     )
     .await;
     let mut first = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
-    first
-        .write_all(b"GET /slow/1 HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 1024];
-    let n = first.read(&mut buf).await.unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    get_ok(&mut first).await;
     let mut second = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
     let mut all = Vec::new();
     tokio::time::timeout(Duration::from_secs(2), second.read_to_end(&mut all))
@@ -884,12 +876,7 @@ async fn over_the_memory_budget_new_requests_are_shed_and_idle_connections_close
 
     // A parked keep-alive connection...
     let mut idle = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
-    idle.write_all(b"GET /slow/1 HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = idle.read(&mut buf).await.unwrap();
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    get_ok(&mut idle).await;
     assert!(
         eventually(Duration::from_secs(3), || f.gateway.parked_connections()
             >= 1)
@@ -898,6 +885,7 @@ async fn over_the_memory_budget_new_requests_are_shed_and_idle_connections_close
 
     // ...is closed when pressure rises past the low watermark (80 MiB of 100).
     used.store(85 << 20, Ordering::SeqCst);
+    let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(Duration::from_secs(2), idle.read(&mut buf))
         .await
         .expect("parked connection not closed under memory pressure")
