@@ -66,6 +66,9 @@ const MAX_WATCH_TICK: Duration = Duration::from_secs(1);
 /// are freed until the next request arrives. Long enough that busy clients never pay for
 /// rebuilding the connection state; short enough that idle connections cost little.
 const PARK_AFTER_IDLE: Duration = Duration::from_secs(1);
+/// How far a connection's activity stamps (coarse clock) may lag tokio's timers.
+const COARSE_CLOCK_SLACK: Duration =
+    Duration::from_millis(tideway_http_upstream::clock::RESOLUTION_MS);
 /// The HTTP/2 connection preface starts with these bytes.
 const H2_PREFACE_START: &[u8] = b"PRI * HTTP/2.0";
 
@@ -1016,7 +1019,9 @@ async fn serve_plain(
                         }
                         () = keep_alive.as_mut() => {
                             let idle = watch.idle_for();
-                            if idle >= protocols.keep_alive {
+                            // The activity clock may be a tick behind this timer's: what is
+                            // left within that is not worth another wake-up.
+                            if idle + COARSE_CLOCK_SLACK >= protocols.keep_alive {
                                 break false;
                             }
                             keep_alive
@@ -1582,7 +1587,9 @@ enum Verdict {
 /// Shared between a connection's IO wrapper, its service and its watchdog.
 #[derive(Debug)]
 struct ConnWatch {
-    epoch: Instant,
+    /// Origin of the millisecond stamps below, on the coarse clock
+    /// ([`tideway_http_upstream::clock`]).
+    epoch_ms: u64,
     /// Requests being served (HTTP/2 may have many).
     in_service: AtomicUsize,
     /// When the first byte of the current request head arrived (ms since epoch + 1; 0 = none).
@@ -1596,7 +1603,7 @@ struct ConnWatch {
 impl ConnWatch {
     fn new() -> Self {
         ConnWatch {
-            epoch: Instant::now(),
+            epoch_ms: tideway_http_upstream::clock::now_millis(),
             in_service: AtomicUsize::new(0),
             head_started: AtomicU64::new(0),
             last_activity: AtomicU64::new(0),
@@ -1604,8 +1611,9 @@ impl ConnWatch {
         }
     }
 
+    /// The coarse clock: stamped at every read and write, compared with timeouts of seconds.
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        tideway_http_upstream::clock::now_millis().saturating_sub(self.epoch_ms)
     }
 
     fn touch(&self) {

@@ -135,6 +135,7 @@
 mod body;
 mod chunked;
 mod client;
+pub mod clock;
 mod config;
 mod connect;
 mod error;

@@ -30,8 +30,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use socket2::SockRef;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
 
+use crate::clock;
 use crate::connect::OpenGuard;
 
 /// One upstream connection of the HTTP/1.1 client, with its slot in the open-connections gauge.
@@ -89,7 +89,15 @@ pub(crate) const TRUST_READINESS_FOR: Duration = Duration::from_millis(250);
 #[derive(Debug)]
 struct Idle {
     conn: Conn,
-    since: Instant,
+    /// When it came back, on the coarse clock: idle ages are compared with hundreds of
+    /// milliseconds at least, and the stamp is taken twice per request.
+    since_ms: u64,
+}
+
+impl Idle {
+    fn idle_for(&self, now_ms: u64) -> Duration {
+        Duration::from_millis(now_ms.saturating_sub(self.since_ms))
+    }
 }
 
 /// Idle connections to one upstream, most recently used last.
@@ -120,11 +128,11 @@ impl Pool {
     /// The most recently used idle connection that is still usable, if any. Connections found
     /// too old or dead on the way are closed (outside the lock).
     pub(crate) fn checkout(&self) -> Option<Conn> {
-        let now = Instant::now();
+        let now = clock::now_millis();
         loop {
             let mut idle = self.idle.lock();
             let newest = idle.pop_back()?;
-            if now.saturating_duration_since(newest.since) > self.idle_timeout {
+            if newest.idle_for(now) > self.idle_timeout {
                 // The newest is too old, so all are: close them all.
                 let stale = std::mem::take(&mut *idle);
                 drop(idle);
@@ -135,17 +143,12 @@ impl Pool {
             // Also retire the oldest when it has expired, so a pool that is used from one end
             // only does not keep dead sockets at the other for ever.
             let expired = match idle.front() {
-                Some(oldest) if now.saturating_duration_since(oldest.since) > self.idle_timeout => {
-                    idle.pop_front()
-                }
+                Some(oldest) if oldest.idle_for(now) > self.idle_timeout => idle.pop_front(),
                 _ => None,
             };
             drop(idle);
             drop(expired);
-            if newest
-                .conn
-                .is_alive(now.saturating_duration_since(newest.since))
-            {
+            if newest.conn.is_alive(newest.idle_for(now)) {
                 return Some(newest.conn);
             }
             tracing::trace!("idle upstream connection was closed by the upstream");
@@ -157,7 +160,7 @@ impl Pool {
     pub(crate) fn checkin(&self, conn: Conn) {
         let entry = Idle {
             conn,
-            since: Instant::now(),
+            since_ms: clock::now_millis(),
         };
         let mut idle = self.idle.lock();
         let evicted = if idle.len() >= self.max_idle {

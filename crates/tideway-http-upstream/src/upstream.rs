@@ -183,53 +183,60 @@ impl HttpUpstream {
     ///
     /// Cancel safety: dropping the future at any point is safe. A request in flight is abandoned
     /// and its connection closed, never returned to the pool half-used.
-    pub async fn forward<B>(
+    ///
+    /// Not an `async fn` of its own (nor is [`forward_as_is`](Self::forward_as_is)): each
+    /// level of `async fn` is a future its caller copies in whole when it starts awaiting it,
+    /// and this one would only pass its arguments on.
+    pub fn forward<B>(
         &self,
         req: Request<B>,
         path_and_query: &str,
         client: &ClientInfo,
         timeout: Duration,
-    ) -> Result<Response<UpstreamBody>, UpstreamError>
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let (parts, body) = req.into_parts();
-        self.send(parts, body, path_and_query, client, timeout)
-            .await
+        self.send(
+            parts,
+            body,
+            UpstreamPath::Given(path_and_query),
+            client,
+            timeout,
+        )
     }
 
     /// [`forward`](Self::forward) with the request's own path and query, less `strip_prefix`
     /// when the path starts with it: what a gateway route forwarding a whole path subtree
     /// sends. The path is not copied on the way.
-    pub async fn forward_as_is<B>(
+    pub fn forward_as_is<B>(
         &self,
         req: Request<B>,
         strip_prefix: Option<&str>,
         client: &ClientInfo,
         timeout: Duration,
-    ) -> Result<Response<UpstreamBody>, UpstreamError>
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let (parts, body) = req.into_parts();
-        // A clone shares the URI's bytes; it lets the path be borrowed while `parts` moves on.
-        let uri = parts.uri.clone();
-        let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let path_and_query = match strip_prefix {
-            Some(prefix) if uri.path().starts_with(prefix) => &path_and_query[prefix.len()..],
-            _ => path_and_query,
-        };
-        self.send(parts, body, path_and_query, client, timeout)
-            .await
+        self.send(
+            parts,
+            body,
+            UpstreamPath::AsIs { strip_prefix },
+            client,
+            timeout,
+        )
     }
 
     async fn send<B>(
         &self,
         mut parts: http::request::Parts,
         body: B,
-        path_and_query: &str,
+        path: UpstreamPath<'_>,
         client: &ClientInfo,
         timeout: Duration,
     ) -> Result<Response<UpstreamBody>, UpstreamError>
@@ -238,7 +245,22 @@ impl HttpUpstream {
         B::Error: Into<BoxError>,
     {
         let inner = &*self.inner;
-        let target = target::join_target(&inner.base, path_and_query)?;
+        let target = match path {
+            UpstreamPath::Given(path_and_query) => {
+                target::join_target(&inner.base, path_and_query)?
+            }
+            UpstreamPath::AsIs { strip_prefix } => {
+                let uri = &parts.uri;
+                let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
+                let path_and_query = match strip_prefix {
+                    Some(prefix) if uri.path().starts_with(prefix) => {
+                        &path_and_query[prefix.len()..]
+                    }
+                    _ => path_and_query,
+                };
+                target::join_target(&inner.base, path_and_query)?
+            }
+        };
         self.rewrite_request_headers(&mut parts.headers, &parts.uri, client);
         tracing::debug!(
             method = %parts.method,
@@ -317,6 +339,14 @@ impl HttpUpstream {
             }
         }
     }
+}
+
+/// Which path and query an upstream request gets, appended to the base URL's path.
+enum UpstreamPath<'a> {
+    /// Given by the caller.
+    Given(&'a str),
+    /// The request's own, less `strip_prefix` when its path starts with it.
+    AsIs { strip_prefix: Option<&'a str> },
 }
 
 /// The host the client asked for: the request target's authority when it had one (absolute form
