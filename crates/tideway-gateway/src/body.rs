@@ -1,4 +1,4 @@
-//! The gateway's body types: [`GatewayBody`], one boxed response body for buffered JSON and
+//! The gateway's body types: [`GatewayBody`], one response body type for buffered JSON and
 //! streamed upstream bodies alike, and `IngressBody`, a request body as either HTTP/1 path
 //! hands it over (hyper's streaming `Incoming`, or the bytes the gateway's own HTTP/1.1 reader
 //! already holds whole).
@@ -16,33 +16,85 @@ use crate::overload::HeldBytes;
 /// Errors a response body can yield while streaming.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Every response body the gateway sends.
-pub type GatewayBody = BoxBody<Bytes, BoxError>;
+/// Every response body the gateway sends. The kinds nearly every response has (known bytes,
+/// possibly counted against the memory budget) are held inline; any other body (a streamed
+/// upstream body) is boxed. So an RPC answer, an error, or an upstream answer read whole with
+/// its head costs no allocation for its body.
+#[derive(Debug)]
+pub struct GatewayBody(Kind);
+
+#[derive(Debug)]
+enum Kind {
+    Full(Full<Bytes>),
+    Held(HeldBody),
+    Boxed(BoxBody<Bytes, BoxError>),
+}
+
+impl GatewayBody {
+    /// Any other body, boxed.
+    pub fn new<B>(body: B) -> Self
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BoxError>,
+    {
+        GatewayBody(Kind::Boxed(body.map_err(Into::into).boxed()))
+    }
+}
+
+impl Body for GatewayBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().0 {
+            Kind::Full(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_err(|never| match never {}),
+            Kind::Held(body) => Pin::new(body).poll_frame(cx),
+            Kind::Boxed(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Kind::Full(body) => body.is_end_stream(),
+            Kind::Held(body) => body.is_end_stream(),
+            Kind::Boxed(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Kind::Full(body) => body.size_hint(),
+            Kind::Held(body) => body.size_hint(),
+            Kind::Boxed(body) => body.size_hint(),
+        }
+    }
+}
 
 /// A body of known bytes.
 pub fn full(bytes: impl Into<Bytes>) -> GatewayBody {
-    http_body_util::Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed()
+    GatewayBody(Kind::Full(Full::new(bytes.into())))
 }
 
 /// An empty body.
 pub fn empty() -> GatewayBody {
-    http_body_util::Empty::new()
-        .map_err(|never| match never {})
-        .boxed()
+    full(Bytes::new())
 }
 
 /// A body of known bytes that count against the memory budget until the connection has taken
 /// them (hyper drops the body after its last frame).
 pub(crate) fn held(bytes: Bytes, held: HeldBytes) -> GatewayBody {
-    HeldBody {
+    GatewayBody(Kind::Held(HeldBody {
         inner: Full::new(bytes),
         _held: held,
-    }
-    .boxed()
+    }))
 }
 
+#[derive(Debug)]
 struct HeldBody {
     inner: Full<Bytes>,
     _held: HeldBytes,

@@ -118,7 +118,7 @@ pub(crate) async fn handle(
             Some(&mut observation),
         )
         .await;
-        observation.finish(response).map(BodyExt::boxed)
+        observation.finish(response).map(GatewayBody::new)
     })
     .await
 }
@@ -155,7 +155,7 @@ async fn serve(
     let method = req.method().clone();
     // The path is copied for the log line of a failure. Cloning the `Uri` would share hyper's
     // read buffer and keep all 8 KiB of it alive while the request waits on a slow service.
-    let path: Box<str> = req.uri().path().into();
+    let path = LoggedPath::new(req.uri().path());
     let mut matched: Option<Arc<RouteMetrics>> = None;
     let mut response = match dispatch(state, downstream, req, request_id_header, &mut matched, obs)
         .await
@@ -167,12 +167,12 @@ async fn serve(
                 // At most a few lines a second: under overload, writing one per failure would
                 // cost as much as serving (every request is in the access log when it is on).
                 if let Some(suppressed) = FAILURE_LOG.allow() {
-                    tracing::warn!(%request_id, %method, path = &*path, %status, error = %err, suppressed, "request failed");
+                    tracing::warn!(%request_id, %method, path = %path, %status, error = %err, suppressed, "request failed");
                 } else {
-                    tracing::debug!(%request_id, %method, path = &*path, %status, error = %err, "request failed");
+                    tracing::debug!(%request_id, %method, path = %path, %status, error = %err, "request failed");
                 }
             } else {
-                tracing::debug!(%request_id, %method, path = &*path, %status, error = %err, "request refused");
+                tracing::debug!(%request_id, %method, path = %path, %status, error = %err, "request refused");
             }
             err.into_response(request_id)
         }
@@ -185,8 +185,51 @@ async fn serve(
         None => RouteMetrics::unmatched(),
     };
     route_metrics.record(response.status(), started.elapsed());
-    tracing::trace!(%request_id, %method, path = &*path, status = %response.status(), elapsed = ?started.elapsed(), "request done");
+    tracing::trace!(%request_id, %method, path = %path, status = %response.status(), elapsed = ?started.elapsed(), "request done");
     response
+}
+
+/// Longest request path a log line shows; a longer one is cut, and marked so.
+const LOGGED_PATH_MAX: usize = 80;
+
+/// A request path kept for the log line of a failure: a copy, so it shares no read buffer;
+/// inline, so it costs no allocation on the requests (nearly all) that never log it; and
+/// bounded, so a long path cannot make long log lines.
+struct LoggedPath {
+    bytes: [u8; LOGGED_PATH_MAX],
+    len: u8,
+    cut: bool,
+}
+
+impl LoggedPath {
+    fn new(path: &str) -> Self {
+        let mut len = path.len().min(LOGGED_PATH_MAX);
+        while !path.is_char_boundary(len) {
+            len -= 1;
+        }
+        let mut bytes = [0; LOGGED_PATH_MAX];
+        bytes[..len].copy_from_slice(&path.as_bytes()[..len]);
+        LoggedPath {
+            bytes,
+            len: len as u8,
+            cut: len < path.len(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // Cut at a character boundary of a `str`: still UTF-8.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for LoggedPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())?;
+        if self.cut {
+            f.write_str("...")?;
+        }
+        Ok(())
+    }
 }
 
 /// The answer to a request refused before it was routed.
@@ -775,7 +818,11 @@ async fn proxy_http(
                 .await?
         }
     };
-    Ok(response.map(|body| body.map_err(Into::into).boxed()))
+    // An answer read whole with its head (most small ones) is passed on inline, not boxed.
+    Ok(response.map(|body| match body.into_whole() {
+        Ok(bytes) => crate::body::full(bytes.unwrap_or_default()),
+        Err(streamed) => GatewayBody::new(streamed),
+    }))
 }
 
 /// Request ids: the client's `x-request-id` when it is sane, else a fresh one.
@@ -844,5 +891,29 @@ impl RequestIds {
         }
         HeaderValue::from_maybe_shared(Bytes::from_owner(hex))
             .expect("hex digits are a valid header value")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_paths_are_kept_whole_or_cut_at_a_character_boundary_and_marked() {
+        assert_eq!(LoggedPath::new("/api/items/7").to_string(), "/api/items/7");
+        assert_eq!(LoggedPath::new("").to_string(), "");
+        let exact = format!("/{}", "a".repeat(LOGGED_PATH_MAX - 1));
+        assert_eq!(LoggedPath::new(&exact).to_string(), exact);
+        let long = format!("/{}", "b".repeat(200));
+        assert_eq!(
+            LoggedPath::new(&long).to_string(),
+            format!("{}...", &long[..LOGGED_PATH_MAX])
+        );
+        // A two-byte character across the limit is left out whole.
+        let multibyte = format!("/{}é", "c".repeat(LOGGED_PATH_MAX - 2));
+        assert_eq!(
+            LoggedPath::new(&multibyte).to_string(),
+            format!("/{}...", "c".repeat(LOGGED_PATH_MAX - 2))
+        );
     }
 }

@@ -1233,9 +1233,7 @@ async fn write_response(
         },
     );
     let date = DATE.with(|cache| {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = tideway_http_upstream::clock::unix_seconds();
         let mut cache = cache.borrow_mut();
         *cache.get(now).first_chunk::<29>().unwrap_or(&[b' '; 29])
     });

@@ -90,6 +90,19 @@ impl UpstreamBody {
             idle: IdleDeadline::new(idle_timeout),
         }
     }
+
+    /// The body's bytes when it arrived whole with the response head (its HTTP/1.1 connection
+    /// is then already back in the pool, or closed): `Ok(None)` for no body. A body that is
+    /// still to be read from the upstream is given back as `Err`.
+    pub fn into_whole(self) -> Result<Option<Bytes>, Self> {
+        match self.kind {
+            Kind::H1(H1Body {
+                state: State::Whole(bytes),
+            }) => Ok(bytes),
+            Kind::H1(H1Body { state: State::Done }) => Ok(None),
+            kind => Err(UpstreamBody { kind, ..self }),
+        }
+    }
 }
 
 impl IdleDeadline {

@@ -1,4 +1,4 @@
-//! A cheap monotonic millisecond clock for idle bookkeeping.
+//! Cheap clocks: monotonic milliseconds for idle bookkeeping, wall-clock seconds for `Date`.
 //!
 //! Some times are stamped on every request but only ever compared with timeouts of hundreds of
 //! milliseconds or more: when a pooled upstream connection went idle, when a client connection
@@ -32,6 +32,24 @@ pub fn now_millis() -> u64 {
     }
 }
 
+/// Whole seconds since the Unix epoch, from the kernel's coarse wall clock (as cheap as
+/// [`now_millis`], at most one tick behind): for what is written at one-second resolution,
+/// such as the `Date` field of every response.
+#[inline]
+pub fn unix_seconds() -> u64 {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+        u64::try_from(t.tv_sec).unwrap_or(0)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -47,6 +65,14 @@ mod tests {
         assert!(
             coarse + 2 * RESOLUTION_MS >= precise && coarse <= precise + 2 * RESOLUTION_MS,
             "coarse clock moved {coarse} ms while the precise one moved {precise} ms"
+        );
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        assert!(
+            unix_seconds().abs_diff(wall) <= 1,
+            "coarse wall clock is off"
         );
         let mut last = now_millis();
         for _ in 0..10_000 {

@@ -1,5 +1,7 @@
 //! Building the upstream request URI from the base URL and the path the gateway passes.
 
+use std::borrow::Cow;
+
 use http::Uri;
 use http::uri::{PathAndQuery, Scheme as UriScheme};
 
@@ -17,8 +19,15 @@ use crate::error::UpstreamError;
 ///   and clamped at the prefix, so a request can never reach above the base path.
 ///
 /// The target is written into one `String` in one pass, dot segments resolved in place: this
-/// runs for every proxied request.
-pub(crate) fn join_target(base: &BaseUrl, path_and_query: &str) -> Result<String, UpstreamError> {
+/// runs for every proxied request. When that would give `path_and_query` back unchanged (see
+/// [`unchanged_by_joining`]), it is returned as it is, with no copy.
+pub(crate) fn join_target<'a>(
+    base: &BaseUrl,
+    path_and_query: &'a str,
+) -> Result<Cow<'a, str>, UpstreamError> {
+    if unchanged_by_joining(base, path_and_query) {
+        return Ok(Cow::Borrowed(path_and_query));
+    }
     let (path, query) = match path_and_query.find('?') {
         Some(i) => path_and_query.split_at(i),
         None => (path_and_query, ""),
@@ -62,12 +71,29 @@ pub(crate) fn join_target(base: &BaseUrl, path_and_query: &str) -> Result<String
         PathAndQuery::try_from(out.as_str())
             .map_err(|e| UpstreamError::InvalidUri { source: e.into() })?;
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
+}
+
+/// Whether [`join_target`] would give `path_and_query` back as it is: no base path, a path
+/// that starts with exactly one slash, no segment that could be a dot segment (one that starts
+/// with `.` or `%2e`), and visible ASCII only. The common case of a route that forwards to an
+/// upstream's root.
+fn unchanged_by_joining(base: &BaseUrl, path_and_query: &str) -> bool {
+    let bytes = path_and_query.as_bytes();
+    if !base.prefix.is_empty() || bytes.first() != Some(&b'/') || bytes.get(1) == Some(&b'/') {
+        return false;
+    }
+    let path_end = bytes.iter().position(|&b| b == b'?').unwrap_or(bytes.len());
+    let maybe_dot_segment = bytes[..path_end]
+        .windows(2)
+        .any(|w| w[0] == b'/' && (w[1] == b'.' || w[1] == b'%'));
+    !maybe_dot_segment && bytes.iter().all(u8::is_ascii_graphic)
 }
 
 /// `target` (from [`join_target`]) on `base`'s authority, as an absolute `http://` URI (what
 /// an HTTP/2 request carries in its pseudo-header fields).
-pub(crate) fn absolute_uri(base: &BaseUrl, target: String) -> Result<Uri, UpstreamError> {
+pub(crate) fn absolute_uri(base: &BaseUrl, target: Cow<'_, str>) -> Result<Uri, UpstreamError> {
+    let target = target.into_owned();
     let pq = PathAndQuery::try_from(target)
         .map_err(|e| UpstreamError::InvalidUri { source: e.into() })?;
     Uri::builder()
@@ -206,6 +232,35 @@ mod tests {
                 proptest::prop_assert!(!is_dot(seg) && !is_dot_dot(seg), "{} in {}", seg, target);
             }
         }
+    }
+
+    #[test]
+    fn a_target_joining_would_not_change_is_not_copied() {
+        let root = UpstreamConfig::new("http://h:1").base().unwrap();
+        for as_is in ["/api/item", "/a/b/?q=1&r=./..", "/", "/a//b/", "/a.b/c..d"] {
+            let target = join_target(&root, as_is).unwrap();
+            assert!(matches!(target, Cow::Borrowed(_)), "{as_is} was copied");
+            assert_eq!(target, as_is);
+        }
+        // Changed by joining, or possibly so: written out.
+        for (given, joined) in [
+            ("//a", "/a"),
+            ("/./a", "/a"),
+            ("/a/../b", "/b"),
+            ("/%2e%2E/a", "/a"),
+            ("/%41", "/%41"),
+            ("", "/"),
+            ("?q", "/?q"),
+        ] {
+            let target = join_target(&root, given).unwrap();
+            assert!(matches!(target, Cow::Owned(_)), "{given} was not copied");
+            assert_eq!(target, joined);
+        }
+        let prefixed = UpstreamConfig::new("http://h:1/p").base().unwrap();
+        assert!(matches!(
+            join_target(&prefixed, "/a").unwrap(),
+            Cow::Owned(_)
+        ));
     }
 
     #[test]

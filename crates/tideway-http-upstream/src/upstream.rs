@@ -265,7 +265,7 @@ impl HttpUpstream {
         tracing::debug!(
             method = %parts.method,
             authority = %inner.base.authority,
-            target,
+            target = &*target,
             client = %client.addr,
             "forwarding to http upstream"
         );
