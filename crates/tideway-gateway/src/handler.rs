@@ -819,9 +819,9 @@ async fn proxy_http(
         }
     };
     // An answer read whole with its head (most small ones) is passed on inline, not boxed.
-    Ok(response.map(|body| match body.into_whole() {
-        Ok(bytes) => crate::body::full(bytes.unwrap_or_default()),
-        Err(streamed) => GatewayBody::new(streamed),
+    Ok(response.map(|mut body| match body.take_whole() {
+        Some(bytes) => crate::body::full(bytes),
+        None => GatewayBody::new(body),
     }))
 }
 

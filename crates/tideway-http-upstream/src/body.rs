@@ -91,16 +91,18 @@ impl UpstreamBody {
         }
     }
 
-    /// The body's bytes when it arrived whole with the response head (its HTTP/1.1 connection
-    /// is then already back in the pool, or closed): `Ok(None)` for no body. A body that is
-    /// still to be read from the upstream is given back as `Err`.
-    pub fn into_whole(self) -> Result<Option<Bytes>, Self> {
-        match self.kind {
+    /// Takes the body's bytes when it arrived whole with the response head (its HTTP/1.1
+    /// connection is then already back in the pool, or closed): empty for no body. `None`, and
+    /// the body is left as it was, when it is still to be read from the upstream.
+    pub fn take_whole(&mut self) -> Option<Bytes> {
+        match &mut self.kind {
             Kind::H1(H1Body {
-                state: State::Whole(bytes),
-            }) => Ok(bytes),
-            Kind::H1(H1Body { state: State::Done }) => Ok(None),
-            kind => Err(UpstreamBody { kind, ..self }),
+                state: state @ (State::Whole(_) | State::Done),
+            }) => match std::mem::replace(state, State::Done) {
+                State::Whole(bytes) => Some(bytes.unwrap_or_default()),
+                _ => Some(Bytes::new()),
+            },
+            _ => None,
         }
     }
 }

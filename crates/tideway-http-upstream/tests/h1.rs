@@ -1040,3 +1040,68 @@ async fn a_body_that_stops_coming_ends_at_the_idle_timeout_and_closes_its_connec
     assert_eq!(up.open_connections(), 0);
     assert_eq!(up.idle_connections(), 0);
 }
+
+#[tokio::test]
+async fn a_body_read_with_its_head_is_taken_whole_and_a_streamed_one_is_left_to_read() {
+    let big: Vec<u8> = vec![b'x'; 300_000];
+    let expected_big = big.len();
+    let big = Arc::new(big);
+    let u = raw(move |_, s| {
+        let big = Arc::clone(&big);
+        async move {
+            serve_keep_alive(s, move |req| {
+                if req.head.starts_with("GET /big ") {
+                    big.to_vec()
+                } else if req.head.starts_with("GET /empty ") {
+                    Vec::new()
+                } else {
+                    b"{\"small\":true}".to_vec()
+                }
+            })
+            .await
+        }
+    })
+    .await;
+    let up = u.upstream();
+
+    let mut small = up
+        .forward(get(), "/small", &client(), WAIT)
+        .await
+        .unwrap()
+        .into_body();
+    assert_eq!(
+        small.take_whole().as_deref(),
+        Some(&b"{\"small\":true}"[..])
+    );
+    // Taken: what is left is an ended, empty body.
+    assert!(small.is_end_stream());
+    assert!(small.frame().await.is_none());
+    // Its connection went back to the pool with the head.
+    assert_eq!(up.idle_connections(), 1);
+
+    let mut empty = up
+        .forward(get(), "/empty", &client(), WAIT)
+        .await
+        .unwrap()
+        .into_body();
+    assert_eq!(empty.take_whole().as_deref(), Some(&b""[..]));
+
+    let mut big = up
+        .forward(get(), "/big", &client(), WAIT)
+        .await
+        .unwrap()
+        .into_body();
+    assert!(
+        big.take_whole().is_none(),
+        "a 300 kB body does not come with its head"
+    );
+    let mut got = 0;
+    while let Some(frame) = tokio::time::timeout(WAIT, big.frame()).await.unwrap() {
+        got += frame.unwrap().into_data().unwrap().len();
+    }
+    assert_eq!(
+        got, expected_big,
+        "the streamed body is still read whole after the attempt"
+    );
+    assert_eq!(u.accepted(), 1, "all three on one pooled connection");
+}
