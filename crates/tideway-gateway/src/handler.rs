@@ -899,6 +899,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn generated_request_ids_are_unique_hex_and_a_sane_client_id_is_kept() {
+        let (a, b) = (RequestIds::new(), RequestIds::new());
+        let bare = Request::new(());
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..100 {
+            let ids = if i % 3 == 0 { &b } else { &a };
+            let id = ids.for_request(&bare).to_str().unwrap().to_owned();
+            assert_eq!(id.len(), 16, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+                "{id}"
+            );
+            assert!(seen.insert(id.clone()), "{id} handed out twice");
+        }
+        let given = Request::builder()
+            .header(REQUEST_ID_HEADER, "client-id-42")
+            .body(())
+            .unwrap();
+        assert_eq!(a.for_request(&given), "client-id-42");
+        let unprintable = Request::builder()
+            .header(REQUEST_ID_HEADER, "has space")
+            .body(())
+            .unwrap();
+        assert_eq!(a.for_request(&unprintable).len(), 16);
+    }
+
+    #[test]
     fn logged_paths_are_kept_whole_or_cut_at_a_character_boundary_and_marked() {
         assert_eq!(LoggedPath::new("/api/items/7").to_string(), "/api/items/7");
         assert_eq!(LoggedPath::new("").to_string(), "");
