@@ -49,7 +49,7 @@ use crate::config::UpstreamConfig;
 use crate::connect::TcpConnector;
 use crate::error::{BoxError, UpstreamError};
 use crate::h1::{self, HeadError, RequestFraming, ResponseFraming};
-use crate::headers;
+use crate::headers::{self, Forwarding};
 use crate::pool::{Conn, Pool};
 
 /// Largest request body collected and written together with its head. Bodies of known size up
@@ -158,14 +158,15 @@ impl H1Client {
         self.pool.idle()
     }
 
-    /// Sends one request and reads its response head. `headers` have been rewritten for the
-    /// upstream already (hop-by-hop fields removed, `Host` set); `target` is the origin-form
-    /// path and query. The caller bounds the time.
+    /// Sends one request and reads its response head. `headers` have had their hop-by-hop
+    /// fields removed; `forwarding` sets `Host` and the `X-Forwarded-*` fields; `target` is the
+    /// origin-form path and query. The caller bounds the time.
     pub(crate) async fn send<B>(
         &self,
         method: &Method,
         target: &str,
         headers: HeaderMap,
+        forwarding: Forwarding,
         body: B,
     ) -> Result<Response<H1Body>, UpstreamError>
     where
@@ -190,9 +191,20 @@ impl H1Client {
                 } else {
                     RequestFraming::Length(n)
                 };
-                let mut request =
-                    Vec::with_capacity(h1::request_head_capacity(target, &headers, n as usize));
-                h1::encode_request_head(&mut request, method, target, &headers, framing);
+                let mut request = Vec::with_capacity(h1::request_head_capacity(
+                    target,
+                    &headers,
+                    &forwarding,
+                    n as usize,
+                ));
+                h1::encode_request_head(
+                    &mut request,
+                    method,
+                    target,
+                    &headers,
+                    &forwarding,
+                    framing,
+                );
                 drop(headers);
                 if n > 0 {
                     collect_into(body, &mut request, n).await?;
@@ -204,8 +216,9 @@ impl H1Client {
                     Some(n) => (RequestFraming::Length(n), Some(n)),
                     None => (RequestFraming::Chunked, None),
                 };
-                let mut head = Vec::with_capacity(h1::request_head_capacity(target, &headers, 0));
-                h1::encode_request_head(&mut head, method, target, &headers, framing);
+                let mut head =
+                    Vec::with_capacity(h1::request_head_capacity(target, &headers, &forwarding, 0));
+                h1::encode_request_head(&mut head, method, target, &headers, &forwarding, framing);
                 drop(headers);
                 let upload = Upload::new(body.map_err(Into::into).boxed_unsync(), remaining);
                 let conn = match self.pool.checkout() {

@@ -6,9 +6,11 @@
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
-use http::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, HeaderMap, HeaderName, TRANSFER_ENCODING};
 use http::{HeaderValue, Method, Response, StatusCode, Version};
 use smallvec::SmallVec;
+
+use crate::headers::Forwarding;
 
 /// Header fields parsed on the stack; a configured limit above this parses into a heap array.
 /// hyper's (and the config's) default limit is 100.
@@ -46,40 +48,43 @@ pub(crate) fn is_idempotent(method: &Method) -> bool {
 
 /// Bytes [`encode_request_head`] will write at most for these fields, plus `extra`: sized
 /// once so the head (and a small body) is built without reallocating.
-pub(crate) fn request_head_capacity(target: &str, headers: &HeaderMap, extra: usize) -> usize {
+pub(crate) fn request_head_capacity(
+    target: &str,
+    headers: &HeaderMap,
+    forwarding: &Forwarding,
+    extra: usize,
+) -> usize {
     // Method, spaces, version, CRLFs, `content-length: ` with 20 digits.
     let fixed = 16 + target.len() + 48;
     let fields: usize = headers
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum();
-    fixed + fields + extra
+    fixed + fields + forwarding.len_hint(headers) + extra
 }
 
 /// Writes a request head to `out`: request line, `Host` first (RFC 9112 §3.2 asks clients to
-/// send it first), the other fields of `headers` as they are, then the framing field from
-/// `framing`. `Content-Length` and `Transfer-Encoding` in `headers` are skipped: `framing`
-/// decides them. The caller has already removed hop-by-hop fields.
+/// send it first), the other fields of `headers` as they are, the fields `forwarding` sets
+/// (it replaces the map's `Host` and `X-Forwarded-*`), then the framing field from `framing`.
+/// `Content-Length` and `Transfer-Encoding` in `headers` are skipped: `framing` decides them.
+/// The caller has already removed hop-by-hop fields.
 pub(crate) fn encode_request_head(
     out: &mut Vec<u8>,
     method: &Method,
     target: &str,
     headers: &HeaderMap,
+    forwarding: &Forwarding,
     framing: RequestFraming,
 ) {
     debug_assert!(target.starts_with('/'), "origin-form target {target:?}");
     out.extend_from_slice(method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    // Two passes over the fields, Host first: cheaper than a hashed lookup of Host.
-    for (_, value) in headers.iter().filter(|(name, _)| *name == HOST) {
-        out.extend_from_slice(b"host: ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(forwarding.host().as_bytes());
+    out.extend_from_slice(b"\r\n");
     for (name, value) in headers {
-        if name == HOST || name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+        if Forwarding::replaces(name) || name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -87,6 +92,7 @@ pub(crate) fn encode_request_head(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    forwarding.write_fields(out, headers);
     match framing {
         RequestFraming::None => {}
         RequestFraming::Length(n) => {
@@ -301,7 +307,7 @@ pub(crate) fn response_framing<T>(
 
 #[cfg(test)]
 mod tests {
-    use http::header::HeaderValue;
+    use http::header::{HOST, HeaderValue};
 
     use super::*;
 
@@ -314,12 +320,25 @@ mod tests {
     fn request_heads_put_host_first_and_frame_the_body() {
         let mut headers = HeaderMap::new();
         headers.insert("x-a", HeaderValue::from_static("1"));
-        headers.insert(HOST, HeaderValue::from_static("up:8080"));
+        headers.insert(HOST, HeaderValue::from_static("client.example"));
         headers.append("x-b", HeaderValue::from_static("2"));
         headers.append("x-b", HeaderValue::from_static("3"));
+        // Replaced by the forwarding fields.
+        headers.append("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
+        headers.append("x-forwarded-for", HeaderValue::from_static(" 192.0.2.2 "));
+        headers.append("x-forwarded-proto", HeaderValue::from_static("gopher"));
+        headers.append("x-forwarded-host", HeaderValue::from_static("spoofed"));
         // Framing fields of the map are never written: `framing` decides.
         headers.insert(CONTENT_LENGTH, HeaderValue::from_static("999"));
         headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
+        let forwarding = Forwarding::new(
+            &headers,
+            "[::ffff:10.0.0.5]:4000".parse().unwrap(),
+            crate::Scheme::Https,
+            HeaderValue::from_static("up:8080"),
+            Some(HeaderValue::from_static("client.example")),
+            true,
+        );
         let cases = [
             (RequestFraming::None, ""),
             (RequestFraming::Length(42), "content-length: 42\r\n"),
@@ -327,13 +346,22 @@ mod tests {
         ];
         for (framing, line) in cases {
             let mut out = Vec::new();
-            encode_request_head(&mut out, &Method::PATCH, "/a?b=c", &headers, framing);
-            assert!(out.len() <= request_head_capacity("/a?b=c", &headers, 0));
+            encode_request_head(
+                &mut out,
+                &Method::PATCH,
+                "/a?b=c",
+                &headers,
+                &forwarding,
+                framing,
+            );
+            assert!(out.len() <= request_head_capacity("/a?b=c", &headers, &forwarding, 0));
             assert_eq!(
                 String::from_utf8(out).unwrap(),
                 format!(
                     "PATCH /a?b=c HTTP/1.1\r\nhost: up:8080\r\nx-a: 1\r\nx-b: 2\r\nx-b: 3\r\n\
-                     {line}\r\n"
+                     x-forwarded-for: 192.0.2.1, 192.0.2.2, 10.0.0.5\r\n\
+                     x-forwarded-proto: https\r\nx-forwarded-host: client.example\r\n\
+                     te: trailers\r\nconnection: te\r\n{line}\r\n"
                 )
             );
         }

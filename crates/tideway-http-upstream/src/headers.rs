@@ -8,8 +8,8 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 
 use http::header::{
-    CONNECTION, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE,
-    TRAILER, TRANSFER_ENCODING, UPGRADE,
+    CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION,
+    TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
 };
 
 /// `X-Forwarded-For`: the chain of client addresses.
@@ -183,6 +183,108 @@ pub fn set_forwarded(
             headers.remove(X_FORWARDED_HOST);
         }
         None => {}
+    }
+}
+
+/// What a forwarding proxy sets in an HTTP/1.1 request, written by the request's encoder after
+/// the request's own fields instead of being put in its map: `Host`, the `X-Forwarded-*` trio
+/// (as [`set_forwarded`] sets them) and, when the client accepts trailers, `TE: trailers` with
+/// `Connection: te`. The encoder skips the map's own `Host` and `X-Forwarded-*` fields.
+///
+/// Why not the map: inserting four fields (hashing each name, a new value for
+/// `X-Forwarded-For`) cost more than writing them, on the path every proxied request takes.
+/// HTTP/2 requests carry their fields in a map to hyper, so they get [`set_forwarded`].
+#[derive(Debug)]
+pub(crate) struct Forwarding {
+    host: HeaderValue,
+    client: std::net::IpAddr,
+    /// Whether the request carries `X-Forwarded-For`: its values then come first in the chain.
+    has_for: bool,
+    proto: &'static str,
+    forwarded_host: Option<HeaderValue>,
+    te_trailers: bool,
+}
+
+impl Forwarding {
+    /// The fields for a request carrying `headers` (hop-by-hop fields already removed), from
+    /// `client`, to be sent with `host`; `original_host` is the host the client asked for.
+    pub(crate) fn new(
+        headers: &HeaderMap,
+        client: SocketAddr,
+        scheme: crate::Scheme,
+        host: HeaderValue,
+        original_host: Option<HeaderValue>,
+        te_trailers: bool,
+    ) -> Self {
+        Forwarding {
+            host,
+            client: client.ip(),
+            has_for: headers.keys().any(|name| *name == X_FORWARDED_FOR),
+            proto: scheme.as_str(),
+            forwarded_host: original_host,
+            te_trailers,
+        }
+    }
+
+    /// Whether the encoder leaves out a field of the request's map by this name: these fields
+    /// write it instead.
+    pub(crate) fn replaces(name: &HeaderName) -> bool {
+        *name == HOST
+            || *name == X_FORWARDED_FOR
+            || *name == X_FORWARDED_PROTO
+            || *name == X_FORWARDED_HOST
+    }
+
+    /// The `Host` value.
+    pub(crate) fn host(&self) -> &HeaderValue {
+        &self.host
+    }
+
+    /// At most how many bytes [`write_fields`](Self::write_fields) writes, given the map it
+    /// will read `X-Forwarded-For` from.
+    pub(crate) fn len_hint(&self, headers: &HeaderMap) -> usize {
+        let prior: usize = if self.has_for {
+            headers
+                .get_all(X_FORWARDED_FOR)
+                .iter()
+                .map(|v| v.len() + 2)
+                .sum()
+        } else {
+            0
+        };
+        let host = self.forwarded_host.as_ref().map_or(0, |h| h.len() + 20);
+        // Names, separators and line ends of the fixed fields; 45 bytes of address at most.
+        self.host.len() + 8 + prior + 45 + 19 + self.proto.len() + 21 + host + 32
+    }
+
+    /// Writes `X-Forwarded-For` (the values `headers` carries, then the client's address),
+    /// `X-Forwarded-Proto`, `X-Forwarded-Host` when there is an original host, and the `TE`
+    /// pair when the client accepts trailers. (`Host` is written first, by the encoder.)
+    pub(crate) fn write_fields(&self, out: &mut Vec<u8>, headers: &HeaderMap) {
+        out.extend_from_slice(b"x-forwarded-for: ");
+        if self.has_for {
+            for value in headers.get_all(X_FORWARDED_FOR) {
+                let value = value.as_bytes().trim_ascii();
+                if !value.is_empty() {
+                    out.extend_from_slice(value);
+                    out.extend_from_slice(b", ");
+                }
+            }
+        }
+        let mut ip = [0u8; 64];
+        let len = write_ip(&mut ip, self.client);
+        out.extend_from_slice(&ip[..len]);
+        out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+        out.extend_from_slice(self.proto.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if let Some(host) = &self.forwarded_host {
+            out.extend_from_slice(b"x-forwarded-host: ");
+            out.extend_from_slice(host.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if self.te_trailers {
+            out.extend_from_slice(b"te: trailers\r\nconnection: te\r\n");
+        }
     }
 }
 

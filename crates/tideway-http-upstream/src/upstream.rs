@@ -20,6 +20,7 @@ use crate::client::H1Client;
 use crate::config::{BaseUrl, UpstreamConfig, UpstreamConfigError};
 use crate::connect::{CountingConnector, TcpConnector};
 use crate::error::{BoxError, RequestBodyError, UpstreamError};
+use crate::headers::Forwarding;
 use crate::{headers, target};
 
 /// The body type the HTTP/2 client sends: the caller's body, boxed, its error wrapped.
@@ -261,7 +262,6 @@ impl HttpUpstream {
                 target::join_target(&inner.base, path_and_query)?
             }
         };
-        self.rewrite_request_headers(&mut parts.headers, &parts.uri, client);
         tracing::debug!(
             method = %parts.method,
             authority = %inner.base.authority,
@@ -271,7 +271,8 @@ impl HttpUpstream {
         );
         let result = match &inner.client {
             Protocol::Http1(h1) => {
-                let sent = h1.send(&parts.method, &target, parts.headers, body);
+                let forwarding = self.forwarding(&mut parts.headers, &parts.uri, client);
+                let sent = h1.send(&parts.method, &target, parts.headers, forwarding, body);
                 match tokio::time::timeout(timeout, sent).await {
                     Err(_elapsed) => Err(UpstreamError::Timeout { timeout }),
                     Ok(result) => result.map(|response| {
@@ -280,6 +281,7 @@ impl HttpUpstream {
                 }
             }
             Protocol::Http2(h2) => {
+                self.rewrite_request_headers(&mut parts.headers, &parts.uri, client);
                 parts.uri = target::absolute_uri(&inner.base, target)?;
                 parts.version = Version::HTTP_2;
                 // Extensions belong to the downstream connection (hyper's upgrade handle, header
@@ -306,7 +308,34 @@ impl HttpUpstream {
         result
     }
 
-    /// Hop-by-hop removal, `X-Forwarded-*`, `Host` and `TE` for the upstream request.
+    /// For an HTTP/1.1 upstream request: hop-by-hop removal from `headers`, and the `Host`,
+    /// `X-Forwarded-*` and `TE` fields its encoder writes. The same rules as
+    /// [`rewrite_request_headers`](Self::rewrite_request_headers), which puts them in the map
+    /// (for HTTP/2); a test holds the two to the same result.
+    fn forwarding(&self, headers: &mut HeaderMap, uri: &Uri, client: &ClientInfo) -> Forwarding {
+        let inner = &*self.inner;
+        let original_host = original_host(uri, headers);
+        let hop_by_hop = headers::has_hop_by_hop(headers);
+        let trailers = hop_by_hop && headers::te_allows_trailers(headers);
+        if hop_by_hop {
+            headers::remove_hop_by_hop(headers);
+        }
+        let host = match (&original_host, inner.preserve_host) {
+            (Some(host), true) => host.clone(),
+            _ => inner.host.clone(),
+        };
+        Forwarding::new(
+            headers,
+            client.addr,
+            client.scheme,
+            host,
+            original_host,
+            trailers,
+        )
+    }
+
+    /// Hop-by-hop removal, `X-Forwarded-*`, `Host` and `TE` for the upstream request, in its
+    /// map (HTTP/2; HTTP/1.1 requests get the same fields from [`forwarding`](Self::forwarding)).
     fn rewrite_request_headers(&self, headers: &mut HeaderMap, uri: &Uri, client: &ClientInfo) {
         let inner = &*self.inner;
         let original_host = original_host(uri, headers);
@@ -378,6 +407,113 @@ mod tests {
         let absolute: Uri = "http://user@from-uri:8080/a".parse().unwrap();
         assert_eq!(original_host(&absolute, &h).unwrap(), "from-uri:8080");
         assert!(original_host(&origin_form, &HeaderMap::new()).is_none());
+    }
+
+    /// The fields an HTTP/1.1 request gets from [`HttpUpstream::forwarding`] (written by the
+    /// encoder) are the ones [`HttpUpstream::rewrite_request_headers`] puts in the map.
+    #[test]
+    fn http1_forwarding_fields_match_the_map_rewrite() {
+        let xffs: [&[&str]; 3] = [
+            &[],
+            &["203.0.113.9"],
+            &["203.0.113.9, 198.51.100.1", " 2001:db8::1 "],
+        ];
+        let clients: [SocketAddr; 2] = [
+            "10.0.0.5:4000".parse().unwrap(),
+            "[2001:db8::7]:4000".parse().unwrap(),
+        ];
+        let mut cases = 0;
+        for preserve_host in [false, true] {
+            let up = HttpUpstream::new(UpstreamConfig {
+                preserve_host,
+                ..UpstreamConfig::new("http://127.0.0.1:1/p")
+            })
+            .unwrap();
+            for uri in ["/x", "http://user@abs.example:81/x"] {
+                for host in [None, Some("public.example")] {
+                    for xff in xffs {
+                        for (te, others) in [
+                            (None, false),
+                            (Some("trailers"), true),
+                            (Some("gzip, trailers;q=0.5"), false),
+                            (Some("gzip"), true),
+                        ] {
+                            for (client_addr, scheme) in
+                                clients.into_iter().zip([Scheme::Http, Scheme::Https])
+                            {
+                                let uri: Uri = uri.parse().unwrap();
+                                let mut headers = HeaderMap::new();
+                                headers.append("x-app", HeaderValue::from_static("1"));
+                                if let Some(host) = host {
+                                    headers.insert(HOST, HeaderValue::from_static(host));
+                                }
+                                for value in xff {
+                                    headers
+                                        .append("x-forwarded-for", HeaderValue::from_static(value));
+                                }
+                                if let Some(te) = te {
+                                    headers.insert(TE, HeaderValue::from_static(te));
+                                    headers
+                                        .insert(CONNECTION, HeaderValue::from_static("te, x-hop"));
+                                    headers.insert("x-hop", HeaderValue::from_static("gone"));
+                                }
+                                if others {
+                                    headers.insert(
+                                        "x-forwarded-proto",
+                                        HeaderValue::from_static("ftp"),
+                                    );
+                                    headers.insert(
+                                        "x-forwarded-host",
+                                        HeaderValue::from_static("spoofed"),
+                                    );
+                                }
+                                let client = ClientInfo {
+                                    addr: client_addr,
+                                    scheme,
+                                };
+
+                                let mut by_map = headers.clone();
+                                up.rewrite_request_headers(&mut by_map, &uri, &client);
+                                let mut expected: Vec<(String, String)> = by_map
+                                    .iter()
+                                    .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+                                    .collect();
+                                expected.sort();
+
+                                let mut written = headers.clone();
+                                let forwarding = up.forwarding(&mut written, &uri, &client);
+                                let mut out = Vec::new();
+                                crate::h1::encode_request_head(
+                                    &mut out,
+                                    &http::Method::GET,
+                                    "/x",
+                                    &written,
+                                    &forwarding,
+                                    crate::h1::RequestFraming::None,
+                                );
+                                let text = String::from_utf8(out).unwrap();
+                                let mut got: Vec<(String, String)> = text
+                                    .lines()
+                                    .skip(1)
+                                    .filter(|l| !l.is_empty())
+                                    .map(|l| {
+                                        let (n, v) = l.split_once(": ").unwrap();
+                                        (n.to_owned(), v.to_owned())
+                                    })
+                                    .collect();
+                                got.sort();
+                                assert_eq!(
+                                    got, expected,
+                                    "preserve_host {preserve_host}, {uri}, host {host:?}, xff {xff:?}, te {te:?}, {client_addr}"
+                                );
+                                cases += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 2 * 2 * 2 * 3 * 4 * 2);
     }
 
     #[test]
