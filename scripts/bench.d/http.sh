@@ -10,11 +10,15 @@
 #                  one current-thread runtime), which answers the same JSON over Tideway RPC.
 # CPU layout: the process under test (the nginx worker, the gateway, or for (a) the backend)
 # runs on CPU $SERVER_CPU; wrk, the backend (when it is not under test) and the RPC service
-# run on CPU $LOAD_CPU. The backend is moved between the two with `taskset -a -p`. For every
-# round and target, a short wrk warm-up is followed by the measured wrk run; the CPU time
-# (utime+stime, /proc/PID/stat, all threads) of the process under test is read just before and
-# just after the measured run. For nginx that is the worker process; the master's CPU time is
-# recorded too. Rounds interleave the four targets; the table shows medians over rounds.
+# run on CPU $LOAD_CPU. The backend is moved between the two with `taskset -a -p`.
+# Each round gives every target $BENCH_SECS (10) seconds of load, in $BENCH_SLICES (5) slices
+# (`wrk -d2s` each) interleaved with the other targets' slices: A B C D A B C D ... The machine
+# is shared, and its speed drifts over seconds; targets measured seconds apart, not tens of
+# seconds, see the same drift. A round starts with a short wrk warm-up of every target. The CPU
+# time (utime+stime, /proc/PID/stat, all threads) of the process under test is read just before
+# and just after each slice; for nginx that is the worker process (the master's CPU time is
+# recorded too). A round's figures per target: requests and CPU time summed over its slices,
+# p50/p99 the median of the slices'. The table shows medians over rounds.
 #
 # S3: on a fresh process per target, a Python client opens $BENCH_IDLE_CONNS keep-alive
 # connections, sends one GET on each and reads the answer, then leaves them idle. VmRSS of the
@@ -24,7 +28,7 @@
 # (idle - before) / N. Further samples until $BENCH_IDLE_SETTLE_SECS (15) show where the memory
 # settles (allocators return freed pages with a delay); that figure is reported separately.
 #
-# Knobs (environment): BENCH_SECS BENCH_WARMUP_SECS BENCH_ROUNDS BENCH_CONNECTIONS BENCH_TARGETS
+# Knobs (environment): BENCH_SECS BENCH_SLICES BENCH_WARMUP_SECS BENCH_ROUNDS BENCH_CONNECTIONS BENCH_TARGETS
 # BENCH_IDLE_CONNS BENCH_IDLE_WAIT_SECS BENCH_IDLE_SAMPLES BENCH_IDLE_SETTLE_SECS BENCH_IDLE_TARGETS
 # (BENCH_TARGETS=none or BENCH_IDLE_TARGETS=none skips S1 or S3) SERVER_CPU LOAD_CPU
 # CARGO_TARGET_DIR.
@@ -35,6 +39,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 
 secs="${BENCH_SECS:-10}"
+slices="${BENCH_SLICES:-5}"
 warmup="${BENCH_WARMUP_SECS:-1}"
 rounds="${BENCH_ROUNDS:-3}"
 conns="${BENCH_CONNECTIONS:-64}"
@@ -55,6 +60,12 @@ load_cpu="${LOAD_CPU:-1}"
 nginx_keepalive_requests=1000000
 
 log() { echo "bench http: $*" >&2; }
+
+if [ "$slices" -lt 1 ] || [ $((secs % slices)) -ne 0 ]; then
+    log "BENCH_SECS ($secs) must be a whole multiple of BENCH_SLICES ($slices)"
+    exit 2
+fi
+slice_secs=$((secs / slices))
 
 if [ "$(nproc)" -lt 2 ]; then
     log "needs at least 2 CPUs (the proxy and the load generator each get one); have $(nproc)"
@@ -407,22 +418,30 @@ backend_accepted() {
     curl -sS --max-time 5 "http://$backend_addr/stats" | sed -n 's/.*"accepted":\([0-9]*\).*/\1/p'
 }
 
-# measure ROUND TARGET: warm-up, then the measured wrk run; appends one JSON line. For the two
-# proxies it also counts the connections they opened to the backend during the measured run.
+# warm_up TARGET: a short wrk run, not measured.
+warm_up() {
+    local target="$1"
+    [ "$target" = backend ] && taskset -a -p -c "$server_cpu" "$backend_pid" >/dev/null
+    taskset -c "$load_cpu" wrk -t1 -c"$conns" -d"${warmup}s" "${url_of[$target]}" >/dev/null || true
+    [ "$target" = backend ] && taskset -a -p -c "$load_cpu" "$backend_pid" >/dev/null
+    return 0
+}
+
+# measure ROUND SLICE TARGET: one measured slice of wrk load; appends one JSON line. For the
+# two proxies it also counts the connections they opened to the backend during the slice.
 measure() {
-    local round="$1" target="$2"
+    local round="$1" slice="$2" target="$3"
     local url="${url_of[$target]}" pid="${pid_of[$target]}"
-    local wrk_out="$out/wrk-$target-r$round.txt"
+    local wrk_out="$out/wrk-$target-r$round-s$slice.txt"
     if [ "$target" = backend ]; then
         taskset -a -p -c "$server_cpu" "$backend_pid" >/dev/null
     fi
-    taskset -c "$load_cpu" wrk -t1 -c"$conns" -d"${warmup}s" "$url" >/dev/null || true
     local t0 t1 m0=0 m1=0 a0=0 a1=0 upstream_conns=-1
     case "$target" in nginx | tideway-http) a0="$(backend_accepted)" ;; esac
     t0="$(cpu_ticks "$pid")"
     [ "$target" = nginx ] && m0="$(cpu_ticks "$nginx_pid")"
-    taskset -c "$load_cpu" wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$tmp/report.lua" "$url" \
-        >"$wrk_out" || true
+    taskset -c "$load_cpu" wrk -t1 -c"$conns" -d"${slice_secs}s" --latency -s "$tmp/report.lua" \
+        "$url" >"$wrk_out" || true
     t1="$(cpu_ticks "$pid")"
     [ "$target" = nginx ] && m1="$(cpu_ticks "$nginx_pid")"
     case "$target" in
@@ -439,18 +458,19 @@ measure() {
     if [ -z "$line" ]; then
         log "wrk printed no summary for $target:"
         cat "$wrk_out" >&2
-        echo "{\"failed\": \"wrk $target round $round\"}" >>"$results"
+        echo "{\"failed\": \"wrk $target round $round slice $slice\"}" >>"$results"
         return 0
     fi
     python3 - "$line" "$target" "$round" "$conns" "$((t1 - t0))" "$((m1 - m0))" "$clk_tck" \
-        "$upstream_conns" >>"$results" <<'PY'
+        "$upstream_conns" "$slice" >>"$results" <<'PY'
 import json, sys
 r = json.loads(sys.argv[1])
 target, rnd, conns, ticks, master_ticks, clk, upstream_conns = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
 secs = r["duration_us"] / 1e6
 cpu_s = ticks / clk
 r.update({
-    "mode": "throughput", "target": target, "round": rnd, "connections": conns, "secs": secs,
+    "mode": "slice", "slice": int(sys.argv[9]), "target": target, "round": rnd,
+    "connections": conns, "secs": secs,
     "req_per_s": r["requests"] / secs, "proxy_cpu_s": cpu_s,
     "req_per_cpu_s": r["requests"] / cpu_s if cpu_s > 0 else None,
     "nginx_master_cpu_s": master_ticks / clk if target == "nginx" else None,
@@ -463,8 +483,13 @@ PY
 
 for round in $(seq "$rounds"); do
     for target in $targets; do
-        log "round $round/$rounds: $target (${secs}s)"
-        measure "$round" "$target"
+        warm_up "$target"
+    done
+    for slice in $(seq "$slices"); do
+        log "round $round/$rounds, slice $slice/$slices: $targets (${slice_secs}s each)"
+        for target in $targets; do
+            measure "$round" "$slice" "$target"
+        done
     done
 done
 
@@ -521,7 +546,29 @@ lines = []
 say = lines.append
 
 failed = [r["failed"] for r in rows if "failed" in r]
-runs = [r for r in rows if r.get("mode") == "throughput"]
+
+# One row per target and round from its slices: requests, time and CPU summed; latency
+# percentiles the median of the slices'.
+by_run = {}
+for r in rows:
+    if r.get("mode") == "slice":
+        by_run.setdefault((r["target"], r["round"]), []).append(r)
+runs = []
+for (target, rnd), g in sorted(by_run.items()):
+    secs_sum = sum(x["secs"] for x in g)
+    requests = sum(x["requests"] for x in g)
+    cpu_s = sum(x["proxy_cpu_s"] for x in g)
+    opened = [x["upstream_conns_opened"] for x in g if x.get("upstream_conns_opened") is not None]
+    runs.append({
+        "target": target, "round": rnd, "connections": g[0]["connections"], "slices": len(g),
+        "secs": secs_sum, "requests": requests, "req_per_s": requests / secs_sum,
+        "proxy_cpu_s": cpu_s, "req_per_cpu_s": requests / cpu_s if cpu_s > 0 else None,
+        "p50_us": statistics.median(x["p50_us"] for x in g),
+        "p99_us": statistics.median(x["p99_us"] for x in g),
+        "errors": sum(x["errors"] for x in g),
+        "upstream_conns_opened": sum(opened) if opened else None,
+        "nginx_master_cpu_s": sum(x["nginx_master_cpu_s"] or 0 for x in g) if target == "nginx" else None,
+    })
 idle = {r["target"]: r for r in rows if r.get("mode") == "idle"}
 load_before = next((r["loadavg_before"] for r in rows if "loadavg_before" in r), "?")
 load_after = next((r["loadavg_after"] for r in rows if "loadavg_after" in r), "?")
@@ -557,8 +604,9 @@ conns = runs[0]["connections"] if runs else 0
 secs = runs[0]["secs"] if runs else 0
 # The S1 part of the summary is printed only when S1 ran (BENCH_TARGETS=none skips it).
 say = lines.append if runs else (lambda _line: None)
-say("S1: GET of a %d-byte JSON document, wrk -t1 -c%d, %.0f s per run; medians of %d round(s)"
-    % (body_bytes, conns, secs, n_rounds))
+n_slices = runs[0]["slices"] if runs else 0
+say("S1: GET of a %d-byte JSON document, wrk -t1 -c%d, %.0f s per target and round in %d interleaved"
+    " slices; medians of %d round(s)" % (body_bytes, conns, secs, n_slices, n_rounds))
 say("")
 head = ("target", "req/s", "p50 ms", "p99 ms", "measured", "CPU", "req/CPU-s", "(min..max)", "errors",
         "new upstream conns")
@@ -588,7 +636,8 @@ if master:
     say("nginx: CPU and req/CPU-s are the worker's alone; the master used %.2f CPU-s over all its runs."
         % sum(master))
 say("CPU = CPU time of the measured process / wall time of the run (the gateway: all its threads).")
-say("new upstream conns = connections the backend accepted from the proxy during the measured run.")
+say("new upstream conns = connections the backend accepted from the proxy during the measured slices.")
+say("p50, p99 = the median of a round's slices, then the median over rounds.")
 
 def ratio(a, b, key):
     a, b = summary.get(a), summary.get(b)

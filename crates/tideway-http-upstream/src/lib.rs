@@ -46,8 +46,13 @@
 //!   connections; `connect.rs`: TCP connects (name resolution, connect timeout, `TCP_NODELAY`,
 //!   socket buffer sizes) and the open-connections gauge ([`HttpUpstream::open_connections`]).
 //! - `h1.rs`, `chunked.rs`: the HTTP/1.1 wire format, sans IO.
-//! - [`headers`]: the header rules below, public so the gateway can reuse them.
+//! - [`headers`]: the header rules below, public so the gateway can reuse them. An HTTP/1.1
+//!   request gets `Host` and `X-Forwarded-*` written by its encoder (`headers::Forwarding`);
+//!   an HTTP/2 one in its map (`set_forwarded`); a test holds the two to the same fields.
 //! - `target.rs`: joining the base URL's path with the path the gateway passes.
+//! - [`clock`]: a coarse monotonic millisecond clock (pool idle ages, the gateway's connection
+//!   activity) and coarse wall-clock seconds (`Date`): stamps taken on every request but only
+//!   compared with timeouts of seconds.
 //! - [`UpstreamError`] (`error.rs`): what failed, its HTTP status ([`UpstreamError::http_status`]:
 //!   502, or 504 for a deadline) and whether a retry is safe ([`UpstreamError::is_retry_safe`]:
 //!   only when the request certainly never reached the upstream).
