@@ -194,9 +194,13 @@ impl ChunkedDecoder {
             };
         }
         let mut fields = vec![httparse::EMPTY_HEADER; self.max_trailers];
-        let (len, spans) = match httparse::parse_headers(buf, &mut fields) {
+        // No further than the size limit: what lies beyond it cannot change the outcome. (Else
+        // a bad byte past the limit would make the section invalid when it arrives in one read
+        // and too large when it arrives in small ones.)
+        let window = &buf[..buf.len().min(self.max_trailer_bytes)];
+        let (len, spans) = match httparse::parse_headers(window, &mut fields) {
             Ok(httparse::Status::Complete((len, parsed))) => {
-                let base = buf.as_ptr() as usize;
+                let base = window.as_ptr() as usize;
                 let spans: Vec<(HeaderName, usize, usize)> = parsed
                     .iter()
                     .map(|f| {
