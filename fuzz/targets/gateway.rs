@@ -250,15 +250,19 @@ pub(crate) fn route_match(data: &[u8]) {
             let captured: Vec<&str> = params.iter().map(|(k, _)| k.as_str()).collect();
             assert_eq!(captured, names, "{} captured {params:?}", route.path);
             if !path.contains('%') {
-                let mut rebuilt = route.path.clone();
-                for (name, value) in &params {
-                    for form in [format!("{{*{name}}}"), format!("{{{name}}}")] {
-                        if rebuilt.contains(&form) {
-                            rebuilt = rebuilt.replacen(&form, value, 1);
-                            break;
-                        }
-                    }
+                // The template filled in left to right (a value may itself look like `{name}`).
+                let mut rebuilt = String::new();
+                let mut rest = route.path.as_str();
+                let mut values = params.iter().map(|(_, v)| v.as_str());
+                while let Some(open) = rest.find('{') {
+                    let Some(close) = rest[open..].find('}') else {
+                        break;
+                    };
+                    rebuilt.push_str(&rest[..open]);
+                    rebuilt.push_str(values.next().expect("a value for every parameter"));
+                    rest = &rest[open + close + 1..];
                 }
+                rebuilt.push_str(rest);
                 assert_eq!(rebuilt, path, "template {} with {params:?}", route.path);
             }
             assert!(

@@ -238,6 +238,28 @@ pub struct RouteConflict {
     pub reason: String,
 }
 
+/// The names of a path template's parameters (`{name}`, `{*name}`) in order; `{{` and `}}` are
+/// literal braces.
+fn template_param_names(template: &str) -> Vec<&str> {
+    let bytes = template.as_bytes();
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1)) {
+            (b'{', Some(b'{')) | (b'}', Some(b'}')) => i += 2,
+            (b'{', _) => {
+                let Some(len) = template[i + 1..].find('}') else {
+                    break;
+                };
+                names.push(template[i + 1..i + 1 + len].trim_start_matches('*'));
+                i += len + 2;
+            }
+            _ => i += 1,
+        }
+    }
+    names
+}
+
 /// What a lookup found.
 #[derive(Debug)]
 pub enum Match<'a> {
@@ -317,6 +339,21 @@ impl RouteTable {
             origin: route.origin.clone(),
             reason,
         };
+        // Request paths start with a slash; a template that does not could only match by accident.
+        if !route.path.starts_with('/') {
+            return Err(conflict("a path template must start with '/'".to_owned()));
+        }
+        // matchit accepts a name twice; the second value would overwrite the first when bound.
+        let names = template_param_names(&route.path);
+        if let Some(twice) = names
+            .iter()
+            .enumerate()
+            .find_map(|(i, name)| names[..i].contains(name).then_some(*name))
+        {
+            return Err(conflict(format!(
+                "parameter {{{twice}}} appears twice in the path template"
+            )));
+        }
         let idx = match index_of.get(&route.path) {
             Some(&idx) => idx,
             None => {
@@ -494,6 +531,30 @@ mod tests {
         assert!(err.reason.contains("already routed"), "{err}");
         let err = RouteTable::new([rpc("GET", "/a/{id}"), rpc("GET", "/a/{name}")]).unwrap_err();
         assert!(err.to_string().contains("/a/{name}"), "{err}");
+    }
+
+    #[test]
+    fn a_parameter_named_twice_is_refused() {
+        let err = RouteTable::new([rpc("GET", "/a/{id}/b/{id}")]).unwrap_err();
+        assert!(err.reason.contains("{id} appears twice"), "{err}");
+        let err = RouteTable::new([rpc("GET", "/a/{id}/b/{*id}")]).unwrap_err();
+        assert!(err.reason.contains("{id} appears twice"), "{err}");
+        let err = RouteTable::new([rpc("GET", "")]).unwrap_err();
+        assert!(err.reason.contains("must start with '/'"), "{err}");
+        assert!(RouteTable::new([rpc("GET", "a/{id}")]).is_err());
+        // Escaped braces are text, not parameters.
+        assert!(RouteTable::new([rpc("GET", "/a/{{id}}/{id}")]).is_ok());
+        assert_eq!(
+            template_param_names("/a/{{x}}/{x}/b{y}c/{*rest}"),
+            ["x", "y", "rest"]
+        );
+        let (table, conflicts) =
+            RouteTable::build_skipping_conflicts([rpc("GET", "/x/{a}/{a}"), rpc("GET", "/y/{a}")]);
+        assert_eq!(conflicts.len(), 1);
+        assert!(matches!(
+            table.lookup(&Method::GET, "/y/1"),
+            Match::Found { .. }
+        ));
     }
 
     #[test]
