@@ -25,8 +25,12 @@ pub struct GatewayBody(Kind);
 
 #[derive(Debug)]
 enum Kind {
-    Full(Full<Bytes>),
-    Held(HeldBody),
+    /// Known bytes; `_held` counts them against the memory budget until the body is dropped
+    /// (hyper drops it after its last frame).
+    Full {
+        body: Full<Bytes>,
+        _held: Option<HeldBytes>,
+    },
     Boxed(BoxBody<Bytes, BoxError>),
 }
 
@@ -50,26 +54,23 @@ impl Body for GatewayBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.get_mut().0 {
-            Kind::Full(body) => Pin::new(body)
+            Kind::Full { body, .. } => Pin::new(body)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
-            Kind::Held(body) => Pin::new(body).poll_frame(cx),
             Kind::Boxed(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.0 {
-            Kind::Full(body) => body.is_end_stream(),
-            Kind::Held(body) => body.is_end_stream(),
+            Kind::Full { body, .. } => body.is_end_stream(),
             Kind::Boxed(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.0 {
-            Kind::Full(body) => body.size_hint(),
-            Kind::Held(body) => body.size_hint(),
+            Kind::Full { body, .. } => body.size_hint(),
             Kind::Boxed(body) => body.size_hint(),
         }
     }
@@ -77,7 +78,10 @@ impl Body for GatewayBody {
 
 /// A body of known bytes.
 pub fn full(bytes: impl Into<Bytes>) -> GatewayBody {
-    GatewayBody(Kind::Full(Full::new(bytes.into())))
+    GatewayBody(Kind::Full {
+        body: Full::new(bytes.into()),
+        _held: None,
+    })
 }
 
 /// An empty body.
@@ -88,38 +92,10 @@ pub fn empty() -> GatewayBody {
 /// A body of known bytes that count against the memory budget until the connection has taken
 /// them (hyper drops the body after its last frame).
 pub(crate) fn held(bytes: Bytes, held: HeldBytes) -> GatewayBody {
-    GatewayBody(Kind::Held(HeldBody {
-        inner: Full::new(bytes),
-        _held: held,
-    }))
-}
-
-#[derive(Debug)]
-struct HeldBody {
-    inner: Full<Bytes>,
-    _held: HeldBytes,
-}
-
-impl Body for HeldBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.get_mut().inner)
-            .poll_frame(cx)
-            .map_err(|never| match never {})
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
+    GatewayBody(Kind::Full {
+        body: Full::new(bytes),
+        _held: Some(held),
+    })
 }
 
 /// A request body: streamed by hyper (HTTP/2, TLS and any HTTP/1.1 request outside the fast

@@ -314,12 +314,7 @@ impl HttpUpstream {
     /// (for HTTP/2); a test holds the two to the same result.
     fn forwarding(&self, headers: &mut HeaderMap, uri: &Uri, client: &ClientInfo) -> Forwarding {
         let inner = &*self.inner;
-        let original_host = original_host(uri, headers);
-        let hop_by_hop = headers::has_hop_by_hop(headers);
-        let trailers = hop_by_hop && headers::te_allows_trailers(headers);
-        if hop_by_hop {
-            headers::remove_hop_by_hop(headers);
-        }
+        let (original_host, trailers) = strip_hop_by_hop(headers, uri);
         let host = match (&original_host, inner.preserve_host) {
             (Some(host), true) => host.clone(),
             _ => inner.host.clone(),
@@ -338,14 +333,7 @@ impl HttpUpstream {
     /// map (HTTP/2; HTTP/1.1 requests get the same fields from [`forwarding`](Self::forwarding)).
     fn rewrite_request_headers(&self, headers: &mut HeaderMap, uri: &Uri, client: &ClientInfo) {
         let inner = &*self.inner;
-        let original_host = original_host(uri, headers);
-        // `TE` is hop-by-hop: a request with no hop-by-hop field (most) has no `TE: trailers`
-        // to pass on and nothing to remove.
-        let hop_by_hop = headers::has_hop_by_hop(headers);
-        let trailers = hop_by_hop && headers::te_allows_trailers(headers);
-        if hop_by_hop {
-            headers::remove_hop_by_hop(headers);
-        }
+        let (original_host, trailers) = strip_hop_by_hop(headers, uri);
         headers::set_forwarded(headers, client.addr, client.scheme, original_host.as_ref());
         match (&original_host, inner.preserve_host, inner.http2) {
             (Some(host), true, _) => {
@@ -368,6 +356,19 @@ impl HttpUpstream {
             }
         }
     }
+}
+
+/// What both header rewrites start with: the host the client asked for (read first), whether
+/// its `TE` accepts trailers, and the hop-by-hop fields removed. `TE` is hop-by-hop: a request
+/// with no hop-by-hop field (most) has no `TE: trailers` to pass on and nothing to remove.
+fn strip_hop_by_hop(headers: &mut HeaderMap, uri: &Uri) -> (Option<HeaderValue>, bool) {
+    let original_host = original_host(uri, headers);
+    let hop_by_hop = headers::has_hop_by_hop(headers);
+    let trailers = hop_by_hop && headers::te_allows_trailers(headers);
+    if hop_by_hop {
+        headers::remove_hop_by_hop(headers);
+    }
+    (original_host, trailers)
 }
 
 /// Which path and query an upstream request gets, appended to the base URL's path.
