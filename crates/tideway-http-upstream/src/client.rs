@@ -31,6 +31,7 @@ use std::io::{self, IoSlice};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HeaderMap};
@@ -42,6 +43,7 @@ use parking_lot::Mutex;
 use tokio::io::AsyncWriteExt;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use crate::body::{Framing, H1Body, Streaming};
 use crate::chunked::{ChunkedDecoder, encode_size_line};
@@ -168,6 +170,7 @@ impl H1Client {
         headers: HeaderMap,
         forwarding: Forwarding,
         body: B,
+        deadline: HeadDeadline,
     ) -> Result<Response<H1Body>, UpstreamError>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -207,9 +210,11 @@ impl H1Client {
                 );
                 drop(headers);
                 if n > 0 {
-                    collect_into(body, &mut request, n).await?;
+                    tokio::time::timeout_at(deadline.at, collect_into(body, &mut request, n))
+                        .await
+                        .map_err(|_| deadline.passed())??;
                 }
-                self.send_whole(method, &request).await
+                self.send_whole(method, &request, deadline).await
             }
             exact => {
                 let (framing, remaining) = match exact.or(declared) {
@@ -223,9 +228,9 @@ impl H1Client {
                 let upload = Upload::new(body.map_err(Into::into).boxed_unsync(), remaining);
                 let conn = match self.pool.checkout() {
                     Some(conn) => conn,
-                    None => self.connect().await?,
+                    None => self.connect(deadline).await?,
                 };
-                self.exchange(conn, &head, Some(upload), method)
+                self.exchange(conn, &head, Some(upload), method, deadline)
                     .await
                     .map_err(|f| f.error)
             }
@@ -238,15 +243,16 @@ impl H1Client {
         &self,
         method: &Method,
         request: &[u8],
+        deadline: HeadDeadline,
     ) -> Result<Response<H1Body>, UpstreamError> {
         let mut pooled = self.pool.checkout();
         loop {
             let reused = pooled.is_some();
             let conn = match pooled.take() {
                 Some(conn) => conn,
-                None => self.connect().await?,
+                None => self.connect(deadline).await?,
             };
-            match self.exchange(conn, request, None, method).await {
+            match self.exchange(conn, request, None, method, deadline).await {
                 Ok(response) => return Ok(response),
                 Err(f) if f.stale && reused && h1::is_idempotent(method) => {
                     tracing::debug!(
@@ -259,31 +265,44 @@ impl H1Client {
         }
     }
 
-    async fn connect(&self) -> Result<Conn, UpstreamError> {
-        match self.connector.connect().await {
-            Ok((stream, open)) => Ok(Conn::new(stream, open)),
-            Err(e) => Err(UpstreamError::Connect {
+    async fn connect(&self, deadline: HeadDeadline) -> Result<Conn, UpstreamError> {
+        match tokio::time::timeout_at(deadline.at, self.connector.connect()).await {
+            Err(_) => Err(deadline.passed()),
+            Ok(Ok((stream, open))) => Ok(Conn::new(stream, open)),
+            Ok(Err(e)) => Err(UpstreamError::Connect {
                 authority: self.authority.clone(),
                 source: Box::new(e),
             }),
         }
     }
 
-    /// Writes `head` (with a whole body, or followed by `upload`) and reads the response head.
+    /// Writes `head` (with a whole body, or followed by `upload`) and reads the response head,
+    /// both by `deadline`.
     async fn exchange(
         &self,
         mut conn: Conn,
         head: &[u8],
         mut upload: Option<Upload>,
         method: &Method,
+        deadline: HeadDeadline,
     ) -> Result<Response<H1Body>, Failure> {
-        if let Err(e) = conn.stream.write_all(head).await {
-            return Err(Failure {
-                stale: is_closed(&e),
-                error: UpstreamError::Disconnected {
-                    source: Box::new(e),
-                },
-            });
+        let (stream, mut timer) = conn.arm(deadline.at);
+        match within(timer.as_mut(), stream.write_all(head)).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                return Err(Failure {
+                    stale: is_closed(&e),
+                    error: UpstreamError::Disconnected {
+                        source: Box::new(e),
+                    },
+                });
+            }
+            None => {
+                return Err(Failure {
+                    stale: false,
+                    error: deadline.passed(),
+                });
+            }
         }
         let mut buf = BytesMut::new();
         // Whether any byte of a response came back.
@@ -291,8 +310,8 @@ impl H1Client {
         let mut interim = 0;
         // The upstream stopped reading the request body: its answer may still come.
         let mut write_error: Option<io::Error> = None;
-        let stream = &conn.stream;
-        let response = poll_fn(|cx| -> Poll<Result<Response<()>, Failure>> {
+        let stream = &*stream;
+        let reading = poll_fn(|cx| -> Poll<Result<Response<()>, Failure>> {
             if let Some(up) = &mut upload {
                 match up.poll_send(cx, stream) {
                     Poll::Ready(Ok(())) => upload = None,
@@ -364,8 +383,13 @@ impl H1Client {
                     }
                 }
             }
-        })
-        .await?;
+        });
+        let response = within(timer, reading).await.unwrap_or_else(|| {
+            Err(Failure {
+                stale: false,
+                error: deadline.passed(),
+            })
+        })?;
 
         let (framing, keep_alive) = h1::response_framing(method, &response).map_err(protocol)?;
         let keep_alive = keep_alive && write_error.is_none();
@@ -417,6 +441,43 @@ impl H1Client {
             read_chunk: self.read_chunk,
         })
     }
+}
+
+/// When a request's response head must have come: at `at`, `budget` after the request began.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HeadDeadline {
+    pub(crate) at: Instant,
+    pub(crate) budget: Duration,
+}
+
+impl HeadDeadline {
+    /// `budget` from now (a budget too long to add is as good as none).
+    pub(crate) fn after(budget: Duration) -> Self {
+        let now = Instant::now();
+        let at = now
+            .checked_add(budget)
+            .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
+        HeadDeadline { at, budget }
+    }
+
+    fn passed(&self) -> UpstreamError {
+        UpstreamError::Timeout {
+            timeout: self.budget,
+        }
+    }
+}
+
+/// `work`'s output, or `None` if `timer` fires first. `work` is polled first, so a timer whose
+/// work completes at once is never polled (nor registered).
+async fn within<F: Future>(mut timer: Pin<&mut Sleep>, work: F) -> Option<F::Output> {
+    let mut work = pin!(work);
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }
 
 /// Polls `body` to its end (or to `expected` bytes) and appends its data to `out`. Trailers

@@ -24,12 +24,14 @@
 use std::collections::VecDeque;
 use std::io;
 use std::mem::MaybeUninit;
+use std::pin::Pin;
 use std::task::{Context, Waker};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use socket2::SockRef;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use crate::clock;
 use crate::connect::OpenGuard;
@@ -38,6 +40,9 @@ use crate::connect::OpenGuard;
 #[derive(Debug)]
 pub(crate) struct Conn {
     pub(crate) stream: TcpStream,
+    /// The timer bounding each request's wait for its response head on this connection: made
+    /// on the first request, then moved to each next request's deadline (see [`Conn::arm`]).
+    deadline: Option<Pin<Box<Sleep>>>,
     _open: OpenGuard,
 }
 
@@ -45,8 +50,28 @@ impl Conn {
     pub(crate) fn new(stream: TcpStream, open: OpenGuard) -> Self {
         Conn {
             stream,
+            deadline: None,
             _open: open,
         }
+    }
+
+    /// The socket and this connection's response-head timer, set to fire at `at`.
+    ///
+    /// Why one timer per connection, not one per request: a timer registered for a request and
+    /// dropped when its answer comes costs a lock on the runtime's timer wheel twice (insert
+    /// and remove) for every proxied request. This one stays in the wheel; moving it to a later
+    /// deadline, as each next request does, is an atomic update of its entry (tokio re-files
+    /// the entry when its old deadline comes round). An earlier deadline (a shorter budget)
+    /// re-registers it. Between requests it may keep the last request task's waker, which is
+    /// then woken once for nothing; it holds at most one task per pooled connection.
+    pub(crate) fn arm(&mut self, at: Instant) -> (&mut TcpStream, Pin<&mut Sleep>) {
+        let timer = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        if timer.deadline() != at {
+            timer.as_mut().reset(at);
+        }
+        (&mut self.stream, timer.as_mut())
     }
 
     /// Whether an idle connection can carry a request: nothing to read and not closed.

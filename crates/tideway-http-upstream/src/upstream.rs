@@ -16,7 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::UpstreamBody;
-use crate::client::H1Client;
+use crate::client::{H1Client, HeadDeadline};
 use crate::config::{BaseUrl, UpstreamConfig, UpstreamConfigError};
 use crate::connect::{CountingConnector, TcpConnector};
 use crate::error::{BoxError, RequestBodyError, UpstreamError};
@@ -272,13 +272,21 @@ impl HttpUpstream {
         let result = match &inner.client {
             Protocol::Http1(h1) => {
                 let forwarding = self.forwarding(&mut parts.headers, &parts.uri, client);
-                let sent = h1.send(&parts.method, &target, parts.headers, forwarding, body);
-                match tokio::time::timeout(timeout, sent).await {
-                    Err(_elapsed) => Err(UpstreamError::Timeout { timeout }),
-                    Ok(result) => result.map(|response| {
-                        response.map(|body| UpstreamBody::h1(body, inner.body_idle_timeout))
-                    }),
-                }
+                // Bounded inside: a per-request timer wrapped around this would be registered
+                // and removed again for every request (see `Conn::arm`).
+                let deadline = HeadDeadline::after(timeout);
+                h1.send(
+                    &parts.method,
+                    &target,
+                    parts.headers,
+                    forwarding,
+                    body,
+                    deadline,
+                )
+                .await
+                .map(|response| {
+                    response.map(|body| UpstreamBody::h1(body, inner.body_idle_timeout))
+                })
             }
             Protocol::Http2(h2) => {
                 self.rewrite_request_headers(&mut parts.headers, &parts.uri, client);

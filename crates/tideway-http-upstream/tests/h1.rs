@@ -377,6 +377,76 @@ async fn a_stale_pooled_connection_is_retried_once_for_idempotent_requests_only(
     assert_eq!(up.open_connections(), 0);
 }
 
+/// `forward` of `path` with `timeout`: its result and how long it took.
+async fn timed_forward(
+    up: &HttpUpstream,
+    path: &str,
+    timeout: Duration,
+) -> (Result<Bytes, UpstreamError>, Duration) {
+    let started = Instant::now();
+    let req = Request::get(path).body(empty()).unwrap();
+    let result = match up.forward(req, path, &client(), timeout).await {
+        Ok(resp) => Ok(read_all(resp.into_body()).await),
+        Err(e) => Err(e),
+    };
+    (result, started.elapsed())
+}
+
+#[tokio::test]
+async fn a_reused_connection_times_each_request_from_its_own_start() {
+    // Keep-alive; answers `/fast` at once and never answers `/slow`.
+    let u = raw(|_, mut s| async move {
+        let mut buf = Vec::new();
+        while let Some(req) = read_request(&mut s, &mut buf).await {
+            if req.head.starts_with("GET /slow") {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                return;
+            }
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await;
+        }
+    })
+    .await;
+    let up = u.upstream();
+    let timeout = Duration::from_millis(300);
+    let within =
+        |elapsed: Duration| elapsed >= timeout && elapsed < timeout + Duration::from_millis(500);
+
+    // The connection's timer is first set for the fast request; the slow one, sent 200 ms
+    // later on the same connection, gets its whole 300 ms (the old deadline would cut it at
+    // about 100 ms).
+    let (fast, _) = timed_forward(&up, "/fast", timeout).await;
+    assert_eq!(fast.unwrap(), "ok");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (slow, elapsed) = timed_forward(&up, "/slow", timeout).await;
+    assert!(
+        matches!(slow, Err(UpstreamError::Timeout { .. })),
+        "{slow:?}"
+    );
+    assert!(within(elapsed), "{elapsed:?}");
+    assert_eq!(u.accepted(), 1);
+
+    // A timer that fired while its connection sat idle in the pool neither fails the next
+    // request nor leaves a later slow one unbounded.
+    let (fast, _) = timed_forward(&up, "/fast", timeout).await;
+    assert_eq!(fast.unwrap(), "ok");
+    assert_eq!(u.accepted(), 2);
+    tokio::time::sleep(timeout + Duration::from_millis(100)).await;
+    let (fast, _) = timed_forward(&up, "/fast", timeout).await;
+    assert_eq!(fast.unwrap(), "ok");
+    tokio::time::sleep(timeout + Duration::from_millis(100)).await;
+    let (slow, elapsed) = timed_forward(&up, "/slow", timeout).await;
+    assert!(
+        matches!(slow, Err(UpstreamError::Timeout { .. })),
+        "{slow:?}"
+    );
+    assert!(within(elapsed), "{elapsed:?}");
+    // All on the second connection; the timed-out one was closed, not pooled.
+    assert_eq!(u.accepted(), 2);
+    assert_eq!(up.open_connections(), 0);
+}
+
 /// Writes `bytes` in pieces of 1 to 7 bytes with a pause after each, so the client reads the
 /// response in many small reads that cut every element in every place.
 async fn trickle(s: &mut TcpStream, bytes: &[u8]) {
