@@ -1194,7 +1194,6 @@ async fn serve_h1_request(
     // reading, serving and writing, freed when the response is written. Pinned where it is
     // made and lent to the hang-up watch: moving it would give this future room for two.
     let answered = {
-        let request = Box::new(request);
         let answer = std::pin::pin!(handle(Arc::clone(state), downstream, request));
         until_hangup(stream, watch_hangup, answer).await
     };

@@ -26,6 +26,18 @@ struct Counters {
     slow_cancelled: AtomicUsize,
 }
 
+impl Counters {
+    /// Calls the slow handler has started.
+    fn started(&self) -> usize {
+        self.slow_started.load(Ordering::SeqCst)
+    }
+
+    /// Calls of the slow handler dropped before they finished.
+    fn cancelled(&self) -> usize {
+        self.slow_cancelled.load(Ordering::SeqCst)
+    }
+}
+
 /// The service behind the gateway in these tests.
 #[tideway_macros::service(name = "test.Probe")]
 trait Probe {
@@ -465,14 +477,7 @@ async fn shutdown_closes_idle_connections_and_finishes_requests_in_service() {
     busy.write_all(b"GET /slow/400 HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
-    assert!(
-        eventually(Duration::from_secs(2), || f
-            .counters
-            .slow_started
-            .load(Ordering::SeqCst)
-            == 2)
-        .await
-    );
+    assert!(eventually(Duration::from_secs(2), || f.counters.started() == 2).await);
     let Fixture {
         gateway, _service, ..
     } = f;
@@ -505,22 +510,10 @@ async fn client_disconnect_cancels_the_rpc() {
     sock.write_all(b"GET /slow/60000 HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
-    assert!(
-        eventually(Duration::from_secs(2), || f
-            .counters
-            .slow_started
-            .load(Ordering::SeqCst)
-            == 1)
-        .await
-    );
+    assert!(eventually(Duration::from_secs(2), || f.counters.started() == 1).await);
     drop(sock);
     assert!(
-        eventually(Duration::from_secs(2), || f
-            .counters
-            .slow_cancelled
-            .load(Ordering::SeqCst)
-            == 1)
-        .await,
+        eventually(Duration::from_secs(2), || f.counters.cancelled() == 1).await,
         "the service handler was not cancelled"
     );
     assert!(
@@ -1121,7 +1114,7 @@ async fn scenario_flood_above_the_limit_is_refused_fast() {
         assert_eq!(h.await.unwrap(), StatusCode::OK);
     }
     assert_eq!(
-        f.counters.slow_started.load(Ordering::SeqCst),
+        f.counters.started(),
         20,
         "a refused request reached the service"
     );
@@ -1151,15 +1144,12 @@ async fn scenario_impatient_clients_cancel_their_downstream_calls() {
     }
     let c = &f.counters;
     assert!(
-        eventually(Duration::from_secs(1), || c
-            .slow_started
-            .load(Ordering::SeqCst)
-            == CLIENTS
-            && c.slow_cancelled.load(Ordering::SeqCst) == CLIENTS)
+        eventually(Duration::from_secs(1), || c.started() == CLIENTS
+            && c.cancelled() == CLIENTS)
         .await,
         "handlers started {} cancelled {}",
-        c.slow_started.load(Ordering::SeqCst),
-        c.slow_cancelled.load(Ordering::SeqCst)
+        c.started(),
+        c.cancelled()
     );
     assert_eq!(f.gateway.pending_rpc_calls(), 0);
     assert!(eventually(Duration::from_secs(1), || f.gateway.in_flight() == 0).await);
@@ -1203,7 +1193,7 @@ async fn scenario_slow_service_many_clients_no_errors() {
         ok += 1;
     }
     assert_eq!(ok, CLIENTS);
-    assert_eq!(f.counters.slow_cancelled.load(Ordering::SeqCst), 0);
+    assert_eq!(f.counters.cancelled(), 0);
     assert!(
         eventually(Duration::from_secs(1), || f.gateway.pending_rpc_calls()
             == 0)
