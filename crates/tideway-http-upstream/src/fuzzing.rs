@@ -1,11 +1,14 @@
-//! Bodies of this crate's fuzz targets (`fuzz/fuzz_targets/chunked_body.rs`), public but hidden
-//! so that the cargo-fuzz binary and the corpus replay test (`tests/chunked_corpus.rs`) run
-//! exactly the same code. Every check is an `assert!`: a panic is what the fuzzer reports as a
-//! crash. Not an API.
+//! Bodies of this crate's fuzz targets (`fuzz/fuzz_targets/chunked_body.rs` and
+//! `h1_response.rs`), public but hidden so that the cargo-fuzz binaries and the corpus replay
+//! tests (`tests/chunked_corpus.rs`, `tests/h1_response_corpus.rs`) run exactly the same code.
+//! Every check is an `assert!`: a panic is what the fuzzer reports as a crash. Not an API.
 
 use bytes::{Bytes, BytesMut};
+use http::{Method, StatusCode, Version};
 
 use crate::chunked::{ChunkedDecoder, ChunkedError, Event};
+use crate::client::MAX_INTERIM_RESPONSES;
+use crate::h1::{HeadError, ResponseFraming, parse_response_head, response_framing};
 
 /// Trailer limits of the target (small, so that they are reached often).
 const FUZZ_MAX_TRAILER_BYTES: usize = 256;
@@ -73,4 +76,142 @@ pub fn chunked_body_target(data: &[u8]) {
     let again = decode_in_pieces(&encoded, 7);
     assert_eq!(again.end, Ok(true), "a re-encoded body is complete");
     assert_eq!(Bytes::from(again.data), Bytes::from(whole.data));
+}
+
+/// Head limits of the `h1_response` target (small, so that they are reached often).
+const FUZZ_MAX_HEAD: usize = 512;
+const FUZZ_MAX_FIELDS: usize = 8;
+
+/// What reading a response head gave, compared across splits.
+#[derive(Debug, PartialEq, Eq)]
+enum HeadOutcome {
+    /// The final (non-1xx) head: its start line, fields in order, how its body is framed after
+    /// a GET and after a HEAD, and where in the input its body starts.
+    Head {
+        status: StatusCode,
+        version: Version,
+        fields: Vec<(String, Vec<u8>)>,
+        framing_get: Result<(ResponseFraming, bool), HeadError>,
+        framing_head: Result<(ResponseFraming, bool), HeadError>,
+        body_starts_at: usize,
+    },
+    /// The input ended before a whole head.
+    Incomplete,
+    /// Refused, and why.
+    Refused(HeadError),
+}
+
+/// Reads a response head the way the HTTP/1.1 client does (`client::exchange`): parse what has
+/// arrived, skip interim 1xx heads (at most [`MAX_INTERIM_RESPONSES`]), refuse 101, refuse a
+/// head not complete within [`FUZZ_MAX_HEAD`] bytes, and otherwise read more: here at most
+/// `piece` bytes of `input`, and never past the head limit.
+fn read_head(input: &[u8], piece: usize) -> HeadOutcome {
+    let mut buf = BytesMut::new();
+    let mut fed = 0;
+    let mut interim = 0;
+    loop {
+        if !buf.is_empty() {
+            let before = buf.len();
+            match parse_response_head(&mut buf, FUZZ_MAX_FIELDS) {
+                Ok(Some(head)) => {
+                    let taken = before - buf.len();
+                    assert!(taken > 0 && taken <= before, "a head takes its own bytes");
+                    if head.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        return HeadOutcome::Refused(HeadError::SwitchingProtocols);
+                    }
+                    if head.status().is_informational() {
+                        interim += 1;
+                        if interim > MAX_INTERIM_RESPONSES {
+                            return HeadOutcome::Refused(HeadError::TooManyInterim(
+                                MAX_INTERIM_RESPONSES,
+                            ));
+                        }
+                        continue;
+                    }
+                    let fields = head
+                        .headers()
+                        .iter()
+                        .map(|(name, value)| {
+                            let value = value.as_bytes();
+                            assert!(
+                                value.iter().all(|&b| b == b'\t' || b >= 0x20 && b != 0x7f),
+                                "a field value holds no control bytes: {value:?}"
+                            );
+                            (name.as_str().to_owned(), value.to_vec())
+                        })
+                        .collect();
+                    let framing_get = response_framing(&Method::GET, &head);
+                    let framing_head = response_framing(&Method::HEAD, &head);
+                    if let Ok((framing, _)) = framing_head {
+                        assert_eq!(framing, ResponseFraming::Empty, "a HEAD answer has no body");
+                    }
+                    if let Ok((ResponseFraming::Eof, keep_alive)) = framing_get {
+                        assert!(!keep_alive, "a body delimited by close ends its connection");
+                    }
+                    return HeadOutcome::Head {
+                        status: head.status(),
+                        version: head.version(),
+                        fields,
+                        framing_get,
+                        framing_head,
+                        body_starts_at: fed - buf.len(),
+                    };
+                }
+                Ok(None) => {
+                    assert_eq!(buf.len(), before, "an incomplete head takes nothing");
+                    if buf.len() >= FUZZ_MAX_HEAD {
+                        return HeadOutcome::Refused(HeadError::TooLarge(FUZZ_MAX_HEAD));
+                    }
+                }
+                Err(e) => return HeadOutcome::Refused(e),
+            }
+        }
+        if fed == input.len() {
+            return HeadOutcome::Incomplete;
+        }
+        let room = FUZZ_MAX_HEAD - buf.len();
+        let n = piece.max(1).min(room).min(input.len() - fed);
+        buf.extend_from_slice(&input[fed..fed + n]);
+        fed += n;
+    }
+}
+
+/// The HTTP/1.1 client's response-head reader fed an upstream's bytes in pieces: the first
+/// byte is the piece size (0 = as much as the head limit allows at once), the rest is what the
+/// upstream sent. Checked: no panic; a head takes exactly its own bytes, an incomplete one
+/// none; field values hold no control bytes; a HEAD answer has no body and a body delimited by
+/// close ends the connection; and the same outcome (head, fields, framing, where the body
+/// starts; or which refusal; or incomplete) whatever the pieces, against reading all at once.
+pub fn h1_response_target(data: &[u8]) {
+    let Some((&piece, input)) = data.split_first() else {
+        return;
+    };
+    let whole = read_head(input, FUZZ_MAX_HEAD);
+    if piece != 0 {
+        let pieces = read_head(input, usize::from(piece));
+        assert_eq!(whole, pieces, "the split changed the result");
+    }
+}
+
+/// A short account of what the client makes of `input` as an upstream's answer (read all at
+/// once): `"<status> <framing after GET> keep|close body@<offset>"`, `"incomplete"` or
+/// `"refused: <reason>"`. For tests that pin named seeds to their meaning.
+pub fn h1_response_summary(input: &[u8]) -> String {
+    match read_head(input, FUZZ_MAX_HEAD) {
+        HeadOutcome::Head {
+            status,
+            framing_get,
+            body_starts_at,
+            ..
+        } => match framing_get {
+            Ok((framing, keep_alive)) => format!(
+                "{} {framing:?} {} body@{body_starts_at}",
+                status.as_u16(),
+                if keep_alive { "keep" } else { "close" }
+            ),
+            Err(e) => format!("{} refused: {e}", status.as_u16()),
+        },
+        HeadOutcome::Incomplete => "incomplete".to_owned(),
+        HeadOutcome::Refused(e) => format!("refused: {e}"),
+    }
 }

@@ -28,8 +28,9 @@
 //! and sans-IO where it parses: response heads are parsed by `httparse` (hyper's parser),
 //! `h1.rs` encodes request heads and decides body framing (RFC 9112 §6), and `chunked.rs`
 //! decodes chunked bodies as a state machine (bytes in, events out), unit-tested over every
-//! split of its input and fuzzed (`fuzz/`, target `chunked_body`; its body is the hidden
-//! `fuzzing` module, which `tests/chunked_corpus.rs` also runs over the seed corpus).
+//! split of its input and fuzzed (`fuzz/`, targets `chunked_body` and, for the response-head
+//! reader, `h1_response`; their bodies are the hidden `fuzzing` module, which
+//! `tests/chunked_corpus.rs` and `tests/h1_response_corpus.rs` also run over the seed corpora).
 //!
 //! **h2c with prior knowledge** ([`UpstreamConfig::http2_prior_knowledge`]) stays on
 //! hyper-util's client: one multiplexed connection per upstream, driven by hyper's task.
