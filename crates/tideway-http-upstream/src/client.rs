@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HeaderMap};
-use http::{Method, Response, StatusCode};
+use http::{Method, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -68,10 +68,6 @@ pub(crate) const INITIAL_HEAD_BUFFER: usize = 2 * 1024;
 /// most this in the process, whatever its size. 64 KiB is the largest TCP segment
 /// offload unit, and hyper's default read size upper bound is of the same order.
 pub(crate) const MAX_BODY_READ: usize = 64 * 1024;
-/// Most interim (1xx) responses accepted before the final one. Real upstreams send one
-/// `100 Continue` or a few `103 Early Hints`; more is a broken or hostile peer, and each one
-/// costs a parse.
-pub(crate) const MAX_INTERIM_RESPONSES: usize = 16;
 
 /// The HTTP/1.1 client of one upstream: its connector, its pool and its limits.
 #[derive(Debug)]
@@ -327,32 +323,10 @@ impl H1Client {
                 }
             }
             loop {
-                if !buf.is_empty() {
-                    match h1::parse_response_head(&mut buf, self.max_fields) {
-                        Ok(Some(head)) if head.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                            return Poll::Ready(
-                                Err(protocol(HeadError::SwitchingProtocols).into()),
-                            );
-                        }
-                        Ok(Some(head)) if head.status().is_informational() => {
-                            interim += 1;
-                            if interim > MAX_INTERIM_RESPONSES {
-                                return Poll::Ready(Err(protocol(HeadError::TooManyInterim(
-                                    MAX_INTERIM_RESPONSES,
-                                ))
-                                .into()));
-                            }
-                            continue;
-                        }
-                        Ok(Some(head)) => return Poll::Ready(Ok(head)),
-                        Ok(None) if buf.len() >= self.max_head => {
-                            return Poll::Ready(Err(
-                                protocol(HeadError::TooLarge(self.max_head)).into()
-                            ));
-                        }
-                        Ok(None) => {}
-                        Err(e) => return Poll::Ready(Err(protocol(e).into())),
-                    }
+                match h1::take_final_head(&mut buf, &mut interim, self.max_head, self.max_fields) {
+                    Ok(Some(head)) => return Poll::Ready(Ok(head)),
+                    Ok(None) => {}
+                    Err(e) => return Poll::Ready(Err(protocol(e).into())),
                 }
                 // Doubling from INITIAL_HEAD_BUFFER, never past the head limit.
                 let room = self.max_head - buf.len();

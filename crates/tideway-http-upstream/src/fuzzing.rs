@@ -7,8 +7,7 @@ use bytes::{Bytes, BytesMut};
 use http::{Method, StatusCode, Version};
 
 use crate::chunked::{ChunkedDecoder, ChunkedError, Event};
-use crate::client::MAX_INTERIM_RESPONSES;
-use crate::h1::{HeadError, ResponseFraming, parse_response_head, response_framing};
+use crate::h1::{HeadError, ResponseFraming, response_framing, take_final_head};
 
 /// Trailer limits of the target (small, so that they are reached often).
 const FUZZ_MAX_TRAILER_BYTES: usize = 256;
@@ -101,70 +100,52 @@ enum HeadOutcome {
     Refused(HeadError),
 }
 
-/// Reads a response head the way the HTTP/1.1 client does (`client::exchange`): parse what has
-/// arrived, skip interim 1xx heads (at most [`MAX_INTERIM_RESPONSES`]), refuse 101, refuse a
-/// head not complete within [`FUZZ_MAX_HEAD`] bytes, and otherwise read more: here at most
-/// `piece` bytes of `input`, and never past the head limit.
+/// Reads a response head as the HTTP/1.1 client does (`client::exchange`, through
+/// [`take_final_head`]), with the target's limits: take what has arrived, else read more,
+/// here at most `piece` bytes of `input` and never past the head limit.
 fn read_head(input: &[u8], piece: usize) -> HeadOutcome {
     let mut buf = BytesMut::new();
     let mut fed = 0;
     let mut interim = 0;
     loop {
-        if !buf.is_empty() {
-            let before = buf.len();
-            match parse_response_head(&mut buf, FUZZ_MAX_FIELDS) {
-                Ok(Some(head)) => {
-                    let taken = before - buf.len();
-                    assert!(taken > 0 && taken <= before, "a head takes its own bytes");
-                    if head.status() == StatusCode::SWITCHING_PROTOCOLS {
-                        return HeadOutcome::Refused(HeadError::SwitchingProtocols);
-                    }
-                    if head.status().is_informational() {
-                        interim += 1;
-                        if interim > MAX_INTERIM_RESPONSES {
-                            return HeadOutcome::Refused(HeadError::TooManyInterim(
-                                MAX_INTERIM_RESPONSES,
-                            ));
-                        }
-                        continue;
-                    }
-                    let fields = head
-                        .headers()
-                        .iter()
-                        .map(|(name, value)| {
-                            let value = value.as_bytes();
-                            assert!(
-                                value.iter().all(|&b| b == b'\t' || b >= 0x20 && b != 0x7f),
-                                "a field value holds no control bytes: {value:?}"
-                            );
-                            (name.as_str().to_owned(), value.to_vec())
-                        })
-                        .collect();
-                    let framing_get = response_framing(&Method::GET, &head);
-                    let framing_head = response_framing(&Method::HEAD, &head);
-                    if let Ok((framing, _)) = framing_head {
-                        assert_eq!(framing, ResponseFraming::Empty, "a HEAD answer has no body");
-                    }
-                    if let Ok((ResponseFraming::Eof, keep_alive)) = framing_get {
-                        assert!(!keep_alive, "a body delimited by close ends its connection");
-                    }
-                    return HeadOutcome::Head {
-                        status: head.status(),
-                        version: head.version(),
-                        fields,
-                        framing_get,
-                        framing_head,
-                        body_starts_at: fed - buf.len(),
-                    };
+        let before = buf.len();
+        match take_final_head(&mut buf, &mut interim, FUZZ_MAX_HEAD, FUZZ_MAX_FIELDS) {
+            Ok(Some(head)) => {
+                assert!(buf.len() < before, "a head takes its own bytes");
+                let fields = head
+                    .headers()
+                    .iter()
+                    .map(|(name, value)| {
+                        let value = value.as_bytes();
+                        assert!(
+                            value.iter().all(|&b| b == b'\t' || b >= 0x20 && b != 0x7f),
+                            "a field value holds no control bytes: {value:?}"
+                        );
+                        (name.as_str().to_owned(), value.to_vec())
+                    })
+                    .collect();
+                let framing_get = response_framing(&Method::GET, &head);
+                let framing_head = response_framing(&Method::HEAD, &head);
+                if let Ok((framing, _)) = framing_head {
+                    assert_eq!(framing, ResponseFraming::Empty, "a HEAD answer has no body");
                 }
-                Ok(None) => {
-                    assert_eq!(buf.len(), before, "an incomplete head takes nothing");
-                    if buf.len() >= FUZZ_MAX_HEAD {
-                        return HeadOutcome::Refused(HeadError::TooLarge(FUZZ_MAX_HEAD));
-                    }
+                if let Ok((ResponseFraming::Eof, keep_alive)) = framing_get {
+                    assert!(!keep_alive, "a body delimited by close ends its connection");
                 }
-                Err(e) => return HeadOutcome::Refused(e),
+                return HeadOutcome::Head {
+                    status: head.status(),
+                    version: head.version(),
+                    fields,
+                    framing_get,
+                    framing_head,
+                    body_starts_at: fed - buf.len(),
+                };
             }
+            Ok(None) => {
+                assert!(buf.len() <= before, "reading a head adds nothing");
+                assert!(buf.len() < FUZZ_MAX_HEAD, "the head limit holds");
+            }
+            Err(e) => return HeadOutcome::Refused(e),
         }
         if fed == input.len() {
             return HeadOutcome::Incomplete;

@@ -129,6 +129,42 @@ pub(crate) enum HeadError {
     TooManyInterim(usize),
 }
 
+/// Most interim (1xx) responses accepted before the final one. Real upstreams send one
+/// `100 Continue` or a few `103 Early Hints`; more is a broken or hostile peer, and each one
+/// costs a parse.
+pub(crate) const MAX_INTERIM_RESPONSES: usize = 16;
+
+/// Takes the final response head from the front of `buf`, skipping (and taking) interim 1xx
+/// heads on the way; `interim` counts those across calls. `Ok(None)`: no final head yet, read
+/// more (at most up to `max_head` bytes in `buf`). Refused: `101 Switching Protocols`, more
+/// than [`MAX_INTERIM_RESPONSES`] interim heads, a head not complete within `max_head` bytes,
+/// and whatever [`parse_response_head`] refuses. This is the HTTP/1.1 client's whole reading
+/// of a response head, short of the socket; the `h1_response` fuzz target runs it too.
+pub(crate) fn take_final_head(
+    buf: &mut BytesMut,
+    interim: &mut usize,
+    max_head: usize,
+    max_fields: usize,
+) -> Result<Option<Response<()>>, HeadError> {
+    while !buf.is_empty() {
+        match parse_response_head(buf, max_fields)? {
+            Some(head) if head.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                return Err(HeadError::SwitchingProtocols);
+            }
+            Some(head) if head.status().is_informational() => {
+                *interim += 1;
+                if *interim > MAX_INTERIM_RESPONSES {
+                    return Err(HeadError::TooManyInterim(MAX_INTERIM_RESPONSES));
+                }
+            }
+            Some(head) => return Ok(Some(head)),
+            None if buf.len() >= max_head => return Err(HeadError::TooLarge(max_head)),
+            None => return Ok(None),
+        }
+    }
+    Ok(None)
+}
+
 /// One header field's place in the head: name, value start, value end.
 type FieldSpan = (HeaderName, u32, u32);
 
