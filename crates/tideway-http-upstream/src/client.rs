@@ -19,6 +19,11 @@
 //!    past the head and, if the upstream answered before the request body was all sent, the
 //!    rest of the request body.
 //!
+//! The caller's deadline bounds steps 1 to 3 (collecting a small body, connecting, writing,
+//! reading the head). Connecting and collecting, which are rare or usually immediate, get a
+//! timer of their own; the exchange itself waits on the connection's timer, which stays
+//! registered from one request to the next and is only moved (see `pool::Conn::arm`).
+//!
 //! # A pooled connection the upstream closed
 //!
 //! An upstream may close an idle keep-alive connection just as a request is written to it. When
