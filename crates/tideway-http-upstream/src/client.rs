@@ -41,7 +41,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HeaderMap};
 use http::{Method, Response};
-use http_body::Body;
+use http_body::{Body, SizeHint};
 use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use parking_lot::Mutex;
@@ -161,22 +161,20 @@ impl H1Client {
         self.pool.idle()
     }
 
-    /// Sends one request and reads its response head. `headers` have had their hop-by-hop
-    /// fields removed; `forwarding` sets `Host` and the `X-Forwarded-*` fields; `target` is the
-    /// origin-form path and query. The caller bounds the time.
-    pub(crate) async fn send<B>(
+    /// Encodes a request head for this client and decides how its body follows (see the
+    /// module docs). `headers` have had their hop-by-hop fields removed; `forwarding` sets
+    /// `Host` and the `X-Forwarded-*` fields; `target` is the origin-form path and query;
+    /// `body_size` is the body's size hint. The result borrows nothing, so the caller can let
+    /// go of its request (and of the read buffer its fields may share) before the wait for the
+    /// answer.
+    pub(crate) fn encode(
         &self,
         method: &Method,
         target: &str,
-        headers: HeaderMap,
-        forwarding: Forwarding,
-        body: B,
-        deadline: HeadDeadline,
-    ) -> Result<Response<H1Body>, UpstreamError>
-    where
-        B: Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
+        headers: &HeaderMap,
+        forwarding: &Forwarding,
+        body_size: &SizeHint,
+    ) -> EncodedRequest {
         // The framing is this client's to decide; a declared length is only used when the body
         // itself does not know its size.
         // The request's own `Content-Length` stays in the map: `encode_request_head` skips it.
@@ -188,50 +186,73 @@ impl H1Client {
                 .filter(|_| values.next().is_none());
             (declared, first.is_some())
         };
-        match body.size_hint().exact() {
+        let (framing, body, room) = match body_size.exact() {
             Some(n) if n <= MAX_INLINE_BODY as u64 => {
                 let framing = if n == 0 && !had_length && h1::empty_body_needs_no_length(method) {
                     RequestFraming::None
                 } else {
                     RequestFraming::Length(n)
                 };
-                let mut request = Vec::with_capacity(h1::request_head_capacity(
-                    target,
-                    &headers,
-                    &forwarding,
-                    n as usize,
-                ));
-                h1::encode_request_head(
-                    &mut request,
-                    method,
-                    target,
-                    &headers,
-                    &forwarding,
-                    framing,
-                );
-                drop(headers);
+                (framing, BodyPlan::Inline(n), n as usize)
+            }
+            exact => match exact.or(declared) {
+                Some(n) => (
+                    RequestFraming::Length(n),
+                    BodyPlan::Streamed { remaining: Some(n) },
+                    0,
+                ),
+                None => (
+                    RequestFraming::Chunked,
+                    BodyPlan::Streamed { remaining: None },
+                    0,
+                ),
+            },
+        };
+        let mut head =
+            Vec::with_capacity(h1::request_head_capacity(target, headers, forwarding, room));
+        h1::encode_request_head(&mut head, method, target, headers, forwarding, framing);
+        EncodedRequest {
+            method: method.clone(),
+            head,
+            body,
+        }
+    }
+
+    /// Sends a request [`encode`](Self::encode)d for this client, with its body, and reads
+    /// the response head by `deadline`.
+    pub(crate) async fn send<B>(
+        &self,
+        request: EncodedRequest,
+        body: B,
+        deadline: HeadDeadline,
+    ) -> Result<Response<H1Body>, UpstreamError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let EncodedRequest {
+            method,
+            mut head,
+            body: plan,
+        } = request;
+        match plan {
+            BodyPlan::Inline(n) => {
                 if n > 0 {
-                    tokio::time::timeout_at(deadline.at, collect_into(body, &mut request, n))
+                    tokio::time::timeout_at(deadline.at, collect_into(body, &mut head, n))
                         .await
                         .map_err(|_| deadline.passed())??;
+                } else {
+                    drop(body);
                 }
-                self.send_whole(method, &request, deadline).await
+                self.send_whole(&method, &head, deadline).await
             }
-            exact => {
-                let (framing, remaining) = match exact.or(declared) {
-                    Some(n) => (RequestFraming::Length(n), Some(n)),
-                    None => (RequestFraming::Chunked, None),
-                };
-                let mut head =
-                    Vec::with_capacity(h1::request_head_capacity(target, &headers, &forwarding, 0));
-                h1::encode_request_head(&mut head, method, target, &headers, &forwarding, framing);
-                drop(headers);
+            BodyPlan::Streamed { remaining } => {
                 let upload = Upload::new(body.map_err(Into::into).boxed_unsync(), remaining);
                 let conn = match self.pool.checkout() {
                     Some(conn) => conn,
                     None => self.connect(deadline).await?,
                 };
-                self.exchange(conn, &head, Some(upload), method, deadline)
+                self.exchange(conn, &head, Some(upload), &method, deadline)
                     .await
                     .map_err(|f| f.error)
             }
@@ -420,6 +441,24 @@ impl H1Client {
             read_chunk: self.read_chunk,
         })
     }
+}
+
+/// A request head encoded by [`H1Client::encode`], and how its body follows it.
+#[derive(Debug)]
+pub(crate) struct EncodedRequest {
+    method: Method,
+    /// The head; for an inline body, with room for the body after it.
+    head: Vec<u8>,
+    body: BodyPlan,
+}
+
+/// How a request body goes out after its head.
+#[derive(Debug, Clone, Copy)]
+enum BodyPlan {
+    /// Collected and written in the head's `write`: this many bytes (0: none).
+    Inline(u64),
+    /// Streamed after the head: with `Content-Length` when the size is known, else chunked.
+    Streamed { remaining: Option<u64> },
 }
 
 /// When a request's response head must have come: at `at`, `budget` after the request began.

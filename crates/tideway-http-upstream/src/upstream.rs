@@ -272,19 +272,23 @@ impl HttpUpstream {
         let result = match &inner.client {
             Protocol::Http1(h1) => {
                 let forwarding = self.forwarding(&mut parts.headers, &parts.uri, client);
+                let request = h1.encode(
+                    &parts.method,
+                    &target,
+                    &parts.headers,
+                    &forwarding,
+                    &body.size_hint(),
+                );
+                // Nothing of the downstream request is needed past this point. Its URI and
+                // fields may share the buffer it was read into, which would otherwise stay
+                // allocated for as long as the upstream takes to answer.
+                drop(forwarding);
+                drop(target);
+                drop(parts);
                 // Bounded inside: a per-request timer wrapped around this would be registered
                 // and removed again for every request (see `Conn::arm`).
                 let deadline = HeadDeadline::after(timeout);
-                h1.send(
-                    &parts.method,
-                    &target,
-                    parts.headers,
-                    forwarding,
-                    body,
-                    deadline,
-                )
-                .await
-                .map(|response| {
+                h1.send(request, body, deadline).await.map(|response| {
                     response.map(|body| UpstreamBody::h1(body, inner.body_idle_timeout))
                 })
             }
