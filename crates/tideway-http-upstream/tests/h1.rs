@@ -503,7 +503,10 @@ async fn the_downstream_request_is_let_go_while_the_upstream_thinks() {
     assert!(head.starts_with("GET /items/7?x=1 HTTP/1.1\r\n"), "{head}");
     assert!(head.contains("x-shared: shared-value\r\n"), "{head}");
     // The request is out and its answer awaited: nothing holds the buffer any more.
-    assert!(dropped.load(Ordering::SeqCst), "the read buffer is kept while waiting");
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the read buffer is kept while waiting"
+    );
     assert!(!forward.is_finished());
     forward.abort();
 }
