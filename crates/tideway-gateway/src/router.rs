@@ -238,28 +238,6 @@ pub struct RouteConflict {
     pub reason: String,
 }
 
-/// The names of a path template's parameters (`{name}`, `{*name}`) in order; `{{` and `}}` are
-/// literal braces.
-fn template_param_names(template: &str) -> Vec<&str> {
-    let bytes = template.as_bytes();
-    let mut names = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match (bytes[i], bytes.get(i + 1)) {
-            (b'{', Some(b'{')) | (b'}', Some(b'}')) => i += 2,
-            (b'{', _) => {
-                let Some(len) = template[i + 1..].find('}') else {
-                    break;
-                };
-                names.push(template[i + 1..i + 1 + len].trim_start_matches('*'));
-                i += len + 2;
-            }
-            _ => i += 1,
-        }
-    }
-    names
-}
-
 /// What a lookup found.
 #[derive(Debug)]
 pub enum Match<'a> {
@@ -344,11 +322,11 @@ impl RouteTable {
             return Err(conflict("a path template must start with '/'".to_owned()));
         }
         // matchit accepts a name twice; the second value would overwrite the first when bound.
-        let names = template_param_names(&route.path);
+        let names = crate::openapi::openapi_path(&route.path).params;
         if let Some(twice) = names
             .iter()
             .enumerate()
-            .find_map(|(i, name)| names[..i].contains(name).then_some(*name))
+            .find_map(|(i, name)| names[..i].contains(name).then_some(name))
         {
             return Err(conflict(format!(
                 "parameter {{{twice}}} appears twice in the path template"
@@ -545,7 +523,7 @@ mod tests {
         // Escaped braces are text, not parameters.
         assert!(RouteTable::new([rpc("GET", "/a/{{id}}/{id}")]).is_ok());
         assert_eq!(
-            template_param_names("/a/{{x}}/{x}/b{y}c/{*rest}"),
+            crate::openapi::openapi_path("/a/{{x}}/{x}/b{y}c/{*rest}").params,
             ["x", "y", "rest"]
         );
         let (table, conflicts) =

@@ -319,12 +319,7 @@ impl H1Client {
                     },
                 });
             }
-            None => {
-                return Err(Failure {
-                    stale: false,
-                    error: deadline.passed(),
-                });
-            }
+            None => return Err(Failure::fatal(deadline.passed())),
         }
         let mut buf = BytesMut::new();
         // Whether any byte of a response came back.
@@ -384,12 +379,9 @@ impl H1Client {
                 }
             }
         });
-        let response = within(timer, reading).await.unwrap_or_else(|| {
-            Err(Failure {
-                stale: false,
-                error: deadline.passed(),
-            })
-        })?;
+        let response = within(timer, reading)
+            .await
+            .unwrap_or_else(|| Err(Failure::fatal(deadline.passed())))?;
 
         let (framing, keep_alive) = h1::response_framing(method, &response).map_err(protocol)?;
         let keep_alive = keep_alive && write_error.is_none();

@@ -159,9 +159,9 @@ fn read_head(input: &[u8], piece: usize) -> HeadOutcome {
 
 /// The HTTP/1.1 client's response-head reader fed an upstream's bytes in pieces: the first
 /// byte is the piece size (0 = as much as the head limit allows at once), the rest is what the
-/// upstream sent. Checked: no panic; a head takes exactly its own bytes, an incomplete one
-/// none; field values hold no control bytes; a HEAD answer has no body and a body delimited by
-/// close ends the connection; and the same outcome (head, fields, framing, where the body
+/// upstream sent. Checked: no panic; a head takes bytes from the front and reading never adds
+/// any; the head limit holds; field values hold no control bytes; a HEAD answer has no body and
+/// a body delimited by close ends the connection; and the same outcome (head, fields, framing, where the body
 /// starts; or which refusal; or incomplete) whatever the pieces, against reading all at once.
 pub fn h1_response_target(data: &[u8]) {
     let Some((&piece, input)) = data.split_first() else {
