@@ -847,10 +847,17 @@ type BoxedResponseFuture =
 
 /// The per-connection service: marks the request in service for the watchdog while it runs.
 /// Its future is boxed so that hyper's HTTP/1 connection can be taken apart when parked.
+///
+/// On an HTTP/2 connection (`h2`), a response's field values are given bytes of their own
+/// before hyper encodes them: values read from an upstream share the buffer its answer was
+/// read into, and the connection's HPACK encoder keeps the fields it indexes for as long as
+/// the connection lives (up to a table of 4 KiB), which would keep one such buffer allocated
+/// per indexed field.
 fn connection_service(
     state: &Arc<GatewayState>,
     watch: &Arc<ConnWatch>,
     downstream: Downstream,
+    h2: bool,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
     Response = http::Response<GatewayBody>,
@@ -870,8 +877,11 @@ fn connection_service(
             req.map(IngressBody::Streamed),
         );
         Box::pin(async move {
-            let response = response.await;
+            let mut response = response.await;
             drop(in_service);
+            if h2 && let Ok(response) = &mut response {
+                tideway_http_upstream::headers::own_values(response.headers_mut());
+            }
             response
         }) as BoxedResponseFuture
     })
@@ -970,7 +980,7 @@ async fn serve_plain(
         None => return,
         Some(true) => {
             watch.is_h2.store(true, Ordering::Relaxed);
-            let service = connection_service(state, &watch, downstream);
+            let service = connection_service(state, &watch, downstream, true);
             let io = WatchedIo {
                 inner: stream,
                 prefix: Bytes::new(),
@@ -1094,7 +1104,7 @@ async fn serve_with_hyper(
         prefix: read,
         watch: Arc::clone(watch),
     };
-    let service = connection_service(state, watch, downstream);
+    let service = connection_service(state, watch, downstream, false);
     let conn = Box::new(protocols.h1.serve_connection(TokioIo::new(io), service));
     let (io, read_buf) = drive_h1(conn, watch, protocols, shutdown, peer, true).await?;
     let WatchedIo { inner, prefix, .. } = io.into_inner();
@@ -1434,13 +1444,14 @@ async fn serve_tls(
         peer,
         scheme: Scheme::Https,
     };
-    let service = connection_service(state, &watch, downstream);
     if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
         watch.is_h2.store(true, Ordering::Relaxed);
+        let service = connection_service(state, &watch, downstream, true);
         let conn = protocols.h2.serve_connection(TokioIo::new(stream), service);
         drive_h2(conn, &watch, protocols, shutdown, peer).await;
     } else {
         // TLS sessions keep their own buffers, so parking would save little; no parking here.
+        let service = connection_service(state, &watch, downstream, false);
         let conn = Box::new(protocols.h1.serve_connection(TokioIo::new(stream), service));
         drive_h1(conn, &watch, protocols, shutdown, peer, false).await;
     }

@@ -7,6 +7,7 @@
 use std::io::Write as _;
 use std::net::SocketAddr;
 
+use bytes::Bytes;
 use http::header::{
     CONNECTION, HOST, HeaderMap, HeaderName, HeaderValue, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION,
     TE, TRAILER, TRANSFER_ENCODING, UPGRADE,
@@ -288,10 +289,84 @@ impl Forwarding {
     }
 }
 
+/// Gives every value in `headers` bytes of its own, for fields an HTTP/2 connection's HPACK
+/// encoder will see: a request to an HTTP/2 upstream, a response to an HTTP/2 client.
+///
+/// A value read off the wire shares the buffer its request was read into (2 KiB to 8 KiB, or
+/// an HTTP/2 frame). The HTTP/2 client's HPACK encoder keeps the fields it indexes in its
+/// dynamic table for as long as the connection lives or until they are evicted, so a shared
+/// value would keep that whole buffer allocated long after its request ended: up to one
+/// buffer per table entry (128 per connection at the default 4 KiB table). Copied, an entry
+/// holds its own bytes only, which the table's size bounds.
+pub fn own_values(headers: &mut HeaderMap) {
+    for value in headers.values_mut() {
+        let sensitive = value.is_sensitive();
+        // A copy of a valid value is valid; were it not, the shared one would simply stay.
+        if let Ok(mut owned) =
+            HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes()))
+        {
+            owned.set_sensitive(sensitive);
+            *value = owned;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Scheme;
+
+    /// Bytes whose owner says when it is dropped.
+    struct Watched(Vec<u8>, std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+    impl AsRef<[u8]> for Watched {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    impl Drop for Watched {
+        fn drop(&mut self) {
+            self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn owned_values_let_go_of_the_buffer_they_were_read_into() {
+        let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let buffer = Bytes::from_owner(Watched(
+            b"one-valuesecret".to_vec(),
+            std::sync::Arc::clone(&dropped),
+        ));
+        let mut headers = HeaderMap::new();
+        headers.append(
+            "x-a",
+            HeaderValue::from_maybe_shared(buffer.slice(..3)).unwrap(),
+        );
+        headers.append(
+            "x-a",
+            HeaderValue::from_maybe_shared(buffer.slice(4..9)).unwrap(),
+        );
+        let mut secret = HeaderValue::from_maybe_shared(buffer.slice(9..)).unwrap();
+        secret.set_sensitive(true);
+        headers.insert("authorization", secret);
+        headers.insert("x-static", HeaderValue::from_static("kept"));
+        drop(buffer);
+        assert!(!dropped.load(std::sync::atomic::Ordering::SeqCst));
+
+        own_values(&mut headers);
+        assert!(
+            dropped.load(std::sync::atomic::Ordering::SeqCst),
+            "a value still shares the buffer"
+        );
+        let a: Vec<_> = headers.get_all("x-a").iter().collect();
+        assert_eq!(a, ["one", "value"]);
+        assert_eq!(headers["authorization"], "secret");
+        assert!(headers["authorization"].is_sensitive());
+        assert!(!headers["x-a"].is_sensitive());
+        assert_eq!(headers["x-static"], "kept");
+        assert_eq!(headers.len(), 4);
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();

@@ -294,6 +294,7 @@ impl HttpUpstream {
             }
             Protocol::Http2(h2) => {
                 self.rewrite_request_headers(&mut parts.headers, &parts.uri, client);
+                headers::own_values(&mut parts.headers);
                 parts.uri = target::absolute_uri(&inner.base, target)?;
                 parts.version = Version::HTTP_2;
                 // Extensions belong to the downstream connection (hyper's upgrade handle, header

@@ -393,6 +393,42 @@ async fn h2c_prior_knowledge_speaks_http2() {
 }
 
 #[tokio::test]
+async fn an_h2c_upstream_request_lets_go_of_the_downstream_buffer_while_it_waits() {
+    // Reports the request it got, then never answers.
+    let (got_tx, mut got_rx) = mpsc::channel(1);
+    let b = backend(move |req: Request<hyper::body::Incoming>| {
+        let got_tx = got_tx.clone();
+        async move {
+            let _ = got_tx
+                .send((req.uri().to_string(), req.headers().clone()))
+                .await;
+            std::future::pending::<Response<BoxBody>>().await
+        }
+    })
+    .await;
+    let up = HttpUpstream::new(UpstreamConfig {
+        http2_prior_knowledge: true,
+        ..UpstreamConfig::new(b.url(""))
+    })
+    .unwrap();
+    let (req, dropped) = common::request_sharing_one_buffer();
+    let forward = tokio::spawn(async move { up.forward_as_is(req, None, &client(), WAIT).await });
+    let (uri, headers) = tokio::time::timeout(WAIT, got_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(uri, format!("http://{}/items/7?x=1", b.addr));
+    assert_eq!(headers["x-shared"], "shared-value");
+    // The request is out and its answer awaited: nothing of the gateway's holds the buffer.
+    assert!(
+        dropped.is_dropped(),
+        "the read buffer is kept while waiting"
+    );
+    assert!(!forward.is_finished());
+    forward.abort();
+}
+
+#[tokio::test]
 async fn failing_request_body_is_reported_with_its_own_error() {
     let b = backend(|req: Request<hyper::body::Incoming>| async move {
         // Read until the body ends or breaks, then answer.

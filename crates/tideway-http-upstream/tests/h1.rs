@@ -447,24 +447,6 @@ async fn a_reused_connection_times_each_request_from_its_own_start() {
     assert_eq!(up.open_connections(), 0);
 }
 
-/// A buffer that records when the last `Bytes` sharing it is dropped.
-struct WatchedBuffer {
-    bytes: Vec<u8>,
-    dropped: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl AsRef<[u8]> for WatchedBuffer {
-    fn as_ref(&self) -> &[u8] {
-        &self.bytes
-    }
-}
-
-impl Drop for WatchedBuffer {
-    fn drop(&mut self) {
-        self.dropped.store(true, Ordering::SeqCst);
-    }
-}
-
 #[tokio::test]
 async fn the_downstream_request_is_let_go_while_the_upstream_thinks() {
     // Reads the request, says so, and never answers.
@@ -481,20 +463,7 @@ async fn the_downstream_request_is_let_go_while_the_upstream_thinks() {
     })
     .await;
     let up = u.upstream();
-    // The request's target and a field share one read buffer, as the gateway's are.
-    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let buffer = Bytes::from_owner(WatchedBuffer {
-        bytes: b"/items/7?x=1shared-value".to_vec(),
-        dropped: Arc::clone(&dropped),
-    });
-    let mut req = Request::get(http::Uri::from_maybe_shared(buffer.slice(..12)).unwrap())
-        .body(empty())
-        .unwrap();
-    req.headers_mut().insert(
-        "x-shared",
-        http::HeaderValue::from_maybe_shared(buffer.slice(12..)).unwrap(),
-    );
-    drop(buffer);
+    let (req, dropped) = common::request_sharing_one_buffer();
     let forward = tokio::spawn(async move { up.forward_as_is(req, None, &client(), WAIT).await });
     let head = tokio::time::timeout(WAIT, read_rx.recv())
         .await
@@ -504,7 +473,7 @@ async fn the_downstream_request_is_let_go_while_the_upstream_thinks() {
     assert!(head.contains("x-shared: shared-value\r\n"), "{head}");
     // The request is out and its answer awaited: nothing holds the buffer any more.
     assert!(
-        dropped.load(Ordering::SeqCst),
+        dropped.is_dropped(),
         "the read buffer is kept while waiting"
     );
     assert!(!forward.is_finished());

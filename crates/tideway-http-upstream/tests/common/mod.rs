@@ -6,7 +6,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -155,4 +155,49 @@ where
         .expect("body within the wait")
         .unwrap()
         .to_bytes()
+}
+
+/// A buffer that records when the last `Bytes` sharing it is dropped.
+struct WatchedBuffer {
+    bytes: Vec<u8>,
+    dropped: Arc<AtomicBool>,
+}
+
+impl AsRef<[u8]> for WatchedBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl Drop for WatchedBuffer {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Whether the buffer of [`request_sharing_one_buffer`] has been freed.
+pub struct Dropped(Arc<AtomicBool>);
+
+impl Dropped {
+    pub fn is_dropped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// `GET /items/7?x=1` with `x-shared: shared-value`, whose target and field share one buffer,
+/// as a request the gateway read does; and a way to tell when that buffer is freed.
+pub fn request_sharing_one_buffer() -> (Request<BoxBody>, Dropped) {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let buffer = Bytes::from_owner(WatchedBuffer {
+        bytes: b"/items/7?x=1shared-value".to_vec(),
+        dropped: Arc::clone(&dropped),
+    });
+    let mut req = Request::get(http::Uri::from_maybe_shared(buffer.slice(..12)).unwrap())
+        .body(empty())
+        .unwrap();
+    req.headers_mut().insert(
+        "x-shared",
+        http::HeaderValue::from_maybe_shared(buffer.slice(12..)).unwrap(),
+    );
+    (req, Dropped(dropped))
 }
