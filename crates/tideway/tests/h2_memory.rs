@@ -19,6 +19,13 @@ use tideway_testkit::http::{self, metric};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tideway");
 
+/// The binary under test: this build's, or another named by `TIDEWAY_BIN` (to measure a
+/// release build: `TIDEWAY_BIN=target/release/tideway cargo test -p tideway --test h2_memory
+/// -- --nocapture`).
+fn binary() -> String {
+    std::env::var("TIDEWAY_BIN").unwrap_or_else(|_| BIN.to_owned())
+}
+
 /// Client connections held open, and requests on each: every response carries a field value
 /// of its own, so each fills its connection's HPACK table many times over.
 const CONNECTIONS: usize = 16;
@@ -89,7 +96,7 @@ strip_prefix = "/up"
         ),
     )
     .unwrap();
-    let child = Command::new(BIN)
+    let child = Command::new(binary())
         .args(["gateway", "--config"])
         .arg(&config)
         .env("RUST_LOG", "error")
