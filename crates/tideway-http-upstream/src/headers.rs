@@ -292,12 +292,12 @@ impl Forwarding {
 /// Gives every value in `headers` bytes of its own, for fields an HTTP/2 connection's HPACK
 /// encoder will see: a request to an HTTP/2 upstream, a response to an HTTP/2 client.
 ///
-/// A value read off the wire shares the buffer its request was read into (2 KiB to 8 KiB, or
-/// an HTTP/2 frame). The HTTP/2 client's HPACK encoder keeps the fields it indexes in its
-/// dynamic table for as long as the connection lives or until they are evicted, so a shared
-/// value would keep that whole buffer allocated long after its request ended: up to one
-/// buffer per table entry (128 per connection at the default 4 KiB table). Copied, an entry
-/// holds its own bytes only, which the table's size bounds.
+/// A value read off the wire shares the buffer its message was read into (2 KiB to 8 KiB, or
+/// an HTTP/2 frame's). An HTTP/2 connection's HPACK encoder keeps the fields it indexes in its
+/// dynamic table until they are evicted or the connection closes, so a shared value would keep
+/// that whole buffer allocated long after its message was sent: up to one buffer per table
+/// entry (over 100 per connection at the default 4 KiB table). Copied, an entry holds its own
+/// bytes only, which the table's size bounds.
 pub fn own_values(headers: &mut HeaderMap) {
     for value in headers.values_mut() {
         let sensitive = value.is_sensitive();
