@@ -1007,45 +1007,19 @@ async fn serve_plain(
     closing.as_mut().enable();
     let mut keep_alive = std::pin::pin!(tokio::time::sleep(protocols.keep_alive));
     loop {
-        if unread.is_empty() {
-            protocols.parked.fetch_add(1, Ordering::Relaxed);
-            let woken = if protocols.draining.load(Ordering::Relaxed)
-                || state.overload.pressure() >= Pressure::Elevated
-            {
-                // A request that has already arrived is served; only idle ones are let go.
-                matches!(
-                    futures::FutureExt::now_or_never(stream.readable()),
-                    Some(Ok(()))
-                )
-            } else {
-                loop {
-                    tokio::select! {
-                        biased;
-                        () = closing.as_mut() => break false,
-                        // Before the timer: a request that has arrived is served.
-                        // `poll_read_ready`, not `readable()`: see `until_hangup`.
-                        ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
-                            break ready.is_ok();
-                        }
-                        () = keep_alive.as_mut() => {
-                            let idle = watch.idle_for();
-                            // The activity clock may be a tick behind this timer's: what is
-                            // left within that is not worth another wake-up.
-                            if idle + COARSE_CLOCK_SLACK >= protocols.keep_alive {
-                                break false;
-                            }
-                            keep_alive
-                                .as_mut()
-                                .reset(Instant::now() + (protocols.keep_alive - idle));
-                        }
-                    }
-                }
-            };
-            protocols.parked.fetch_sub(1, Ordering::Relaxed);
-            if !woken {
-                tracing::trace!(%peer, "idle keep-alive connection timed out or shutting down; closing");
-                return;
-            }
+        if unread.is_empty()
+            && !wait_parked(
+                &stream,
+                state,
+                protocols,
+                &watch,
+                closing.as_mut(),
+                keep_alive.as_mut(),
+            )
+            .await
+        {
+            tracing::trace!(%peer, "idle keep-alive connection timed out or shutting down; closing");
+            return;
         }
         let read = if state.settings.http1_fast_path {
             // Boxed, so an idle connection's task keeps none of the serving state.
@@ -1082,6 +1056,56 @@ async fn serve_plain(
             None => return,
         }
     }
+}
+
+/// A parked HTTP/1.1 connection's wait between requests: `true` when its next request has
+/// begun to arrive, `false` when it should close (its keep-alive timeout, a shutdown, memory
+/// pressure). It holds the socket only: no buffer, no parser state. `closing` and
+/// `keep_alive` belong to the connection and are reused by each of its waits (see
+/// [`serve_plain`]).
+async fn wait_parked(
+    stream: &TcpStream,
+    state: &GatewayState,
+    protocols: &Protocols,
+    watch: &ConnWatch,
+    mut closing: Pin<&mut tokio::sync::futures::Notified<'_>>,
+    mut keep_alive: Pin<&mut tokio::time::Sleep>,
+) -> bool {
+    protocols.parked.fetch_add(1, Ordering::Relaxed);
+    let woken = if protocols.draining.load(Ordering::Relaxed)
+        || state.overload.pressure() >= Pressure::Elevated
+    {
+        // A request that has already arrived is served; only idle ones are let go.
+        matches!(
+            futures::FutureExt::now_or_never(stream.readable()),
+            Some(Ok(()))
+        )
+    } else {
+        loop {
+            tokio::select! {
+                biased;
+                () = closing.as_mut() => break false,
+                // Before the timer: a request that has arrived is served.
+                // `poll_read_ready`, not `readable()`: see `until_hangup`.
+                ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
+                    break ready.is_ok();
+                }
+                () = keep_alive.as_mut() => {
+                    let idle = watch.idle_for();
+                    // The activity clock may be a tick behind this timer's: what is
+                    // left within that is not worth another wake-up.
+                    if idle + COARSE_CLOCK_SLACK >= protocols.keep_alive {
+                        break false;
+                    }
+                    keep_alive
+                        .as_mut()
+                        .reset(Instant::now() + (protocols.keep_alive - idle));
+                }
+            }
+        }
+    };
+    protocols.parked.fetch_sub(1, Ordering::Relaxed);
+    woken
 }
 
 /// hyper serves the connection from `read` (bytes already read from it) until it has been idle
@@ -1423,13 +1447,9 @@ async fn serve_tls(
     shutdown: &CancellationToken,
 ) {
     let watch = Arc::new(ConnWatch::new());
-    let io = WatchedIo {
-        inner: stream,
-        prefix: Bytes::new(),
-        watch: Arc::clone(&watch),
-    };
     // The handshake counts as header time.
-    let stream = match tokio::time::timeout(protocols.header_timeout, acceptor.accept(io)).await {
+    let stream = match tokio::time::timeout(protocols.header_timeout, acceptor.accept(stream)).await
+    {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -1444,16 +1464,62 @@ async fn serve_tls(
         peer,
         scheme: Scheme::Https,
     };
-    if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+    // The watch sees the plaintext: what the header deadline and idleness are about.
+    let io = WatchedIo {
+        inner: stream,
+        prefix: Bytes::new(),
+        watch: Arc::clone(&watch),
+    };
+    if io.inner.get_ref().1.alpn_protocol() == Some(b"h2") {
         watch.is_h2.store(true, Ordering::Relaxed);
         let service = connection_service(state, &watch, downstream, true);
-        let conn = protocols.h2.serve_connection(TokioIo::new(stream), service);
-        drive_h2(conn, &watch, protocols, shutdown, peer).await;
-    } else {
-        // TLS sessions keep their own buffers, so parking would save little; no parking here.
+        let conn = protocols.h2.serve_connection(TokioIo::new(io), service);
+        // Boxed: an HTTP/2 connection's state must not size the task of every TLS connection.
+        Box::pin(drive_h2(conn, &watch, protocols, shutdown, peer)).await;
+        return;
+    }
+    // HTTP/1.1: hyper serves the connection until it has been idle for [`PARK_AFTER_IDLE`];
+    // then it is taken apart, and the connection waits for its next request holding its TLS
+    // session and socket only (rustls keeps a 4 KiB read buffer of its own), as a cleartext one
+    // does.
+    let mut io = io;
+    let mut closing = std::pin::pin!(protocols.close_parked.notified());
+    closing.as_mut().enable();
+    let mut keep_alive = std::pin::pin!(tokio::time::sleep(protocols.keep_alive));
+    loop {
         let service = connection_service(state, &watch, downstream, false);
-        let conn = Box::new(protocols.h1.serve_connection(TokioIo::new(stream), service));
-        drive_h1(conn, &watch, protocols, shutdown, peer, false).await;
+        let conn = Box::new(protocols.h1.serve_connection(TokioIo::new(io), service));
+        let Some((parked, read_buf)) =
+            drive_h1(conn, &watch, protocols, shutdown, peer, true).await
+        else {
+            return;
+        };
+        io = parked.into_inner();
+        if !io.prefix.is_empty() || !read_buf.is_empty() {
+            // Bytes of a next request already read: hyper serves them at once. Copied: a slice
+            // of hyper's buffer would keep that whole buffer alive.
+            let mut unread = BytesMut::with_capacity(io.prefix.len() + read_buf.len());
+            unread.extend_from_slice(&io.prefix);
+            unread.extend_from_slice(&read_buf);
+            io.prefix = unread.freeze();
+            continue;
+        }
+        // rustls holds no plaintext here: hyper read until there was none. What is left of a
+        // record (if anything) is completed by bytes the socket has yet to deliver.
+        let socket = io.inner.get_ref().0;
+        if !wait_parked(
+            socket,
+            state,
+            protocols,
+            &watch,
+            closing.as_mut(),
+            keep_alive.as_mut(),
+        )
+        .await
+        {
+            tracing::trace!(%peer, "idle TLS keep-alive connection timed out or shutting down; closing");
+            return;
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use tideway_gateway::config::ServerSettings;
 use tideway_gateway::{Gateway, Route, RouteTable, RpcBackends};
 use tideway_rpc::{ClientConfig, RpcError, Server, ServerHandle, Status};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -696,6 +696,52 @@ async fn over_the_in_flight_limits_requests_get_503_at_once() {
 async fn idle_keep_alive_connections_are_parked_and_wake_for_the_next_request() {
     let f = start(ServerSettings::default(), vec![]).await;
     let mut sock = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
+    park_and_wake(&f, &mut sock).await;
+}
+
+#[tokio::test]
+async fn idle_tls_connections_are_parked_and_wake_for_the_next_request() {
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let f = start(
+        ServerSettings {
+            tls: Some(tideway_gateway::config::TlsSettings {
+                cert: cert_path,
+                key: key_path,
+            }),
+            ..Default::default()
+        },
+        vec![],
+    )
+    .await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    park_and_wake(&f, &mut tls).await;
+}
+
+/// Three requests on `sock`, each followed by enough quiet for the connection to park (it
+/// gives up hyper's state and waits on its socket alone); then two pipelined requests in one
+/// write, both answered in order, on the same connection.
+async fn park_and_wake<S: AsyncRead + AsyncWrite + Unpin>(f: &Fixture, sock: &mut S) {
     let mut buf = vec![0u8; 4096];
     for round in 0..3 {
         sock.write_all(format!("GET /slow/{round} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
