@@ -540,16 +540,25 @@ fn curl(args: &[&str]) -> (String, String) {
     (body.to_owned(), meta.to_owned())
 }
 
-#[tokio::test]
-async fn http2_cleartext_and_over_tls() {
-    let dir = std::env::temp_dir().join(format!("tideway-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+/// A gateway serving TLS with a fresh self-signed certificate for `localhost`; the certificate
+/// is returned for clients to trust, and `dir` keeps its files.
+async fn start_tls(dir: &std::path::Path) -> (Fixture, rcgen::CertifiedKey<rcgen::KeyPair>) {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let cert_path = dir.join("cert.pem");
-    let key_path = dir.join("key.pem");
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let settings = ServerSettings {
+        tls: Some(tideway_gateway::config::TlsSettings {
+            cert: cert_path,
+            key: key_path,
+        }),
+        ..Default::default()
+    };
+    (start(settings, vec![]).await, cert)
+}
 
+#[tokio::test]
+async fn http2_cleartext_and_over_tls() {
     // h2c with prior knowledge (curl) and HTTP/1.1 on the same listener.
     let f = start(ServerSettings::default(), vec![]).await;
     let url = f.url("/slow/1");
@@ -565,17 +574,8 @@ async fn http2_cleartext_and_over_tls() {
     assert_eq!((body.as_str(), meta.as_str()), ("2", "200 1.1"));
 
     // TLS with ALPN: h2 and http/1.1.
-    let tls = start(
-        ServerSettings {
-            tls: Some(tideway_gateway::config::TlsSettings {
-                cert: cert_path,
-                key: key_path,
-            }),
-            ..Default::default()
-        },
-        vec![],
-    )
-    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (tls, _) = start_tls(dir.path()).await;
     let port = tls.gateway.local_addr().port();
     for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
         let url = format!("https://localhost:{port}/echo/x");
@@ -598,7 +598,6 @@ async fn http2_cleartext_and_over_tls() {
         let v: Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["rest"], json!({"a": 1}));
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -701,22 +700,8 @@ async fn idle_keep_alive_connections_are_parked_and_wake_for_the_next_request() 
 
 #[tokio::test]
 async fn idle_tls_connections_are_parked_and_wake_for_the_next_request() {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    let f = start(
-        ServerSettings {
-            tls: Some(tideway_gateway::config::TlsSettings {
-                cert: cert_path,
-                key: key_path,
-            }),
-            ..Default::default()
-        },
-        vec![],
-    )
-    .await;
+    let (f, cert) = start_tls(dir.path()).await;
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
