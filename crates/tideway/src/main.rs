@@ -491,6 +491,11 @@ fn gateway(path: PathBuf) -> anyhow::Result<()> {
             .context("cannot start tracing or the access log")?;
         // What `/admin/config` shows (with secrets redacted) until a reload replaces it.
         let effective = config.clone();
+        let scheme = if config.server.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let gateway = Gateway::start(config.server, routes, backends).await?;
         gateway.set_config(effective);
         gateway.set_observability(observe.clone());
@@ -498,7 +503,7 @@ fn gateway(path: PathBuf) -> anyhow::Result<()> {
         gateway.set_edge(edge);
         // The first line of output: scripts wait for it.
         println!(
-            "Tideway gateway listening on http://{}",
+            "Tideway gateway listening on {scheme}://{}",
             gateway.local_addr()
         );
         if let (Some(registry_config), Some(sources)) = (registry, sources) {

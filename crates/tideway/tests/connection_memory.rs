@@ -115,15 +115,23 @@ strip_prefix = "/up"
         ),
     )
     .unwrap();
-    let child = Command::new(binary())
+    let mut child = Command::new(binary())
         .args(["gateway", "--config"])
         .arg(&config)
         .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
     let gateway = Gateway(child);
+    let first = lines.next().expect("the gateway printed nothing").unwrap();
+    let scheme = if tls.is_empty() { "http" } else { "https" };
+    assert_eq!(
+        first,
+        format!("Tideway gateway listening on {scheme}://{addr}")
+    );
+    std::thread::spawn(move || for _ in lines {});
     let started = Instant::now();
     while !http::get(admin, "/healthz").is_ok_and(|r| r.status == 200) {
         assert!(
