@@ -1447,6 +1447,13 @@ async fn serve_tls(
     shutdown: &CancellationToken,
 ) {
     let watch = Arc::new(ConnWatch::new());
+    // The watch sees the ciphertext: bytes from the client start the header deadline even when
+    // they never make a whole TLS record (a slow-loris client trickling records).
+    let stream = WatchedIo {
+        inner: stream,
+        prefix: Bytes::new(),
+        watch: Arc::clone(&watch),
+    };
     // The handshake counts as header time.
     let stream = match tokio::time::timeout(protocols.header_timeout, acceptor.accept(stream)).await
     {
@@ -1464,7 +1471,7 @@ async fn serve_tls(
         peer,
         scheme: Scheme::Https,
     };
-    // The watch sees the plaintext: what the header deadline and idleness are about.
+    // And the plaintext: this layer also carries the bytes a parked connection had read.
     let io = WatchedIo {
         inner: stream,
         prefix: Bytes::new(),
@@ -1506,7 +1513,7 @@ async fn serve_tls(
         }
         // rustls holds no plaintext here: hyper read until there was none. What is left of a
         // record (if anything) is completed by bytes the socket has yet to deliver.
-        let socket = io.inner.get_ref().0;
+        let socket = &io.inner.get_ref().0.inner;
         if !wait_parked(
             socket,
             state,

@@ -540,9 +540,12 @@ fn curl(args: &[&str]) -> (String, String) {
     (body.to_owned(), meta.to_owned())
 }
 
-/// A gateway serving TLS with a fresh self-signed certificate for `localhost`; the certificate
-/// is returned for clients to trust, and `dir` keeps its files.
-async fn start_tls(dir: &std::path::Path) -> (Fixture, rcgen::CertifiedKey<rcgen::KeyPair>) {
+/// A gateway with `settings`, serving TLS with a fresh self-signed certificate for
+/// `localhost`; the certificate is returned for clients to trust, and `dir` keeps its files.
+async fn start_tls(
+    dir: &std::path::Path,
+    settings: ServerSettings,
+) -> (Fixture, rcgen::CertifiedKey<rcgen::KeyPair>) {
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
     let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
@@ -552,9 +555,34 @@ async fn start_tls(dir: &std::path::Path) -> (Fixture, rcgen::CertifiedKey<rcgen
             cert: cert_path,
             key: key_path,
         }),
-        ..Default::default()
+        ..settings
     };
     (start(settings, vec![]).await, cert)
+}
+
+/// A TLS connection (ALPN `http/1.1`) to `f`'s gateway, trusting `cert`.
+async fn tls_client(
+    f: &Fixture,
+    cert: &rcgen::CertifiedKey<rcgen::KeyPair>,
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -575,7 +603,7 @@ async fn http2_cleartext_and_over_tls() {
 
     // TLS with ALPN: h2 and http/1.1.
     let dir = tempfile::tempdir().unwrap();
-    let (tls, _) = start_tls(dir.path()).await;
+    let (tls, _) = start_tls(dir.path(), ServerSettings::default()).await;
     let port = tls.gateway.local_addr().port();
     for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
         let url = format!("https://localhost:{port}/echo/x");
@@ -701,26 +729,62 @@ async fn idle_keep_alive_connections_are_parked_and_wake_for_the_next_request() 
 #[tokio::test]
 async fn idle_tls_connections_are_parked_and_wake_for_the_next_request() {
     let dir = tempfile::tempdir().unwrap();
-    let (f, cert) = start_tls(dir.path()).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(
-            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
+    let (f, cert) = start_tls(dir.path(), ServerSettings::default()).await;
+    let mut tls = tls_client(&f, &cert).await;
+    park_and_wake(&f, &mut tls).await;
+}
+
+#[tokio::test]
+async fn a_tls_client_trickling_a_record_is_cut_at_the_header_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = ServerSettings {
+        header_read_timeout: Duration::from_millis(300),
+        keep_alive_timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let (f, cert) = start_tls(dir.path(), settings).await;
+    let mut tls = tls_client(&f, &cert).await;
+    // One request answered, then quiet until the connection is parked.
+    tls.write_all(b"GET /slow/1 HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
-    park_and_wake(&f, &mut tls).await;
+    let mut buf = vec![0u8; 4096];
+    let n = tls.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    assert!(
+        eventually(Duration::from_secs(3), || f.gateway.parked_connections()
+            == 1)
+        .await,
+        "connection was not parked"
+    );
+    // Below TLS: the header of an application-data record, then a byte every 50 ms. The record
+    // never completes, so no byte of a request head ever reaches HTTP.
+    let sock = tls.get_mut().0;
+    let t = Instant::now();
+    sock.write_all(&[0x17, 0x03, 0x03, 0x01, 0x00])
+        .await
+        .unwrap();
+    let mut closed_after = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if sock.write_all(b"x").await.is_err() {
+            closed_after = Some(t.elapsed());
+            break;
+        }
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) =
+            tokio::time::timeout(Duration::from_millis(1), sock.read(&mut probe)).await
+        {
+            closed_after = Some(t.elapsed());
+            break;
+        }
+    }
+    let closed_after = closed_after.expect("trickling TLS connection was never closed");
+    assert!(
+        closed_after >= Duration::from_millis(250) && closed_after < Duration::from_millis(1500),
+        "{closed_after:?}"
+    );
+    assert!(eventually(Duration::from_secs(1), || f.gateway.open_connections() == 0).await);
 }
 
 /// Three requests on `sock`, each followed by enough quiet for the connection to park (it
