@@ -174,7 +174,7 @@ EOF
 start_nginx() {
     local prefix="$tmp/nginx-$1"
     mkdir -p "$prefix"
-    local port listen="" scheme=http
+    local port listen scheme=http
     port="$(free_port)"
     listen="listen 127.0.0.1:$port;"
     if [ "${2:-}" = tls ]; then

@@ -1132,11 +1132,16 @@ async fn serve_with_hyper(
     let conn = Box::new(protocols.h1.serve_connection(TokioIo::new(io), service));
     let (io, read_buf) = drive_h1(conn, watch, protocols, shutdown, peer, true).await?;
     let WatchedIo { inner, prefix, .. } = io.into_inner();
-    // Copied: a slice of hyper's buffer would keep that whole buffer alive.
+    Some((inner, unread_copy(&prefix, &read_buf)))
+}
+
+/// What a parked hyper connection had read and not served: the rest of its prefix, then
+/// hyper's buffer. Copied: a slice of hyper's buffer would keep that whole buffer alive.
+fn unread_copy(prefix: &[u8], read_buf: &[u8]) -> BytesMut {
     let mut unread = BytesMut::with_capacity(prefix.len() + read_buf.len());
-    unread.extend_from_slice(&prefix);
-    unread.extend_from_slice(&read_buf);
-    Some((inner, unread))
+    unread.extend_from_slice(prefix);
+    unread.extend_from_slice(read_buf);
+    unread
 }
 
 /// First size of a fast-path read buffer: most request heads fit; bigger ones grow it.
@@ -1503,12 +1508,8 @@ async fn serve_tls(
         };
         io = parked.into_inner();
         if !io.prefix.is_empty() || !read_buf.is_empty() {
-            // Bytes of a next request already read: hyper serves them at once. Copied: a slice
-            // of hyper's buffer would keep that whole buffer alive.
-            let mut unread = BytesMut::with_capacity(io.prefix.len() + read_buf.len());
-            unread.extend_from_slice(&io.prefix);
-            unread.extend_from_slice(&read_buf);
-            io.prefix = unread.freeze();
+            // Bytes of a next request already read: hyper serves them at once.
+            io.prefix = unread_copy(&io.prefix, &read_buf).freeze();
             continue;
         }
         // rustls holds no plaintext here: hyper read until there was none. What is left of a
