@@ -17,6 +17,11 @@ use crate::router::{CallSettings, Fallback, Route, RouteTable, RouteTarget};
 /// Ceiling of an adaptive route limit when the route sets no `max_in_flight`.
 pub const DEFAULT_ADAPTIVE_CEILING: usize = 1000;
 
+/// How long a WebSocket tunnel may carry nothing either way before it is closed, unless its
+/// route says otherwise. Long enough for applications that ping every minute or so (browsers
+/// send no pings of their own), short enough that abandoned tunnels do not pile up.
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Routes and backends could not be built.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -184,6 +189,10 @@ fn config_routes(
         RouteTarget::Http {
             upstream,
             strip_prefix: rc.strip_prefix.clone(),
+            websocket_idle_timeout: rc.websocket.unwrap_or(true).then_some(
+                rc.websocket_idle_timeout
+                    .unwrap_or(DEFAULT_WEBSOCKET_IDLE_TIMEOUT),
+            ),
         }
     };
     let is_rpc = matches!(target, RouteTarget::Rpc { .. });

@@ -247,6 +247,13 @@ pub struct RouteConfig {
     /// it the response is cut off and the upstream connection closed.
     #[serde(default, with = "humantime_serde")]
     pub upstream_body_idle_timeout: Option<Duration>,
+    /// Pass WebSocket handshakes on to the upstream and splice the two connections when it
+    /// accepts (default `true`). `false`: `Upgrade` is removed like any hop-by-hop field.
+    pub websocket: Option<bool>,
+    /// How long a WebSocket tunnel may carry nothing either way before it is closed (default
+    /// 5 min).
+    #[serde(default, with = "humantime_serde")]
+    pub websocket_idle_timeout: Option<Duration>,
     /// The RPC calls may be repeated (retried after a lost connection, hedged); default: `true`
     /// for GET-only routes.
     pub idempotent: Option<bool>,
@@ -628,6 +635,13 @@ impl GatewayConfig {
                     {
                         check(false, &format!("{p}.upstream"), e);
                     }
+                    if route.websocket_idle_timeout == Some(Duration::ZERO) {
+                        check(
+                            false,
+                            &format!("{p}.websocket_idle_timeout"),
+                            "must be more than zero".into(),
+                        );
+                    }
                     if let Some(prefix) = &route.strip_prefix
                         && !route.path.starts_with(prefix.as_str())
                     {
@@ -819,12 +833,39 @@ params = { from_zone = "integer" }
 path = "/legacy/{*rest}"
 upstream = "http://127.0.0.1:9000/base"
 strip_prefix = "/legacy"
+websocket_idle_timeout = "90s"
+
+[[routes]]
+path = "/files/{*rest}"
+upstream = "http://127.0.0.1:9001"
+websocket = false
 "#,
         )
         .unwrap();
         assert_eq!(c.server.request_timeout, Duration::from_secs(2));
-        assert_eq!(c.routes.len(), 2);
+        assert_eq!(c.routes.len(), 3);
         assert_eq!(c.routes[0].params["from_zone"], ParamKind::Integer);
+        assert_eq!(
+            c.routes[1].websocket_idle_timeout,
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(c.routes[1].websocket, None);
+        assert_eq!(c.routes[2].websocket, Some(false));
+    }
+
+    #[test]
+    fn a_websocket_idle_timeout_of_zero_is_refused() {
+        let err = parse(
+            r#"[[routes]]
+path = "/ws/{*rest}"
+upstream = "http://127.0.0.1:9000"
+websocket_idle_timeout = "0s"
+"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.issues.len(), 1, "{err}");
+        assert_eq!(err.issues[0].path, "routes[0].websocket_idle_timeout");
+        assert_eq!(err.issues[0].line, Some(4), "{err}");
     }
 
     #[test]

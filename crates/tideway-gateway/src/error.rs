@@ -50,6 +50,9 @@ pub enum GatewayError {
     /// The HTTP upstream failed.
     #[error(transparent)]
     Upstream(#[from] tideway_http_upstream::UpstreamError),
+    /// The upstream answered a WebSocket handshake by switching to another protocol.
+    #[error("the upstream switched protocols, but not to websocket")]
+    BadUpstreamSwitch,
 }
 
 impl GatewayError {
@@ -69,6 +72,7 @@ impl GatewayError {
             GatewayError::NoEndpoint(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             GatewayError::Overloaded(_) => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             GatewayError::Upstream(e) => (e.http_status(), upstream_code(e.http_status())),
+            GatewayError::BadUpstreamSwitch => (StatusCode::BAD_GATEWAY, "bad_gateway"),
         }
     }
 

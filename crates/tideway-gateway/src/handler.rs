@@ -772,11 +772,12 @@ async fn proxy_http(
     request_id: &HeaderValue,
     budget: Duration,
     identity: Option<&tideway_edge::Principal>,
-    obs: Obs<'_>,
+    mut obs: Obs<'_>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let RouteTarget::Http {
         upstream,
         strip_prefix,
+        websocket_idle_timeout,
     } = &route.target
     else {
         unreachable!("proxy_http on a non-HTTP route {}", route.label());
@@ -797,6 +798,25 @@ async fn proxy_http(
     // The route's whole budget: nothing before this took measurable time (the deadline was
     // set just before), and re-reading the clock for it would cost more than it says.
     let timeout = budget;
+    if let Some(o) = obs.as_deref_mut() {
+        o.set_upstream_url(upstream.base_url());
+        // The upstream continues the gateway's span.
+        if let Some(tp) = o.traceparent()
+            && let Ok(v) = HeaderValue::from_str(&tp)
+        {
+            req.headers_mut()
+                .insert(tideway_observe::trace::TRACEPARENT, v);
+        }
+    }
+    if let Some(idle_timeout) = *websocket_idle_timeout
+        && upstream.supports_upgrades()
+        && is_websocket_handshake(&req)
+    {
+        let response = upstream
+            .forward_upgrade_as_is(*req, strip_prefix, &client, timeout)
+            .await?;
+        return websocket_answer(response, idle_timeout);
+    }
     let response = match obs {
         None => {
             upstream
@@ -804,14 +824,6 @@ async fn proxy_http(
                 .await?
         }
         Some(o) => {
-            o.set_upstream_url(upstream.base_url());
-            // The upstream continues the gateway's span.
-            if let Some(tp) = o.traceparent()
-                && let Ok(v) = HeaderValue::from_str(&tp)
-            {
-                req.headers_mut()
-                    .insert(tideway_observe::trace::TRACEPARENT, v);
-            }
             let req = (*req).map(|body| o.count_request_body(body));
             upstream
                 .forward_as_is(req, strip_prefix, &client, timeout)
@@ -823,6 +835,62 @@ async fn proxy_http(
         Some(bytes) => crate::body::full(bytes),
         None => GatewayBody::new(body),
     }))
+}
+
+/// Whether `req` is a WebSocket handshake (RFC 6455 §4.1) that can become a tunnel: an
+/// HTTP/1.1 `GET` with `Connection: upgrade` and `Upgrade: websocket`, read by hyper (whose
+/// connection can then be handed over). `Upgrade` must name `websocket` alone: the client's
+/// value goes to the upstream, and one offering `h2c` as well could let the upstream switch to
+/// HTTP/2, over which the client would send requests the gateway never sees (h2c smuggling).
+fn is_websocket_handshake(req: &Request<IngressBody>) -> bool {
+    // hyper's upgrade handle first: a request without one (every request of the fast path)
+    // is ruled out by that check alone.
+    req.extensions()
+        .get::<hyper::upgrade::OnUpgrade>()
+        .is_some()
+        && req.version() == http::Version::HTTP_11
+        && req.method() == Method::GET
+        && req
+            .headers()
+            .get(header::UPGRADE)
+            .is_some_and(|v| names_websocket(v.as_bytes()))
+        && req.headers().get_all(header::CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+        })
+}
+
+/// `websocket`, alone (a version suffix is not part of RFC 6455's token).
+fn names_websocket(value: &[u8]) -> bool {
+    value.trim_ascii().eq_ignore_ascii_case(b"websocket")
+}
+
+/// The client's answer to a WebSocket handshake the upstream answered. A `101` carries the
+/// upstream connection to the connection's driver (see `crate::tunnel`); any other answer is
+/// passed on as it is. A switch to anything but `websocket` is refused (502).
+fn websocket_answer(
+    response: Response<tideway_http_upstream::UpstreamBody>,
+    idle_timeout: Duration,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    let mut response = response;
+    let Some(tunnel) = response.body_mut().take_tunnel() else {
+        return Ok(response.map(GatewayBody::new));
+    };
+    if !response
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| names_websocket(v.as_bytes()))
+    {
+        // Dropping the tunnel closes the upstream connection.
+        drop(tunnel);
+        return Err(GatewayError::BadUpstreamSwitch);
+    }
+    let (mut parts, _) = response.into_parts();
+    parts
+        .extensions
+        .insert(crate::tunnel::TunnelHandoff::new(tunnel, idle_timeout));
+    Ok(Response::from_parts(parts, crate::body::empty()))
 }
 
 /// Request ids: the client's `x-request-id` when it is sane, else a fresh one.

@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! server.rs   accept (connection limit) ─► HTTP/1.1 fast path (h1.rs) for the common request,
-//!             hyper for the rest and for HTTP/2 ─► header deadline, idle timeout, hang-ups
+//!             hyper for the rest and for HTTP/2 ─► header deadline, idle timeout, hang-ups;
+//!             a WebSocket handshake the upstream accepted ─► a tunnel (tunnel.rs)
 //! handler.rs  request id ─► route match ─► deadline ─► RPC or HTTP target ─► finish
 //! router.rs   radix-tree match of path templates, then method (404 / 405 + Allow)
 //! binding.rs  path + query + JSON body ─► the RPC payload object
@@ -47,6 +48,7 @@ pub mod router;
 mod server;
 pub mod telemetry;
 mod tls;
+mod tunnel;
 
 pub use backends::RpcBackends;
 pub use config::{ConfigError, GatewayConfig, RouteConfig, ServerSettings};

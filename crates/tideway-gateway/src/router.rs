@@ -32,6 +32,9 @@ pub enum RouteTarget {
         upstream: HttpUpstream,
         /// Removed from the request path before forwarding.
         strip_prefix: Option<String>,
+        /// WebSocket handshakes are passed on, and a tunnel carrying nothing either way for
+        /// this long is closed; `None`: refused (`Upgrade` is removed as hop-by-hop).
+        websocket_idle_timeout: Option<Duration>,
     },
 }
 

@@ -46,6 +46,7 @@ use crate::overload::{OverloadState, Pressure};
 use crate::router::RouteTable;
 use crate::telemetry::{self, AllocatorStats, StallWatchdog};
 use crate::tls;
+use crate::tunnel::{self, PendingTunnel, TunnelSlot};
 
 /// Config reloads queued for the registry follower; more wait their turn (each reload waits
 /// for its own to be applied).
@@ -272,6 +273,11 @@ impl Gateway {
     /// Idle HTTP/1.1 connections parked now (holding a socket and no buffers).
     pub fn parked_connections(&self) -> usize {
         self.protocols.parked.load(Ordering::Relaxed)
+    }
+
+    /// WebSocket tunnels open now (client connections spliced to an upstream).
+    pub fn websocket_tunnels(&self) -> usize {
+        self.protocols.tunnels.load(Ordering::Relaxed)
     }
 
     /// Requests being served now.
@@ -522,10 +528,11 @@ impl crate::admin::AdminView for GatewayView {
                             crate::router::RouteTarget::Rpc { service, full_name, .. } => {
                                 json!({"kind": "rpc", "service": service, "method": full_name})
                             }
-                            crate::router::RouteTarget::Http { upstream, strip_prefix } => json!({
+                            crate::router::RouteTarget::Http { upstream, strip_prefix, websocket_idle_timeout } => json!({
                                 "kind": "http",
                                 "upstream": upstream.base_url(),
                                 "strip_prefix": strip_prefix,
+                                "websocket": websocket_idle_timeout.is_some(),
                                 "open_connections": upstream.open_connections(),
                             }),
                         };
@@ -635,6 +642,8 @@ impl crate::admin::AdminView for GatewayView {
             .set((settings.max_connections - self.connection_permits.available_permits()) as f64);
         metrics::gauge!("tideway_parked_connections")
             .set(self.protocols.parked.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("tideway_websocket_tunnels")
+            .set(self.protocols.tunnels.load(Ordering::Relaxed) as f64);
         metrics::counter!("tideway_scheduler_stalls_total").absolute(self.stalls.stalls());
         metrics::gauge!("tideway_scheduler_worst_stall_seconds")
             .set(self.stalls.worst().as_secs_f64());
@@ -804,6 +813,8 @@ struct Protocols {
     tick: Duration,
     /// Connections parked now.
     parked: AtomicUsize,
+    /// WebSocket tunnels open now.
+    tunnels: AtomicUsize,
     /// Wakes every parked connection to close (see [`close_parked_connections`]).
     close_parked: tokio::sync::Notify,
     /// The gateway is shutting down: set (just before `close_parked` is notified) by
@@ -836,6 +847,7 @@ impl Protocols {
             keep_alive: settings.keep_alive_timeout,
             tick,
             parked: AtomicUsize::new(0),
+            tunnels: AtomicUsize::new(0),
             close_parked: tokio::sync::Notify::new(),
             draining: AtomicBool::new(false),
         }
@@ -853,11 +865,14 @@ type BoxedResponseFuture =
 /// read into, and the connection's HPACK encoder keeps the fields it indexes for as long as
 /// the connection lives (up to a table of 4 KiB), which would keep one such buffer allocated
 /// per indexed field.
+///
+/// On an HTTP/1.1 connection, a `101` answer to a WebSocket handshake leaves its upstream
+/// connection in `tunnel`, for the connection's driver to splice once hyper has written it.
 fn connection_service(
     state: &Arc<GatewayState>,
     watch: &Arc<ConnWatch>,
     downstream: Downstream,
-    h2: bool,
+    protocol: ServiceProtocol,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
     Response = http::Response<GatewayBody>,
@@ -876,15 +891,30 @@ fn connection_service(
             downstream,
             req.map(IngressBody::Streamed),
         );
+        let protocol = protocol.clone();
         Box::pin(async move {
             let mut response = response.await;
             drop(in_service);
-            if h2 && let Ok(response) = &mut response {
-                tideway_http_upstream::headers::own_values(response.headers_mut());
+            if let Ok(response) = &mut response {
+                match &protocol {
+                    ServiceProtocol::Http2 => {
+                        tideway_http_upstream::headers::own_values(response.headers_mut());
+                    }
+                    ServiceProtocol::Http1(tunnel) => tunnel.receive(response),
+                }
             }
             response
         }) as BoxedResponseFuture
     })
+}
+
+/// What [`connection_service`] does for its protocol.
+#[derive(Debug, Clone)]
+enum ServiceProtocol {
+    /// HTTP/1.1: where a WebSocket tunnel's upstream side is left.
+    Http1(Arc<TunnelSlot>),
+    /// HTTP/2: field values copied before HPACK sees them.
+    Http2,
 }
 
 /// A request's answer on hyper's path: the request path of [`handle`], boxed.
@@ -980,7 +1010,7 @@ async fn serve_plain(
         None => return,
         Some(true) => {
             watch.is_h2.store(true, Ordering::Relaxed);
-            let service = connection_service(state, &watch, downstream, true);
+            let service = connection_service(state, &watch, downstream, ServiceProtocol::Http2);
             let io = WatchedIo {
                 inner: stream,
                 prefix: Bytes::new(),
@@ -1128,11 +1158,56 @@ async fn serve_with_hyper(
         prefix: read,
         watch: Arc::clone(watch),
     };
-    let service = connection_service(state, watch, downstream, false);
+    let tunnel = Arc::new(TunnelSlot::default());
+    let service = connection_service(
+        state,
+        watch,
+        downstream,
+        ServiceProtocol::Http1(Arc::clone(&tunnel)),
+    );
     let conn = Box::new(protocols.h1.serve_connection(TokioIo::new(io), service));
-    let (io, read_buf) = drive_h1(conn, watch, protocols, shutdown, peer, true).await?;
-    let WatchedIo { inner, prefix, .. } = io.into_inner();
-    Some((inner, unread_copy(&prefix, &read_buf)))
+    match drive_h1(conn, watch, protocols, shutdown, peer, true, &tunnel).await {
+        H1End::Done => None,
+        H1End::Parked(io, read_buf) => {
+            let WatchedIo { inner, prefix, .. } = io.into_inner();
+            Some((inner, unread_copy(&prefix, &read_buf)))
+        }
+        H1End::Upgraded(io, read_buf, upstream) => {
+            run_tunnel(
+                io.into_inner(),
+                read_buf,
+                upstream,
+                protocols,
+                shutdown,
+                peer,
+            )
+            .await;
+            None
+        }
+    }
+}
+
+/// A connection whose WebSocket handshake the upstream accepted: spliced to the upstream until
+/// either closes, it idles out or the gateway shuts down. `read_buf` is what hyper read behind
+/// the handshake (the client's first frames, perhaps): it goes to the upstream first.
+async fn run_tunnel<T>(
+    mut io: WatchedIo<T>,
+    read_buf: Bytes,
+    (upstream, idle_timeout): PendingTunnel,
+    protocols: &Protocols,
+    shutdown: &CancellationToken,
+    peer: SocketAddr,
+) where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    if !read_buf.is_empty() {
+        io.prefix = unread_copy(&io.prefix, &read_buf).freeze();
+    }
+    protocols.tunnels.fetch_add(1, Ordering::Relaxed);
+    tracing::debug!(%peer, "WebSocket tunnel open");
+    let end = tunnel::splice(io, upstream, idle_timeout, shutdown).await;
+    protocols.tunnels.fetch_sub(1, Ordering::Relaxed);
+    tracing::debug!(%peer, ?end, "WebSocket tunnel closed");
 }
 
 /// What a parked hyper connection had read and not served: the rest of its prefix, then
@@ -1484,7 +1559,7 @@ async fn serve_tls(
     };
     if io.inner.get_ref().1.alpn_protocol() == Some(b"h2") {
         watch.is_h2.store(true, Ordering::Relaxed);
-        let service = connection_service(state, &watch, downstream, true);
+        let service = connection_service(state, &watch, downstream, ServiceProtocol::Http2);
         let conn = protocols.h2.serve_connection(TokioIo::new(io), service);
         // Boxed: an HTTP/2 connection's state must not size the task of every TLS connection.
         Box::pin(drive_h2(conn, &watch, protocols, shutdown, peer)).await;
@@ -1499,13 +1574,31 @@ async fn serve_tls(
     closing.as_mut().enable();
     let mut keep_alive = std::pin::pin!(tokio::time::sleep(protocols.keep_alive));
     loop {
-        let service = connection_service(state, &watch, downstream, false);
+        let tunnel = Arc::new(TunnelSlot::default());
+        let service = connection_service(
+            state,
+            &watch,
+            downstream,
+            ServiceProtocol::Http1(Arc::clone(&tunnel)),
+        );
         let conn = Box::new(protocols.h1.serve_connection(TokioIo::new(io), service));
-        let Some((parked, read_buf)) =
-            drive_h1(conn, &watch, protocols, shutdown, peer, true).await
-        else {
-            return;
-        };
+        let (parked, read_buf) =
+            match drive_h1(conn, &watch, protocols, shutdown, peer, true, &tunnel).await {
+                H1End::Done => return,
+                H1End::Parked(parked, read_buf) => (parked, read_buf),
+                H1End::Upgraded(io, read_buf, upstream) => {
+                    run_tunnel(
+                        io.into_inner(),
+                        read_buf,
+                        upstream,
+                        protocols,
+                        shutdown,
+                        peer,
+                    )
+                    .await;
+                    return;
+                }
+            };
         io = parked.into_inner();
         if !io.prefix.is_empty() || !read_buf.is_empty() {
             // Bytes of a next request already read: hyper serves them at once.
@@ -1558,8 +1651,21 @@ async fn sniff_h2_preface(stream: &TcpStream, within: Duration) -> Option<bool> 
     }
 }
 
-/// Drives an HTTP/1 connection. Returns its socket and unread bytes when it was parked (only if
-/// `may_park`); `None` when the connection is finished.
+/// How [`drive_h1`] let go of a connection.
+enum H1End<I> {
+    /// Finished (and its socket shut down).
+    Done,
+    /// Parked (only if `may_park`): its socket and the bytes hyper read but did not serve.
+    Parked(I, Bytes),
+    /// Its `101` to a WebSocket handshake was written: its socket, the bytes hyper read behind
+    /// the handshake, and the upstream side of the tunnel.
+    Upgraded(I, Bytes, PendingTunnel),
+}
+
+/// Drives an HTTP/1 connection until it finishes, parks (only if `may_park`), or switches to a
+/// WebSocket tunnel (whose upstream side its service left in `tunnel`).
+// The connection's pieces are passed as they are rather than in a bag made for the occasion.
+#[allow(clippy::too_many_arguments)]
 async fn drive_h1<I, S>(
     mut conn: Box<http1::Connection<I, S>>,
     watch: &ConnWatch,
@@ -1567,7 +1673,8 @@ async fn drive_h1<I, S>(
     shutdown: &CancellationToken,
     peer: SocketAddr,
     may_park: bool,
-) -> Option<(I, Bytes)>
+    tunnel: &TunnelSlot,
+) -> H1End<I>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin,
     S: hyper::service::HttpService<hyper::body::Incoming, ResBody = GatewayBody> + Unpin,
@@ -1583,16 +1690,21 @@ where
             result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
                 if let Err(e) = result {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    return None;
+                    return H1End::Done;
+                }
+                // hyper ends a connection once it has written a `101` ("manual" upgrade).
+                if let Some(upstream) = tunnel.take() {
+                    let parts = conn.into_parts();
+                    return H1End::Upgraded(parts.io, parts.read_buf, upstream);
                 }
                 if parking && !draining {
                     let parts = conn.into_parts();
-                    return Some((parts.io, parts.read_buf));
+                    return H1End::Parked(parts.io, parts.read_buf);
                 }
                 // Finished on its own (Connection: close, or draining): close the socket.
                 let mut io = conn.into_parts().io;
                 let _ = std::future::poll_fn(|cx| Pin::new(&mut io).poll_shutdown(cx)).await;
-                return None;
+                return H1End::Done;
             }
             () = shutdown.cancelled(), if !draining => {
                 draining = true;
@@ -1603,11 +1715,11 @@ where
                     Verdict::Keep => {}
                     Verdict::HeaderTimeout => {
                         tracing::debug!(%peer, "request head not complete within the header deadline; closing");
-                        return None;
+                        return H1End::Done;
                     }
                     Verdict::Idle => {
                         tracing::trace!(%peer, "keep-alive connection idle; closing");
-                        return None;
+                        return H1End::Done;
                     }
                 }
                 if may_park && !parking && watch.parkable(PARK_AFTER_IDLE) {

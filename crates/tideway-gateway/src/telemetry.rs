@@ -122,6 +122,10 @@ fn describe() {
         "tideway_parked_connections",
         "Idle HTTP/1.1 connections parked with no buffers."
     );
+    describe_gauge!(
+        "tideway_websocket_tunnels",
+        "WebSocket tunnels open now (client connections spliced to an upstream)."
+    );
     describe_counter!(
         "tideway_scheduler_stalls_total",
         "Times the stall probe woke up 100 ms or more late."

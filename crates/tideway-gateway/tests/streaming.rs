@@ -97,6 +97,7 @@ async fn http_upstream_streams_50_mb_each_way_without_growing_memory() {
             )
             .unwrap(),
             strip_prefix: strip.map(str::to_owned),
+            websocket_idle_timeout: None,
         },
         origin: "test".into(),
         limit: None,

@@ -107,6 +107,23 @@ impl UpstreamBody {
     }
 }
 
+impl UpstreamBody {
+    /// The upstream connection of a `101 Switching Protocols` answer (to
+    /// [`HttpUpstream::forward_upgrade_as_is`](crate::HttpUpstream::forward_upgrade_as_is)),
+    /// now the caller's to splice; `None` for any other answer. The body is empty either way.
+    pub fn take_tunnel(&mut self) -> Option<crate::UpstreamTunnel> {
+        match &mut self.kind {
+            Kind::H1(H1Body {
+                state: state @ State::Switched(_),
+            }) => match std::mem::replace(state, State::Done) {
+                State::Switched(tunnel) => Some(tunnel),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
 impl IdleDeadline {
     fn new(timeout: Duration) -> Self {
         IdleDeadline {
@@ -238,6 +255,9 @@ enum State {
     /// The whole body, already read; `None` once handed out (or for no body).
     Whole(Option<Bytes>),
     Streaming(Streaming),
+    /// The upstream switched protocols (`101`): no body; the connection waits to be taken as a
+    /// tunnel ([`UpstreamBody::take_tunnel`]).
+    Switched(crate::UpstreamTunnel),
     Done,
 }
 
@@ -278,6 +298,13 @@ impl H1Body {
     /// A body that ended with an error: it yields nothing more.
     fn closed() -> Self {
         H1Body { state: State::Done }
+    }
+
+    /// The "body" of a `101 Switching Protocols` answer: none, and the switched connection.
+    pub(crate) fn switched(tunnel: crate::UpstreamTunnel) -> Self {
+        H1Body {
+            state: State::Switched(tunnel),
+        }
     }
 
     /// A body still to be read from its connection.
@@ -404,7 +431,7 @@ impl Body for H1Body {
     ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
         let this = self.get_mut();
         let step = match &mut this.state {
-            State::Done => return Poll::Ready(None),
+            State::Done | State::Switched(_) => return Poll::Ready(None),
             State::Whole(data) => {
                 let data = data.take();
                 if data.is_none() {
@@ -439,7 +466,7 @@ impl Body for H1Body {
 
     fn is_end_stream(&self) -> bool {
         match &self.state {
-            State::Done | State::Whole(None) => true,
+            State::Done | State::Whole(None) | State::Switched(_) => true,
             State::Whole(Some(_)) => false,
             State::Streaming(s) => match &s.framing {
                 Framing::Length(n) => *n == 0,
@@ -451,7 +478,7 @@ impl Body for H1Body {
 
     fn size_hint(&self) -> SizeHint {
         match &self.state {
-            State::Done | State::Whole(None) => SizeHint::with_exact(0),
+            State::Done | State::Whole(None) | State::Switched(_) => SizeHint::with_exact(0),
             State::Whole(Some(data)) => SizeHint::with_exact(data.len() as u64),
             State::Streaming(Streaming {
                 framing: Framing::Length(n),

@@ -14,7 +14,8 @@
 //!    made.
 //! 3. The head is written, then, together: the streamed body is sent on while the response head
 //!    is read (an upstream may answer early, e.g. 413, without reading the whole body). Interim
-//!    1xx responses are skipped; 101 is an error (upgrades are not supported).
+//!    1xx responses are skipped; 101 is final for a request asking to switch protocols (its
+//!    connection becomes the response's tunnel) and an error for any other.
 //! 4. The response is handed back with an [`H1Body`] that owns the connection, the bytes read
 //!    past the head and, if the upstream answered before the request body was all sent, the
 //!    rest of the request body.
@@ -110,6 +111,24 @@ impl From<UpstreamError> for Failure {
     fn from(error: UpstreamError) -> Self {
         Failure::fatal(error)
     }
+}
+
+/// A `101` answer passed on: hop-by-hop fields removed but for the switch itself (`Upgrade`
+/// and `Connection: upgrade`, which the client needs to see), the connection its tunnel.
+fn switched(response: Response<()>, conn: Conn, buf: BytesMut) -> Response<H1Body> {
+    let mut response = response;
+    let protocol = response.headers().get(http::header::UPGRADE).cloned();
+    headers::remove_hop_by_hop(response.headers_mut());
+    if let Some(protocol) = protocol {
+        let headers = response.headers_mut();
+        headers.insert(http::header::UPGRADE, protocol);
+        headers.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("upgrade"),
+        );
+    }
+    let tunnel = conn.into_tunnel(buf.freeze());
+    response.map(|()| H1Body::switched(tunnel))
 }
 
 fn protocol(e: HeadError) -> UpstreamError {
@@ -219,12 +238,15 @@ impl H1Client {
     }
 
     /// Sends a request [`encode`](Self::encode)d for this client, with its body, and reads
-    /// the response head by `deadline`.
+    /// the response head by `deadline`. With `switch` (the request asks to switch protocols)
+    /// a `101` answer is final: its body holds the connection as an
+    /// [`UpstreamTunnel`](crate::UpstreamTunnel).
     pub(crate) async fn send<B>(
         &self,
         request: EncodedRequest,
         body: B,
         deadline: HeadDeadline,
+        switch: bool,
     ) -> Result<Response<H1Body>, UpstreamError>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -244,7 +266,7 @@ impl H1Client {
                 } else {
                     drop(body);
                 }
-                self.send_whole(&method, &head, deadline).await
+                self.send_whole(&method, &head, deadline, switch).await
             }
             BodyPlan::Streamed { remaining } => {
                 let upload = Upload::new(body.map_err(Into::into).boxed_unsync(), remaining);
@@ -252,7 +274,7 @@ impl H1Client {
                     Some(conn) => conn,
                     None => self.connect(deadline).await?,
                 };
-                self.exchange(conn, &head, Some(upload), &method, deadline)
+                self.exchange(conn, &head, Some(upload), &method, deadline, switch)
                     .await
                     .map_err(|f| f.error)
             }
@@ -266,6 +288,7 @@ impl H1Client {
         method: &Method,
         request: &[u8],
         deadline: HeadDeadline,
+        switch: bool,
     ) -> Result<Response<H1Body>, UpstreamError> {
         let mut pooled = self.pool.checkout();
         loop {
@@ -274,7 +297,10 @@ impl H1Client {
                 Some(conn) => conn,
                 None => self.connect(deadline).await?,
             };
-            match self.exchange(conn, request, None, method, deadline).await {
+            match self
+                .exchange(conn, request, None, method, deadline, switch)
+                .await
+            {
                 Ok(response) => return Ok(response),
                 Err(f) if f.stale && reused && h1::is_idempotent(method) => {
                     tracing::debug!(
@@ -299,7 +325,8 @@ impl H1Client {
     }
 
     /// Writes `head` (with a whole body, or followed by `upload`) and reads the response head,
-    /// both by `deadline`.
+    /// both by `deadline`. With `switch`, a `101` head is final and the connection becomes the
+    /// response's tunnel.
     async fn exchange(
         &self,
         mut conn: Conn,
@@ -307,6 +334,7 @@ impl H1Client {
         mut upload: Option<Upload>,
         method: &Method,
         deadline: HeadDeadline,
+        switch: bool,
     ) -> Result<Response<H1Body>, Failure> {
         let (stream, mut timer) = conn.arm(deadline.at);
         match within(timer.as_mut(), stream.write_all(head)).await {
@@ -344,7 +372,13 @@ impl H1Client {
                 }
             }
             loop {
-                match h1::take_final_head(&mut buf, &mut interim, self.max_head, self.max_fields) {
+                match h1::take_final_head(
+                    &mut buf,
+                    &mut interim,
+                    self.max_head,
+                    self.max_fields,
+                    switch,
+                ) {
                     Ok(Some(head)) => return Poll::Ready(Ok(head)),
                     Ok(None) => {}
                     Err(e) => return Poll::Ready(Err(protocol(e).into())),
@@ -382,6 +416,10 @@ impl H1Client {
         let response = within(timer, reading)
             .await
             .unwrap_or_else(|| Err(Failure::fatal(deadline.passed())))?;
+        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            // Only with `switch` (else refused above), and for a request sent whole.
+            return Ok(switched(response, conn, buf));
+        }
 
         let (framing, keep_alive) = h1::response_framing(method, &response).map_err(protocol)?;
         let keep_alive = keep_alive && write_error.is_none();

@@ -109,7 +109,13 @@ fn read_head(input: &[u8], piece: usize) -> HeadOutcome {
     let mut interim = 0;
     loop {
         let before = buf.len();
-        match take_final_head(&mut buf, &mut interim, FUZZ_MAX_HEAD, FUZZ_MAX_FIELDS) {
+        match take_final_head(
+            &mut buf,
+            &mut interim,
+            FUZZ_MAX_HEAD,
+            FUZZ_MAX_FIELDS,
+            false,
+        ) {
             Ok(Some(head)) => {
                 assert!(buf.len() < before, "a head takes its own bytes");
                 let fields = head

@@ -121,8 +121,8 @@ pub(crate) enum HeadError {
     /// `Content-Length` is not one decimal number (or a list of the same one).
     #[error("invalid content-length in response")]
     InvalidContentLength,
-    /// The upstream switched protocols; upgrades are not supported.
-    #[error("upstream answered 101 Switching Protocols; upgrades are not supported")]
+    /// The upstream switched protocols to a request that did not ask it to.
+    #[error("upstream answered 101 Switching Protocols to a request that did not ask to switch")]
     SwitchingProtocols,
     /// Too many interim (1xx) responses before the final one.
     #[error("more than {0} interim responses")]
@@ -136,7 +136,8 @@ pub(crate) const MAX_INTERIM_RESPONSES: usize = 16;
 
 /// Takes the final response head from the front of `buf`, skipping (and taking) interim 1xx
 /// heads on the way; `interim` counts those across calls. `Ok(None)`: no final head yet, read
-/// more (at most up to `max_head` bytes in `buf`). Refused: `101 Switching Protocols`, more
+/// more (at most up to `max_head` bytes in `buf`). `101 Switching Protocols` is the final head
+/// when the request asked to switch (`switch`), and refused otherwise. Also refused: more
 /// than [`MAX_INTERIM_RESPONSES`] interim heads, a head not complete within `max_head` bytes,
 /// and whatever [`parse_response_head`] refuses. This is the HTTP/1.1 client's whole reading
 /// of a response head, short of the socket; the `h1_response` fuzz target runs it too.
@@ -145,11 +146,20 @@ pub(crate) fn take_final_head(
     interim: &mut usize,
     max_head: usize,
     max_fields: usize,
+    switch: bool,
 ) -> Result<Option<Response<()>>, HeadError> {
     while !buf.is_empty() {
         match parse_response_head(buf, max_fields)? {
             Some(head) if head.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                return Err(HeadError::SwitchingProtocols);
+                if !switch {
+                    return Err(HeadError::SwitchingProtocols);
+                }
+                if !head.headers().contains_key(http::header::UPGRADE) {
+                    return Err(HeadError::Malformed(
+                        "101 Switching Protocols without an Upgrade field",
+                    ));
+                }
+                return Ok(Some(head));
             }
             Some(head) if head.status().is_informational() => {
                 *interim += 1;

@@ -204,6 +204,9 @@ pub(crate) struct Forwarding {
     proto: &'static str,
     forwarded_host: Option<HeaderValue>,
     te_trailers: bool,
+    /// The protocol a request asks to switch to (`Upgrade`), passed on with
+    /// `Connection: upgrade`; `None` for every request but a WebSocket handshake.
+    upgrade: Option<HeaderValue>,
 }
 
 impl Forwarding {
@@ -224,7 +227,13 @@ impl Forwarding {
             proto: scheme.as_str(),
             forwarded_host: original_host,
             te_trailers,
+            upgrade: None,
         }
+    }
+
+    /// Asks the upstream to switch to `protocol` (the client's `Upgrade` value).
+    pub(crate) fn set_upgrade(&mut self, protocol: HeaderValue) {
+        self.upgrade = Some(protocol);
     }
 
     /// Whether the encoder leaves out a field of the request's map by this name: these fields
@@ -254,13 +263,15 @@ impl Forwarding {
             0
         };
         let host = self.forwarded_host.as_ref().map_or(0, |h| h.len() + 20);
+        let upgrade = self.upgrade.as_ref().map_or(0, |u| u.len() + 40);
         // Names, separators and line ends of the fixed fields; 45 bytes of address at most.
-        self.host.len() + 8 + prior + 45 + 19 + self.proto.len() + 21 + host + 32
+        self.host.len() + 8 + prior + 45 + 19 + self.proto.len() + 21 + host + 32 + upgrade
     }
 
     /// Writes `X-Forwarded-For` (the values `headers` carries, then the client's address),
-    /// `X-Forwarded-Proto`, `X-Forwarded-Host` when there is an original host, and the `TE`
-    /// pair when the client accepts trailers. (`Host` is written first, by the encoder.)
+    /// `X-Forwarded-Proto`, `X-Forwarded-Host` when there is an original host, the `TE` field
+    /// when the client accepts trailers, `Upgrade` when the request asks to switch protocols,
+    /// and the `Connection` field naming those two. (`Host` is written first, by the encoder.)
     pub(crate) fn write_fields(&self, out: &mut Vec<u8>, headers: &HeaderMap) {
         out.extend_from_slice(b"x-forwarded-for: ");
         if self.has_for {
@@ -284,7 +295,18 @@ impl Forwarding {
             out.extend_from_slice(b"\r\n");
         }
         if self.te_trailers {
-            out.extend_from_slice(b"te: trailers\r\nconnection: te\r\n");
+            out.extend_from_slice(b"te: trailers\r\n");
+        }
+        if let Some(protocol) = &self.upgrade {
+            out.extend_from_slice(b"upgrade: ");
+            out.extend_from_slice(protocol.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        match (self.te_trailers, self.upgrade.is_some()) {
+            (false, false) => {}
+            (true, false) => out.extend_from_slice(b"connection: te\r\n"),
+            (false, true) => out.extend_from_slice(b"connection: upgrade\r\n"),
+            (true, true) => out.extend_from_slice(b"connection: te, upgrade\r\n"),
         }
     }
 }

@@ -47,6 +47,7 @@
 //!   connections; `connect.rs`: TCP connects (name resolution, connect timeout, `TCP_NODELAY`,
 //!   socket buffer sizes) and the open-connections gauge ([`HttpUpstream::open_connections`]).
 //! - `h1.rs`, `chunked.rs`: the HTTP/1.1 wire format, sans IO.
+//! - [`UpstreamTunnel`] (`tunnel.rs`): a connection that switched protocols.
 //! - [`headers`]: the header rules below, public so the gateway can reuse them. An HTTP/1.1
 //!   request gets `Host` and `X-Forwarded-*` written by its encoder (`headers::Forwarding`);
 //!   an HTTP/2 one in its map (`set_forwarded`); a test holds the two to the same fields.
@@ -83,6 +84,14 @@
 //! The response head gets the same hop-by-hop removal; status, other fields and the body
 //! (including trailers of a chunked body) pass through untouched. Interim 1xx responses are
 //! skipped; `101 Switching Protocols` is an error. A custom reason phrase is not kept.
+//!
+//! # Switching protocols (WebSocket)
+//!
+//! [`HttpUpstream::forward_upgrade_as_is`] forwards a request that asks to switch protocols
+//! with its `Upgrade` field kept (and `Connection: upgrade`). A `101` answer is then final: its
+//! head keeps `Upgrade` and `Connection: upgrade`, and its body holds the connection as an
+//! [`UpstreamTunnel`] ([`UpstreamBody::take_tunnel`]): raw bytes both ways from there, never
+//! pooled. Which protocols may be switched to is the caller's choice. HTTP/1.1 upstreams only.
 //!
 //! # HTTP/1.1 connections
 //!
@@ -134,7 +143,7 @@
 //!
 //! # Not supported
 //!
-//! TLS to upstreams, protocol upgrades (`Upgrade` is removed, so no WebSocket), `CONNECT`,
+//! TLS to upstreams, protocol upgrades other than through `forward_upgrade_as_is`, `CONNECT`,
 //! request trailers over HTTP/1.1, and retries beyond the one stale-connection case above (the
 //! caller decides, using [`UpstreamError::is_retry_safe`]).
 
@@ -151,9 +160,11 @@ mod h1;
 pub mod headers;
 mod pool;
 mod target;
+mod tunnel;
 mod upstream;
 
 pub use body::{UpstreamBody, UpstreamBodyError};
 pub use config::*;
 pub use error::{BoxError, UpstreamError};
+pub use tunnel::UpstreamTunnel;
 pub use upstream::{ClientInfo, HttpUpstream, Scheme};

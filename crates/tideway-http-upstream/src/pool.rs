@@ -55,6 +55,12 @@ impl Conn {
         }
     }
 
+    /// The connection after its upstream switched protocols: a tunnel, never pooled.
+    /// `unread` is what was read behind the `101` head.
+    pub(crate) fn into_tunnel(self, unread: bytes::Bytes) -> crate::UpstreamTunnel {
+        crate::UpstreamTunnel::new(self.stream, unread, self._open)
+    }
+
     /// The socket and this connection's response-head timer, set to fire at `at`.
     ///
     /// Why one timer per connection, not one per request: a timer registered for a request and

@@ -206,6 +206,7 @@ impl HttpUpstream {
             UpstreamPath::Given(path_and_query),
             client,
             timeout,
+            false,
         )
     }
 
@@ -230,7 +231,48 @@ impl HttpUpstream {
             UpstreamPath::AsIs { strip_prefix },
             client,
             timeout,
+            false,
         )
+    }
+
+    /// [`forward_as_is`](Self::forward_as_is) for a request asking to switch protocols (a
+    /// WebSocket handshake: `Connection: upgrade` and `Upgrade`): its `Upgrade` field is passed
+    /// on, with `Connection: upgrade`, instead of being removed as hop-by-hop. If the upstream
+    /// answers `101 Switching Protocols`, the response carries its `Upgrade` and
+    /// `Connection: upgrade` fields and its body holds the connection
+    /// ([`UpstreamBody::take_tunnel`]), which is then the caller's to splice to its client.
+    /// Any other answer is an ordinary response.
+    ///
+    /// Which protocols may be switched to is the caller's to decide (a gateway allows
+    /// `websocket` only: a switch to `h2c` would let a client send requests the gateway never
+    /// sees). Only HTTP/1.1 upstreams can switch ([`supports_upgrades`](Self::supports_upgrades));
+    /// for h2c ones, and for a request with a body, this is `forward_as_is`.
+    pub fn forward_upgrade_as_is<B>(
+        &self,
+        req: Request<B>,
+        strip_prefix: Option<&str>,
+        client: &ClientInfo,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, body) = req.into_parts();
+        let upgrade = body.size_hint().exact() == Some(0);
+        self.send(
+            parts,
+            body,
+            UpstreamPath::AsIs { strip_prefix },
+            client,
+            timeout,
+            upgrade,
+        )
+    }
+
+    /// Whether this upstream can switch protocols (WebSocket): it is spoken to in HTTP/1.1.
+    pub fn supports_upgrades(&self) -> bool {
+        matches!(self.inner.client, Protocol::Http1(_))
     }
 
     async fn send<B>(
@@ -240,6 +282,7 @@ impl HttpUpstream {
         path: UpstreamPath<'_>,
         client: &ClientInfo,
         timeout: Duration,
+        upgrade: bool,
     ) -> Result<Response<UpstreamBody>, UpstreamError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -271,7 +314,15 @@ impl HttpUpstream {
         );
         let result = match &inner.client {
             Protocol::Http1(h1) => {
-                let forwarding = self.forwarding(&mut parts.headers, &parts.uri, client);
+                // Read before `forwarding` removes it with the other hop-by-hop fields.
+                let switch_to = upgrade
+                    .then(|| parts.headers.get(http::header::UPGRADE).cloned())
+                    .flatten();
+                let switch = switch_to.is_some();
+                let mut forwarding = self.forwarding(&mut parts.headers, &parts.uri, client);
+                if let Some(protocol) = switch_to {
+                    forwarding.set_upgrade(protocol);
+                }
                 let request = h1.encode(
                     &parts.method,
                     &target,
@@ -288,9 +339,11 @@ impl HttpUpstream {
                 // Bounded inside: a per-request timer wrapped around this would be registered
                 // and removed again for every request (see `Conn::arm`).
                 let deadline = HeadDeadline::after(timeout);
-                h1.send(request, body, deadline).await.map(|response| {
-                    response.map(|body| UpstreamBody::h1(body, inner.body_idle_timeout))
-                })
+                h1.send(request, body, deadline, switch)
+                    .await
+                    .map(|response| {
+                        response.map(|body| UpstreamBody::h1(body, inner.body_idle_timeout))
+                    })
             }
             Protocol::Http2(h2) => {
                 self.rewrite_request_headers(&mut parts.headers, &parts.uri, client);

@@ -1208,3 +1208,110 @@ async fn a_body_read_with_its_head_is_taken_whole_and_a_streamed_one_is_left_to_
     );
     assert_eq!(u.accepted(), 1, "all three on one pooled connection");
 }
+
+/// A request asking to switch to WebSocket (what a gateway forwards for a handshake).
+fn websocket_handshake() -> Request<BoxBody> {
+    Request::get("/feed")
+        .header("connection", "keep-alive, Upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .body(empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_switched_connection_becomes_the_callers_tunnel() {
+    let (heads, mut seen) = mpsc::unbounded_channel();
+    let u = raw(move |_, mut s| {
+        let heads = heads.clone();
+        async move {
+            let mut buf = Vec::new();
+            let Some(req) = read_request(&mut s, &mut buf).await else {
+                return;
+            };
+            heads.send(req.head).unwrap();
+            s.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                  sec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\nFIRST",
+            )
+            .await
+            .unwrap();
+            // Then an echo of whatever comes.
+            let mut chunk = [0u8; 1024];
+            while let Ok(n @ 1..) = s.read(&mut chunk).await {
+                s.write_all(&chunk[..n]).await.unwrap();
+            }
+        }
+    })
+    .await;
+    let up = u.upstream();
+    let mut response = up
+        .forward_upgrade_as_is(websocket_handshake(), None, &client(), WAIT)
+        .await
+        .unwrap();
+
+    // The upstream was asked to switch, with only `upgrade` left in `Connection`.
+    let head = seen.recv().await.unwrap().to_ascii_lowercase();
+    assert!(head.contains("\r\nupgrade: websocket\r\n"), "{head}");
+    assert!(head.contains("\r\nconnection: upgrade\r\n"), "{head}");
+    assert!(!head.contains("keep-alive"), "{head}");
+
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(response.headers()["upgrade"], "websocket");
+    assert_eq!(response.headers()["connection"], "upgrade");
+    assert_eq!(
+        response.headers()["sec-websocket-accept"],
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    );
+    let mut tunnel = response.body_mut().take_tunnel().expect("a tunnel");
+    assert!(response.body_mut().take_tunnel().is_none());
+    assert_eq!(up.open_connections(), 1);
+    assert_eq!(tunnel.unread(), b"FIRST");
+    tunnel.write_all(b"ping").await.unwrap();
+    let mut got = [0u8; 9];
+    tunnel.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"FIRSTping");
+    drop(tunnel);
+    assert_eq!(up.open_connections(), 0);
+    assert_eq!(up.idle_connections(), 0);
+}
+
+#[tokio::test]
+async fn a_refused_switch_is_an_ordinary_answer_and_a_switch_without_upgrade_a_bad_one() {
+    // One connection: the refusal leaves it fit for the next request, which it then carries.
+    let u = raw(|_, mut s| async move {
+        let mut buf = Vec::new();
+        let mut answers: [&[u8]; 2] = [
+            b"HTTP/1.1 426 Upgrade Required\r\ncontent-length: 4\r\n\r\nnope",
+            b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\n\r\n",
+        ];
+        for answer in &mut answers {
+            if read_request(&mut s, &mut buf).await.is_none() {
+                return;
+            }
+            let _ = s.write_all(answer).await;
+        }
+        drain(&mut s).await;
+    })
+    .await;
+    let up = u.upstream();
+    let mut refused = up
+        .forward_upgrade_as_is(websocket_handshake(), None, &client(), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UPGRADE_REQUIRED);
+    assert!(refused.body_mut().take_tunnel().is_none());
+    assert_eq!(
+        read_all(refused.into_body()).await,
+        Bytes::from_static(b"nope")
+    );
+
+    let err = up
+        .forward_upgrade_as_is(websocket_handshake(), None, &client(), WAIT)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, UpstreamError::Protocol { .. }), "{err:?}");
+    assert_eq!(err.http_status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(u.accepted(), 1);
+    assert_eq!(up.open_connections(), 0);
+}

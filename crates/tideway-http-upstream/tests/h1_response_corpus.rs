@@ -39,7 +39,7 @@ fn named_seeds_mean_what_their_names_say() {
         ("interim_then_final", "201 Length(2) keep body@125"),
         (
             "switching_protocols",
-            "refused: upstream answered 101 Switching Protocols; upgrades are not supported",
+            "refused: upstream answered 101 Switching Protocols to a request that did not ask to switch",
         ),
         ("no_content", "204 Empty keep body@47"),
         ("not_modified", "304 Empty keep body@40"),
