@@ -772,7 +772,7 @@ async fn proxy_http(
     request_id: &HeaderValue,
     budget: Duration,
     identity: Option<&tideway_edge::Principal>,
-    mut obs: Obs<'_>,
+    obs: Obs<'_>,
 ) -> Result<Response<GatewayBody>, GatewayError> {
     let RouteTarget::Http {
         upstream,
@@ -798,38 +798,34 @@ async fn proxy_http(
     // The route's whole budget: nothing before this took measurable time (the deadline was
     // set just before), and re-reading the clock for it would cost more than it says.
     let timeout = budget;
-    if let Some(o) = obs.as_deref_mut() {
-        o.set_upstream_url(upstream.base_url());
-        // The upstream continues the gateway's span.
-        if let Some(tp) = o.traceparent()
-            && let Ok(v) = HeaderValue::from_str(&tp)
-        {
-            req.headers_mut()
-                .insert(tideway_observe::trace::TRACEPARENT, v);
-        }
-    }
-    if let Some(idle_timeout) = *websocket_idle_timeout
+    // A WebSocket handshake the route lets through: the upstream may switch protocols.
+    let switch = websocket_idle_timeout.is_some()
         && upstream.supports_upgrades()
-        && is_websocket_handshake(&req)
-    {
-        let response = upstream
-            .forward_upgrade_as_is(*req, strip_prefix, &client, timeout)
-            .await?;
-        return websocket_answer(response, idle_timeout);
-    }
+        && is_websocket_handshake(&req);
     let response = match obs {
         None => {
             upstream
-                .forward_as_is(*req, strip_prefix, &client, timeout)
+                .forward_as_is_switching(*req, strip_prefix, &client, timeout, switch)
                 .await?
         }
         Some(o) => {
+            o.set_upstream_url(upstream.base_url());
+            // The upstream continues the gateway's span.
+            if let Some(tp) = o.traceparent()
+                && let Ok(v) = HeaderValue::from_str(&tp)
+            {
+                req.headers_mut()
+                    .insert(tideway_observe::trace::TRACEPARENT, v);
+            }
             let req = (*req).map(|body| o.count_request_body(body));
             upstream
-                .forward_as_is(req, strip_prefix, &client, timeout)
+                .forward_as_is_switching(req, strip_prefix, &client, timeout, switch)
                 .await?
         }
     };
+    if switch && let Some(idle_timeout) = *websocket_idle_timeout {
+        return websocket_answer(response, idle_timeout);
+    }
     // An answer read whole with its head (most small ones) is passed on inline, not boxed.
     Ok(response.map(|mut body| match body.take_whole() {
         Some(bytes) => crate::body::full(bytes),

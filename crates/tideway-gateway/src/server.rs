@@ -1166,25 +1166,26 @@ async fn serve_with_hyper(
         ServiceProtocol::Http1(Arc::clone(&tunnel)),
     );
     let conn = Box::new(protocols.h1.serve_connection(TokioIo::new(io), service));
-    match drive_h1(conn, watch, protocols, shutdown, peer, true, &tunnel).await {
-        H1End::Done => None,
+    // The tunnel (if any) is awaited after the match, so that the connection's pieces that
+    // `drive_h1` handed back take no room in this future while it runs.
+    let tunnel = match drive_h1(conn, watch, protocols, shutdown, peer, true, &tunnel).await {
+        H1End::Done => return None,
         H1End::Parked(io, read_buf) => {
             let WatchedIo { inner, prefix, .. } = io.into_inner();
-            Some((inner, unread_copy(&prefix, &read_buf)))
+            return Some((inner, unread_copy(&prefix, &read_buf)));
         }
-        H1End::Upgraded(io, read_buf, upstream) => {
-            run_tunnel(
-                io.into_inner(),
-                read_buf,
-                upstream,
-                protocols,
-                shutdown,
-                peer,
-            )
-            .await;
-            None
-        }
-    }
+        // Boxed: a tunnel's state must not size every hyper-served connection's future.
+        H1End::Upgraded(io, read_buf, upstream) => Box::pin(run_tunnel(
+            io.into_inner(),
+            read_buf,
+            upstream,
+            protocols,
+            shutdown,
+            peer,
+        )),
+    };
+    tunnel.await;
+    None
 }
 
 /// A connection whose WebSocket handshake the upstream accepted: spliced to the upstream until
@@ -1203,6 +1204,9 @@ async fn run_tunnel<T>(
     if !read_buf.is_empty() {
         io.prefix = unread_copy(&io.prefix, &read_buf).freeze();
     }
+    // Empty or copied, it is a view of hyper's whole read buffer: let go of it now, not when
+    // the tunnel closes.
+    drop(read_buf);
     protocols.tunnels.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(%peer, "WebSocket tunnel open");
     let end = tunnel::splice(io, upstream, idle_timeout, shutdown).await;
@@ -1582,29 +1586,35 @@ async fn serve_tls(
             ServiceProtocol::Http1(Arc::clone(&tunnel)),
         );
         let conn = Box::new(protocols.h1.serve_connection(TokioIo::new(io), service));
-        let (parked, read_buf) =
-            match drive_h1(conn, &watch, protocols, shutdown, peer, true, &tunnel).await {
-                H1End::Done => return,
-                H1End::Parked(parked, read_buf) => (parked, read_buf),
-                H1End::Upgraded(io, read_buf, upstream) => {
-                    run_tunnel(
+        let (parked, read_buf) = 'served: {
+            let tunnel =
+                match drive_h1(conn, &watch, protocols, shutdown, peer, true, &tunnel).await {
+                    H1End::Done => return,
+                    H1End::Parked(parked, read_buf) => break 'served (parked, read_buf),
+                    // Boxed, and awaited after the match: a tunnel's state (with a copy of the
+                    // TLS stream) must not size every TLS connection's task.
+                    H1End::Upgraded(io, read_buf, upstream) => Box::pin(run_tunnel(
                         io.into_inner(),
                         read_buf,
                         upstream,
                         protocols,
                         shutdown,
                         peer,
-                    )
-                    .await;
-                    return;
-                }
-            };
+                    )),
+                };
+            tunnel.await;
+            return;
+        };
         io = parked.into_inner();
         if !io.prefix.is_empty() || !read_buf.is_empty() {
             // Bytes of a next request already read: hyper serves them at once.
             io.prefix = unread_copy(&io.prefix, &read_buf).freeze();
             continue;
         }
+        // Not held through the wait: `read_buf` is a view of hyper's whole read buffer (8 KiB,
+        // empty or not; `connection_memory` measures it), the slot is for a served request.
+        drop(read_buf);
+        drop(tunnel);
         // rustls holds no plaintext here: hyper read until there was none. What is left of a
         // record (if anything) is completed by bytes the socket has yet to deliver.
         let socket = &io.inner.get_ref().0.inner;

@@ -2,7 +2,7 @@
 //! client's connection and the upstream's are spliced, byte for byte, both ways.
 //!
 //! How a tunnel comes to be: the handler forwards the handshake
-//! ([`HttpUpstream::forward_upgrade_as_is`]); on `101` it puts the upstream connection in a
+//! ([`HttpUpstream::forward_as_is_switching`]); on `101` it puts the upstream connection in a
 //! [`TunnelHandoff`] on the response. The connection's service moves it to the connection's
 //! [`TunnelSlot`] before hyper writes the `101`; hyper's HTTP/1 connection then ends (its
 //! upgrade is "manual"), and the connection's driver takes its socket and unread bytes back
@@ -19,7 +19,7 @@
 //! direction for the tunnel's whole life (16 KiB for each idle WebSocket) and has no idle
 //! timeout.
 //!
-//! [`HttpUpstream::forward_upgrade_as_is`]: tideway_http_upstream::HttpUpstream::forward_upgrade_as_is
+//! [`HttpUpstream::forward_as_is_switching`]: tideway_http_upstream::HttpUpstream::forward_as_is_switching
 
 use std::future::poll_fn;
 use std::io;

@@ -450,3 +450,54 @@ async fn websocket_over_tls() {
     drop(ws);
     wait_tunnels(&gw, 0).await;
 }
+
+#[tokio::test]
+async fn a_tunnel_moves_bytes_no_faster_than_the_receiver_takes_them() {
+    // The upstream switches and then reads nothing: the client's writes must stall once the
+    // sockets' buffers are full, with at most one chunk in the gateway, rather than the
+    // gateway reading on into memory.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        read_head(&mut sock).await;
+        sock.write_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let _ = released.await;
+    });
+    let gw = gateway(
+        ServerSettings::default(),
+        vec![route("/ws/{*rest}", upstream, IDLE)],
+    )
+    .await;
+    let mut sock = TcpStream::connect(gw.local_addr()).await.unwrap();
+    sock.write_all(
+        b"GET /ws/x HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(read_head(&mut sock).await.starts_with("HTTP/1.1 101"));
+    let chunk = vec![7u8; 256 * 1024];
+    let mut written = 0usize;
+    let stalled = loop {
+        match tokio::time::timeout(Duration::from_millis(500), sock.write_all(&chunk)).await {
+            Ok(Ok(())) => written += chunk.len(),
+            Ok(Err(e)) => panic!("write failed: {e}"),
+            Err(_) => break true,
+        }
+        if written >= 256 * 1024 * 1024 {
+            break false;
+        }
+    };
+    // Loopback socket buffers hold a few MiB each way; 256 MiB would mean the gateway buffers.
+    assert!(stalled, "{written} bytes went into a tunnel nobody reads");
+    assert!(
+        written < 64 * 1024 * 1024,
+        "{written} bytes before the stall"
+    );
+    drop(release);
+}

@@ -109,7 +109,7 @@ impl UpstreamBody {
 
 impl UpstreamBody {
     /// The upstream connection of a `101 Switching Protocols` answer (to
-    /// [`HttpUpstream::forward_upgrade_as_is`](crate::HttpUpstream::forward_upgrade_as_is)),
+    /// [`HttpUpstream::forward_as_is_switching`](crate::HttpUpstream::forward_as_is_switching)),
     /// now the caller's to splice; `None` for any other answer. The body is empty either way.
     pub fn take_tunnel(&mut self) -> Option<crate::UpstreamTunnel> {
         match &mut self.kind {

@@ -87,7 +87,7 @@
 //!
 //! # Switching protocols (WebSocket)
 //!
-//! [`HttpUpstream::forward_upgrade_as_is`] forwards a request that asks to switch protocols
+//! [`HttpUpstream::forward_as_is_switching`] forwards a request that asks to switch protocols
 //! with its `Upgrade` field kept (and `Connection: upgrade`). A `101` answer is then final: its
 //! head keeps `Upgrade` and `Connection: upgrade`, and its body holds the connection as an
 //! [`UpstreamTunnel`] ([`UpstreamBody::take_tunnel`]): raw bytes both ways from there, never
@@ -143,7 +143,7 @@
 //!
 //! # Not supported
 //!
-//! TLS to upstreams, protocol upgrades other than through `forward_upgrade_as_is`, `CONNECT`,
+//! TLS to upstreams, protocol upgrades other than through `forward_as_is_switching`, `CONNECT`,
 //! request trailers over HTTP/1.1, and retries beyond the one stale-connection case above (the
 //! caller decides, using [`UpstreamError::is_retry_safe`]).
 

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 use crate::connect::OpenGuard;
 
 /// An HTTP/1.1 upstream connection that answered `101 Switching Protocols`
-/// ([`HttpUpstream::forward_upgrade_as_is`](crate::HttpUpstream::forward_upgrade_as_is)). From
+/// ([`HttpUpstream::forward_as_is_switching`](crate::HttpUpstream::forward_as_is_switching)). From
 /// here on it carries the new protocol's bytes (WebSocket frames) both ways, read and written
 /// as they are; the caller splices it to its client.
 ///

@@ -224,49 +224,46 @@ impl HttpUpstream {
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let (parts, body) = req.into_parts();
-        self.send(
-            parts,
-            body,
-            UpstreamPath::AsIs { strip_prefix },
-            client,
-            timeout,
-            false,
-        )
+        self.forward_as_is_switching(req, strip_prefix, client, timeout, false)
     }
 
-    /// [`forward_as_is`](Self::forward_as_is) for a request asking to switch protocols (a
-    /// WebSocket handshake: `Connection: upgrade` and `Upgrade`): its `Upgrade` field is passed
-    /// on, with `Connection: upgrade`, instead of being removed as hop-by-hop. If the upstream
-    /// answers `101 Switching Protocols`, the response carries its `Upgrade` and
-    /// `Connection: upgrade` fields and its body holds the connection
+    /// [`forward_as_is`](Self::forward_as_is), and with `switch` for a request asking to switch
+    /// protocols (a WebSocket handshake: `Connection: upgrade` and `Upgrade`): its `Upgrade`
+    /// field is then passed on, with `Connection: upgrade`, instead of being removed as
+    /// hop-by-hop. If the upstream answers `101 Switching Protocols`, the response carries its
+    /// `Upgrade` and `Connection: upgrade` fields and its body holds the connection
     /// ([`UpstreamBody::take_tunnel`]), which is then the caller's to splice to its client.
     /// Any other answer is an ordinary response.
     ///
     /// Which protocols may be switched to is the caller's to decide (a gateway allows
     /// `websocket` only: a switch to `h2c` would let a client send requests the gateway never
     /// sees). Only HTTP/1.1 upstreams can switch ([`supports_upgrades`](Self::supports_upgrades));
-    /// for h2c ones, and for a request with a body, this is `forward_as_is`.
-    pub fn forward_upgrade_as_is<B>(
+    /// for h2c ones, and for a request with a body, `switch` is ignored.
+    ///
+    /// One function with a flag rather than one per kind of request: a caller then awaits one
+    /// future type at one place, and the compiler inlines its state machine into the caller's
+    /// (a second await of it cost the proxied request path about 1 % in a paired run).
+    pub fn forward_as_is_switching<B>(
         &self,
         req: Request<B>,
         strip_prefix: Option<&str>,
         client: &ClientInfo,
         timeout: Duration,
+        switch: bool,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let (parts, body) = req.into_parts();
-        let upgrade = body.size_hint().exact() == Some(0);
+        let switch = switch && body.size_hint().exact() == Some(0);
         self.send(
             parts,
             body,
             UpstreamPath::AsIs { strip_prefix },
             client,
             timeout,
-            upgrade,
+            switch,
         )
     }
 
@@ -314,26 +311,30 @@ impl HttpUpstream {
         );
         let result = match &inner.client {
             Protocol::Http1(h1) => {
-                // Read before `forwarding` removes it with the other hop-by-hop fields.
-                let switch_to = upgrade
-                    .then(|| parts.headers.get(http::header::UPGRADE).cloned())
-                    .flatten();
-                let switch = switch_to.is_some();
-                let mut forwarding = self.forwarding(&mut parts.headers, &parts.uri, client);
-                if let Some(protocol) = switch_to {
-                    forwarding.set_upgrade(protocol);
-                }
-                let request = h1.encode(
-                    &parts.method,
-                    &target,
-                    &parts.headers,
-                    &forwarding,
-                    &body.size_hint(),
-                );
+                // Encoded in a block of its own: what only encoding needs (the forwarding fields,
+                // the protocol to switch to) then takes no room in this future while it waits.
+                let (request, switch) = {
+                    // Read before `forwarding` removes it with the other hop-by-hop fields.
+                    let switch_to = upgrade
+                        .then(|| parts.headers.get(http::header::UPGRADE).cloned())
+                        .flatten();
+                    let switch = switch_to.is_some();
+                    let mut forwarding = self.forwarding(&mut parts.headers, &parts.uri, client);
+                    if let Some(protocol) = switch_to {
+                        forwarding.set_upgrade(protocol);
+                    }
+                    let request = h1.encode(
+                        &parts.method,
+                        &target,
+                        &parts.headers,
+                        &forwarding,
+                        &body.size_hint(),
+                    );
+                    (request, switch)
+                };
                 // Nothing of the downstream request is needed past this point. Its URI and
                 // fields may share the buffer it was read into, which would otherwise stay
                 // allocated for as long as the upstream takes to answer.
-                drop(forwarding);
                 drop(target);
                 drop(parts);
                 // Bounded inside: a per-request timer wrapped around this would be registered

@@ -1246,7 +1246,7 @@ async fn a_switched_connection_becomes_the_callers_tunnel() {
     .await;
     let up = u.upstream();
     let mut response = up
-        .forward_upgrade_as_is(websocket_handshake(), None, &client(), WAIT)
+        .forward_as_is_switching(websocket_handshake(), None, &client(), WAIT, true)
         .await
         .unwrap();
 
@@ -1296,7 +1296,7 @@ async fn a_refused_switch_is_an_ordinary_answer_and_a_switch_without_upgrade_a_b
     .await;
     let up = u.upstream();
     let mut refused = up
-        .forward_upgrade_as_is(websocket_handshake(), None, &client(), WAIT)
+        .forward_as_is_switching(websocket_handshake(), None, &client(), WAIT, true)
         .await
         .unwrap();
     assert_eq!(refused.status(), StatusCode::UPGRADE_REQUIRED);
@@ -1307,7 +1307,7 @@ async fn a_refused_switch_is_an_ordinary_answer_and_a_switch_without_upgrade_a_b
     );
 
     let err = up
-        .forward_upgrade_as_is(websocket_handshake(), None, &client(), WAIT)
+        .forward_as_is_switching(websocket_handshake(), None, &client(), WAIT, true)
         .await
         .unwrap_err();
     assert!(matches!(err, UpstreamError::Protocol { .. }), "{err:?}");
