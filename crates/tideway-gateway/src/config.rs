@@ -251,7 +251,7 @@ pub struct RouteConfig {
     /// accepts (default `true`). `false`: `Upgrade` is removed like any hop-by-hop field.
     pub websocket: Option<bool>,
     /// How long a WebSocket tunnel may carry nothing either way before it is closed (default
-    /// 5 min).
+    /// 5 min; noticed within twice this).
     #[serde(default, with = "humantime_serde")]
     pub websocket_idle_timeout: Option<Duration>,
     /// The RPC calls may be repeated (retried after a lost connection, hedged); default: `true`

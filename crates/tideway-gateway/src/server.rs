@@ -1192,7 +1192,7 @@ async fn serve_with_hyper(
 /// either closes, it idles out or the gateway shuts down. `read_buf` is what hyper read behind
 /// the handshake (the client's first frames, perhaps): it goes to the upstream first.
 async fn run_tunnel<T>(
-    mut io: WatchedIo<T>,
+    io: WatchedIo<T>,
     read_buf: Bytes,
     (upstream, idle_timeout): PendingTunnel,
     protocols: &Protocols,
@@ -1201,15 +1201,16 @@ async fn run_tunnel<T>(
 ) where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    if !read_buf.is_empty() {
-        io.prefix = unread_copy(&io.prefix, &read_buf).freeze();
-    }
-    // Empty or copied, it is a view of hyper's whole read buffer: let go of it now, not when
-    // the tunnel closes.
+    // The watch has nothing more to watch: the tunnel has its own idle timeout.
+    let WatchedIo { inner, prefix, .. } = io;
+    let early = unread_copy(&prefix, &read_buf);
+    // Copied (if not empty), `read_buf` is a view of hyper's whole read buffer: let go of it
+    // now, not when the tunnel closes.
     drop(read_buf);
+    drop(prefix);
     protocols.tunnels.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(%peer, "WebSocket tunnel open");
-    let end = tunnel::splice(io, upstream, idle_timeout, shutdown).await;
+    let end = tunnel::splice(inner, early, upstream, idle_timeout, shutdown).await;
     protocols.tunnels.fetch_sub(1, Ordering::Relaxed);
     tracing::debug!(%peer, ?end, "WebSocket tunnel closed");
 }

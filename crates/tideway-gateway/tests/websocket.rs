@@ -358,7 +358,8 @@ async fn a_quiet_tunnel_is_closed_after_its_idle_timeout() {
     }
     assert_eq!(gw.websocket_tunnels(), 1);
 
-    // ...silence closes it within about the timeout.
+    // ...silence closes it after one to two timeouts (the timer is checked when it fires,
+    // not moved for every message).
     let quiet = std::time::Instant::now();
     let end = tokio::time::timeout(Duration::from_secs(3), ws.next())
         .await
@@ -369,7 +370,8 @@ async fn a_quiet_tunnel_is_closed_after_its_idle_timeout() {
     );
     let waited = quiet.elapsed();
     assert!(
-        waited >= idle - Duration::from_millis(50) && waited < idle * 3,
+        waited >= idle - Duration::from_millis(50)
+            && waited < idle * 2 + Duration::from_millis(300),
         "closed after {waited:?}"
     );
     wait_tunnels(&gw, 0).await;

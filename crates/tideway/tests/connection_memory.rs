@@ -12,8 +12,9 @@
 //! connection (release builds), against 19 KiB while hyper's emptied read buffer was still
 //! held through the wait, and 34 KiB before parking was done for TLS.
 //!
-//! A WebSocket tunnel over which nothing moves holds no buffer: a chunk is taken for each read
-//! and let go of once written (`tokio::io::copy_bidirectional` would keep 16 KiB per tunnel).
+//! A WebSocket tunnel over which nothing moves holds no buffer: reads go into a scratch buffer
+//! of the thread's and are written on at once (`tokio::io::copy_bidirectional` would keep
+//! 16 KiB per tunnel).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
