@@ -76,12 +76,7 @@ fi
 
 # Thousands of idle connections need as many descriptors, in the client and in the server; the
 # processes started below inherit this limit.
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-nofile="$(ulimit -n)"
-if [ "$nofile" != unlimited ] && [ "$nofile" -lt $((idle_conns + 256)) ]; then
-    log "open-file limit is $nofile, too low for $idle_conns idle connections; lower BENCH_IDLE_CONNS"
-    exit 1
-fi
+raise_nofile $((idle_conns + 256)) "$idle_conns idle connections; lower BENCH_IDLE_CONNS" || exit 1
 
 "$root/scripts/install-deps" wrk=wrk nginx=nginx curl=curl openssl=openssl
 nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
@@ -105,16 +100,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# stop_nginx: SIGTERM to the master, which stops its worker; then makes sure the worker is gone.
-stop_nginx() {
-    stop "$nginx_pid"
-    for _ in $(seq 50); do
-        kill -0 "$nginx_worker" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -9 "$nginx_worker" 2>/dev/null || true
-}
 
 # start_gateway TAG [tls]: writes the gateway config and starts `tideway gateway` on
 # $server_cpu (with `tls`, serving HTTPS with S3's certificate); sets $gateway_pid and
@@ -223,24 +208,8 @@ http {
     }
 }
 EOF
-    taskset -c "$server_cpu" "$nginx_bin" -p "$prefix/" -c "$prefix/nginx.conf" -g 'daemon off;' \
-        >"$prefix/stdout.log" 2>&1 &
-    nginx_pid=$!
-    procs+=("$nginx_pid")
     nginx_addr="127.0.0.1:$port"
-    nginx_worker=""
-    for _ in $(seq 100); do
-        nginx_worker="$(pgrep -P "$nginx_pid" | head -n1 || true)"
-        if [ -n "$nginx_worker" ] &&
-            curl -kfsS --max-time 2 -o /dev/null "$scheme://$nginx_addr/idle" 2>/dev/null; then
-            return 0
-        fi
-        kill -0 "$nginx_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    log "nginx did not start:"
-    cat "$prefix/stdout.log" "$prefix/error.log" >&2 2>/dev/null || true
-    return 1
+    run_nginx "$prefix" "$server_cpu" "$scheme://$nginx_addr/idle"
 }
 
 # check URL: the target must answer 200 with exactly the backend's document.

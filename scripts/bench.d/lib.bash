@@ -89,3 +89,49 @@ source_state() {
     [ -n "$dirty" ] && state="$state + uncommitted changes in: ${dirty% }"
     echo "$state"
 }
+
+# raise_nofile NEEDED WHAT: raises the open-file limit (inherited by the processes a benchmark
+# starts) and fails, naming WHAT, when it stays below NEEDED. Sets $nofile. Needs `log`.
+raise_nofile() {
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+    nofile="$(ulimit -n)"
+    if [ "$nofile" != unlimited ] && [ "$nofile" -lt "$1" ]; then
+        log "open-file limit is $nofile, too low for $2"
+        return 1
+    fi
+}
+
+# run_nginx PREFIX CPU PROBE_URL: runs nginx in the foreground with PREFIX/nginx.conf, pinned
+# to CPU, and waits until PROBE_URL answers 2xx; sets $nginx_pid (the master) and
+# $nginx_worker, and adds the master to $procs. Needs `log` and $nginx_bin.
+run_nginx() {
+    local prefix="$1" cpu="$2" probe="$3"
+    taskset -c "$cpu" "$nginx_bin" -p "$prefix/" -c "$prefix/nginx.conf" -g 'daemon off;' \
+        >"$prefix/stdout.log" 2>&1 &
+    nginx_pid=$!
+    procs+=("$nginx_pid")
+    nginx_worker=""
+    for _ in $(seq 100); do
+        nginx_worker="$(pgrep -P "$nginx_pid" | head -n1 || true)"
+        if [ -n "$nginx_worker" ] &&
+            curl -kfsS --max-time 2 -o /dev/null "$probe" 2>/dev/null; then
+            return 0
+        fi
+        kill -0 "$nginx_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    log "nginx did not start:"
+    cat "$prefix/stdout.log" "$prefix/error.log" >&2 2>/dev/null || true
+    return 1
+}
+
+# stop_nginx: SIGTERM to $nginx_pid (the master), which stops its worker; then makes sure
+# $nginx_worker is gone.
+stop_nginx() {
+    stop "$nginx_pid"
+    for _ in $(seq 50); do
+        kill -0 "$nginx_worker" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -9 "$nginx_worker" 2>/dev/null || true
+}

@@ -99,12 +99,7 @@ fi
 
 # Every client connection is a descriptor in the load generator, the gateway (or nginx twice:
 # client and upstream side) and the backend; the processes started below inherit this limit.
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-nofile="$(ulimit -n)"
-if [ "$nofile" != unlimited ] && [ "$nofile" -lt $((2 * clients + 512)) ]; then
-    log "open-file limit is $nofile, too low for $clients clients; lower BENCH_CLIENTS"
-    exit 1
-fi
+raise_nofile $((2 * clients + 512)) "$clients clients; lower BENCH_CLIENTS" || exit 1
 
 "$root/scripts/install-deps" nginx=nginx curl=curl
 nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
@@ -267,33 +262,8 @@ http {
     }
 }
 EOF
-    taskset -c "$server_cpu" "$nginx_bin" -p "$prefix/" -c "$prefix/nginx.conf" -g 'daemon off;' \
-        >"$prefix/stdout.log" 2>&1 &
-    nginx_pid=$!
-    procs+=("$nginx_pid")
     nginx_addr="127.0.0.1:$port"
-    nginx_worker=""
-    for _ in $(seq 100); do
-        nginx_worker="$(pgrep -P "$nginx_pid" | head -n1 || true)"
-        if [ -n "$nginx_worker" ] &&
-            curl -fsS --max-time 2 -o /dev/null "http://$nginx_addr/idle" 2>/dev/null; then
-            return 0
-        fi
-        kill -0 "$nginx_pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    log "nginx did not start:"
-    cat "$prefix/stdout.log" "$prefix/error.log" >&2 2>/dev/null || true
-    return 1
-}
-
-stop_nginx() {
-    stop "$nginx_pid"
-    for _ in $(seq 50); do
-        kill -0 "$nginx_worker" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -9 "$nginx_worker" 2>/dev/null || true
+    run_nginx "$prefix" "$server_cpu" "http://$nginx_addr/idle"
 }
 
 # start_sampler TAG ARGS...: bench-sampler every $sample_ms ms into $tmp/samples-TAG.csv (on

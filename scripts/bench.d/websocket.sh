@@ -56,12 +56,7 @@ if [ "$(nproc)" -lt 2 ]; then
 fi
 # Each idle tunnel is a descriptor in the load generator and the echo server, and two in the
 # proxy (client side and upstream side).
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-nofile="$(ulimit -n)"
-if [ "$nofile" != unlimited ] && [ "$nofile" -lt $((2 * idle_tunnels + 256)) ]; then
-    log "open-file limit is $nofile, too low for $idle_tunnels idle tunnels; lower BENCH_IDLE_TUNNELS"
-    exit 1
-fi
+raise_nofile $((2 * idle_tunnels + 256)) "$idle_tunnels idle tunnels; lower BENCH_IDLE_TUNNELS" || exit 1
 
 "$root/scripts/install-deps" nginx=nginx curl=curl
 nginx_bin="$(command -v nginx || echo /usr/sbin/nginx)"
@@ -164,24 +159,10 @@ http {
     }
 }
 EOF
-    taskset -c "$server_cpu" "$nginx_bin" -p "$prefix/" -c "$prefix/nginx.conf" -g 'daemon off;' \
-        >"$prefix/stdout.log" 2>&1 &
-    proxy_stop=$!
-    procs+=("$proxy_stop")
+    run_nginx "$prefix" "$server_cpu" "http://127.0.0.1:$port/up"
+    proxy_pid="$nginx_worker"
+    proxy_stop="$nginx_pid"
     proxy_url="ws://127.0.0.1:$port/ws/echo"
-    proxy_pid=""
-    for _ in $(seq 100); do
-        proxy_pid="$(pgrep -P "$proxy_stop" | head -n1 || true)"
-        if [ -n "$proxy_pid" ] &&
-            curl -fsS --max-time 2 -o /dev/null "http://127.0.0.1:$port/up" 2>/dev/null; then
-            return 0
-        fi
-        kill -0 "$proxy_stop" 2>/dev/null || break
-        sleep 0.1
-    done
-    log "nginx did not start:"
-    cat "$prefix/stdout.log" "$prefix/error.log" >&2 2>/dev/null || true
-    return 1
 }
 
 start_target() {

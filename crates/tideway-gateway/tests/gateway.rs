@@ -1,6 +1,8 @@
 //! The gateway end to end: real sockets on 127.0.0.1, a real RPC service behind it, hyper and curl
 //! as clients.
 
+mod common;
+
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -548,19 +550,10 @@ fn curl(args: &[&str]) -> (String, String) {
 
 /// A gateway with `settings`, serving TLS with a fresh self-signed certificate for
 /// `localhost`; the certificate is returned for clients to trust, and `dir` keeps its files.
-async fn start_tls(
-    dir: &std::path::Path,
-    settings: ServerSettings,
-) -> (Fixture, rcgen::CertifiedKey<rcgen::KeyPair>) {
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+async fn start_tls(dir: &std::path::Path, settings: ServerSettings) -> (Fixture, common::TestCert) {
+    let (cert, tls) = common::self_signed(dir);
     let settings = ServerSettings {
-        tls: Some(tideway_gateway::config::TlsSettings {
-            cert: cert_path,
-            key: key_path,
-        }),
+        tls: Some(tls),
         ..settings
     };
     (start(settings, vec![]).await, cert)
@@ -569,26 +562,9 @@ async fn start_tls(
 /// A TLS connection (ALPN `http/1.1`) to `f`'s gateway, trusting `cert`.
 async fn tls_client(
     f: &Fixture,
-    cert: &rcgen::CertifiedKey<rcgen::KeyPair>,
+    cert: &common::TestCert,
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(
-            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap()
+    common::tls_connect(f.gateway.local_addr(), cert).await
 }
 
 #[tokio::test]

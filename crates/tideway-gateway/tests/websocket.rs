@@ -1,6 +1,8 @@
 //! WebSocket through the gateway: real WebSocket clients and servers (tungstenite) on real
 //! sockets, and raw sockets where the bytes on the wire are the point.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,6 +129,49 @@ async fn gateway(settings: ServerSettings, routes: Vec<Route>) -> Gateway {
 
 const IDLE: Option<Duration> = Some(Duration::from_secs(60));
 
+/// A gateway with one WebSocket route, `/ws/{*rest}` to `upstream`.
+async fn ws_gateway(upstream: SocketAddr) -> Gateway {
+    gateway(
+        ServerSettings::default(),
+        vec![route("/ws/{*rest}", upstream, IDLE)],
+    )
+    .await
+}
+
+/// A raw connection to `gw` that has sent a WebSocket handshake for `path`, with `behind` in
+/// the same write.
+async fn handshake(gw: &Gateway, path: &str, behind: &[u8]) -> TcpStream {
+    let mut sock = TcpStream::connect(gw.local_addr()).await.unwrap();
+    let mut bytes = format!(
+        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n"
+    )
+    .into_bytes();
+    bytes.extend_from_slice(behind);
+    sock.write_all(&bytes).await.unwrap();
+    sock
+}
+
+/// A WebSocket client's handshake through `gw` for `path`: the client and the answer, or why
+/// the handshake failed.
+async fn ws_connect(
+    gw: &Gateway,
+    path: &str,
+) -> Result<
+    (
+        tokio_tungstenite::WebSocketStream<TcpStream>,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    tokio_tungstenite::tungstenite::Error,
+> {
+    let sock = TcpStream::connect(gw.local_addr()).await.unwrap();
+    let url = format!("ws://{}{path}", gw.local_addr());
+    tokio_tungstenite::client_async(url, sock).await
+}
+
+/// What an upstream accepting a WebSocket handshake answers.
+const SWITCHED: &[u8] =
+    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n";
+
 /// Waits (at most 3 s) until the gateway counts `n` open tunnels.
 async fn wait_tunnels(gw: &Gateway, n: usize) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
@@ -143,14 +188,8 @@ async fn wait_tunnels(gw: &Gateway, n: usize) {
 #[tokio::test]
 async fn websocket_messages_cross_the_gateway_both_ways() {
     let (upstream, seen) = echo_server().await;
-    let gw = gateway(
-        ServerSettings::default(),
-        vec![route("/ws/{*rest}", upstream, IDLE)],
-    )
-    .await;
-    let sock = TcpStream::connect(gw.local_addr()).await.unwrap();
-    let url = format!("ws://{}/ws/chat?room=7", gw.local_addr());
-    let (mut ws, handshake) = tokio_tungstenite::client_async(url, sock).await.unwrap();
+    let gw = ws_gateway(upstream).await;
+    let (mut ws, handshake) = ws_connect(&gw, "/ws/chat?room=7").await.unwrap();
     assert_eq!(handshake.status(), http::StatusCode::SWITCHING_PROTOCOLS);
     assert!(handshake.headers().contains_key("x-request-id"));
     wait_tunnels(&gw, 1).await;
@@ -202,17 +241,8 @@ async fn bytes_sent_behind_either_handshake_are_not_lost() {
         b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\nEARLY",
     )
     .await;
-    let gw = gateway(
-        ServerSettings::default(),
-        vec![route("/ws/{*rest}", upstream, IDLE)],
-    )
-    .await;
-    let mut sock = TcpStream::connect(gw.local_addr()).await.unwrap();
-    sock.write_all(
-        b"GET /ws/feed HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\nBEHIND",
-    )
-    .await
-    .unwrap();
+    let gw = ws_gateway(upstream).await;
+    let mut sock = handshake(&gw, "/ws/feed", b"BEHIND").await;
     let head = read_head(&mut sock).await.to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
     assert!(head.contains("upgrade: websocket"), "{head}");
@@ -295,14 +325,8 @@ async fn only_websocket_is_switched_to_and_only_where_the_route_allows() {
 async fn an_upstream_refusing_the_handshake_is_answered_as_usual() {
     let (upstream, _seen) =
         raw_server(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 6\r\n\r\nno ws!").await;
-    let gw = gateway(
-        ServerSettings::default(),
-        vec![route("/ws/{*rest}", upstream, IDLE)],
-    )
-    .await;
-    let sock = TcpStream::connect(gw.local_addr()).await.unwrap();
-    let url = format!("ws://{}/ws/x", gw.local_addr());
-    match tokio_tungstenite::client_async(url, sock).await {
+    let gw = ws_gateway(upstream).await;
+    match ws_connect(&gw, "/ws/x").await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
             assert_eq!(response.status(), http::StatusCode::FORBIDDEN);
             assert_eq!(response.body().as_deref(), Some(&b"no ws!"[..]));
@@ -318,17 +342,8 @@ async fn an_upstream_switching_to_another_protocol_is_a_bad_gateway() {
         b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\nconnection: upgrade\r\n\r\n",
     )
     .await;
-    let gw = gateway(
-        ServerSettings::default(),
-        vec![route("/ws/{*rest}", upstream, IDLE)],
-    )
-    .await;
-    let mut sock = TcpStream::connect(gw.local_addr()).await.unwrap();
-    sock.write_all(
-        b"GET /ws/x HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    let gw = ws_gateway(upstream).await;
+    let mut sock = handshake(&gw, "/ws/x", b"").await;
     let head = read_head(&mut sock).await;
     assert!(head.starts_with("HTTP/1.1 502"), "{head}");
     assert_eq!(gw.websocket_tunnels(), 0);
@@ -343,9 +358,7 @@ async fn a_quiet_tunnel_is_closed_after_its_idle_timeout() {
         vec![route("/ws/{*rest}", upstream, Some(idle))],
     )
     .await;
-    let sock = TcpStream::connect(gw.local_addr()).await.unwrap();
-    let url = format!("ws://{}/ws/x", gw.local_addr());
-    let (mut ws, _) = tokio_tungstenite::client_async(url, sock).await.unwrap();
+    let (mut ws, _) = ws_connect(&gw, "/ws/x").await.unwrap();
 
     // Traffic keeps it open well past the timeout...
     for i in 0..8 {
@@ -380,14 +393,8 @@ async fn a_quiet_tunnel_is_closed_after_its_idle_timeout() {
 #[tokio::test]
 async fn gateway_shutdown_closes_open_tunnels() {
     let (upstream, _seen) = echo_server().await;
-    let gw = gateway(
-        ServerSettings::default(),
-        vec![route("/ws/{*rest}", upstream, IDLE)],
-    )
-    .await;
-    let sock = TcpStream::connect(gw.local_addr()).await.unwrap();
-    let url = format!("ws://{}/ws/x", gw.local_addr());
-    let (mut ws, _) = tokio_tungstenite::client_async(url, sock).await.unwrap();
+    let gw = ws_gateway(upstream).await;
+    let (mut ws, _) = ws_connect(&gw, "/ws/x").await.unwrap();
     wait_tunnels(&gw, 1).await;
     let shutdown = tokio::spawn(gw.shutdown(Duration::from_secs(30)));
     let end = tokio::time::timeout(Duration::from_secs(3), ws.next())
@@ -407,40 +414,16 @@ async fn gateway_shutdown_closes_open_tunnels() {
 async fn websocket_over_tls() {
     let (upstream, _seen) = echo_server().await;
     let dir = tempfile::tempdir().unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
-    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let (cert, tls) = common::self_signed(dir.path());
     let gw = gateway(
         ServerSettings {
-            tls: Some(tideway_gateway::config::TlsSettings {
-                cert: cert_path,
-                key: key_path,
-            }),
+            tls: Some(tls),
             ..Default::default()
         },
         vec![route("/ws/{*rest}", upstream, IDLE)],
     )
     .await;
-
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = TcpStream::connect(gw.local_addr()).await.unwrap();
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(
-            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap();
+    let tls = common::tls_connect(gw.local_addr(), &cert).await;
     let url = format!("wss://localhost:{}/ws/secure", gw.local_addr().port());
     let (mut ws, _) = tokio_tungstenite::client_async(url, tls).await.unwrap();
     wait_tunnels(&gw, 1).await;
@@ -464,24 +447,11 @@ async fn a_tunnel_moves_bytes_no_faster_than_the_receiver_takes_them() {
     tokio::spawn(async move {
         let (mut sock, _) = listener.accept().await.unwrap();
         read_head(&mut sock).await;
-        sock.write_all(
-            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
-        )
-        .await
-        .unwrap();
+        sock.write_all(SWITCHED).await.unwrap();
         let _ = released.await;
     });
-    let gw = gateway(
-        ServerSettings::default(),
-        vec![route("/ws/{*rest}", upstream, IDLE)],
-    )
-    .await;
-    let mut sock = TcpStream::connect(gw.local_addr()).await.unwrap();
-    sock.write_all(
-        b"GET /ws/x HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n",
-    )
-    .await
-    .unwrap();
+    let gw = ws_gateway(upstream).await;
+    let mut sock = handshake(&gw, "/ws/x", b"").await;
     assert!(read_head(&mut sock).await.starts_with("HTTP/1.1 101"));
     let chunk = vec![7u8; 256 * 1024];
     let mut written = 0usize;
