@@ -172,14 +172,9 @@ start_target() {
     esac
 }
 
+# stop_target: stops $proxy_stop and makes sure $proxy_pid (nginx's worker) went with it.
 stop_target() {
-    stop "$proxy_stop"
-    # nginx's worker goes with its master; make sure.
-    for _ in $(seq 50); do
-        kill -0 "$proxy_pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -9 "$proxy_pid" 2>/dev/null || true
+    nginx_pid="$proxy_stop" nginx_worker="$proxy_pid" stop_nginx
 }
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
