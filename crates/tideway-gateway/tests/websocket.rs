@@ -473,3 +473,28 @@ async fn a_tunnel_moves_bytes_no_faster_than_the_receiver_takes_them() {
     );
     drop(release);
 }
+
+#[tokio::test]
+async fn a_refused_handshake_leaves_the_client_connection_usable() {
+    let (upstream, seen) = raw_server(
+        b"HTTP/1.1 403 Forbidden\r\ncontent-length: 6\r\nconnection: close\r\n\r\nno ws!",
+    )
+    .await;
+    let gw = ws_gateway(upstream).await;
+    let mut sock = handshake(&gw, "/ws/x", b"").await;
+    let head = read_head(&mut sock).await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let mut body = [0u8; 6];
+    sock.read_exact(&mut body).await.unwrap();
+    assert_eq!(&body, b"no ws!");
+    // The same connection carries the next request as usual.
+    sock.write_all(b"GET /ws/after HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut sock).await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let last = seen.lock().last().unwrap().to_ascii_lowercase();
+    assert!(last.starts_with("get /after http/1.1"), "{last}");
+    assert!(!last.contains("upgrade"), "{last}");
+    assert_eq!(gw.websocket_tunnels(), 0);
+}
