@@ -1204,8 +1204,8 @@ async fn run_tunnel<T>(
     // The watch has nothing more to watch: the tunnel has its own idle timeout.
     let WatchedIo { inner, prefix, .. } = io;
     let early = unread_copy(&prefix, &read_buf);
-    // Copied (if not empty), `read_buf` is a view of hyper's whole read buffer: let go of it
-    // now, not when the tunnel closes.
+    // Copied: what hyper had read (a view of its read buffer) is let go of now, not when the
+    // tunnel closes.
     drop(read_buf);
     drop(prefix);
     protocols.tunnels.fetch_add(1, Ordering::Relaxed);
@@ -1579,15 +1579,17 @@ async fn serve_tls(
     closing.as_mut().enable();
     let mut keep_alive = std::pin::pin!(tokio::time::sleep(protocols.keep_alive));
     loop {
-        let tunnel = Arc::new(TunnelSlot::default());
-        let service = connection_service(
-            state,
-            &watch,
-            downstream,
-            ServiceProtocol::Http1(Arc::clone(&tunnel)),
-        );
-        let conn = Box::new(protocols.h1.serve_connection(TokioIo::new(io), service));
+        // The slot belongs to the served requests: made in this block, it is gone before the
+        // parked wait.
         let (parked, read_buf) = 'served: {
+            let tunnel = Arc::new(TunnelSlot::default());
+            let service = connection_service(
+                state,
+                &watch,
+                downstream,
+                ServiceProtocol::Http1(Arc::clone(&tunnel)),
+            );
+            let conn = Box::new(protocols.h1.serve_connection(TokioIo::new(io), service));
             let tunnel =
                 match drive_h1(conn, &watch, protocols, shutdown, peer, true, &tunnel).await {
                     H1End::Done => return,
@@ -1612,10 +1614,6 @@ async fn serve_tls(
             io.prefix = unread_copy(&io.prefix, &read_buf).freeze();
             continue;
         }
-        // Not held through the wait: `read_buf` is a view of hyper's whole read buffer (8 KiB,
-        // empty or not; `connection_memory` measures it), the slot is for a served request.
-        drop(read_buf);
-        drop(tunnel);
         // rustls holds no plaintext here: hyper read until there was none. What is left of a
         // record (if anything) is completed by bytes the socket has yet to deliver.
         let socket = &io.inner.get_ref().0.inner;
@@ -1659,6 +1657,18 @@ async fn sniff_h2_preface(stream: &TcpStream, within: Duration) -> Option<bool> 
         if Instant::now() >= deadline {
             return None;
         }
+    }
+}
+
+/// What hyper read and did not serve, as [`drive_h1`] hands it on: nothing when it is empty.
+/// hyper's `read_buf` is a view of its whole read buffer (8 KiB), empty or not; kept by a
+/// parked connection or a tunnel it would stay allocated for their whole life
+/// (`connection_memory` measures both).
+fn unread_part(read_buf: Bytes) -> Bytes {
+    if read_buf.is_empty() {
+        Bytes::new()
+    } else {
+        read_buf
     }
 }
 
@@ -1706,11 +1716,11 @@ where
                 // hyper ends a connection once it has written a `101` ("manual" upgrade).
                 if let Some(upstream) = tunnel.take() {
                     let parts = conn.into_parts();
-                    return H1End::Upgraded(parts.io, parts.read_buf, upstream);
+                    return H1End::Upgraded(parts.io, unread_part(parts.read_buf), upstream);
                 }
                 if parking && !draining {
                     let parts = conn.into_parts();
-                    return H1End::Parked(parts.io, parts.read_buf);
+                    return H1End::Parked(parts.io, unread_part(parts.read_buf));
                 }
                 // Finished on its own (Connection: close, or draining): close the socket.
                 let mut io = conn.into_parts().io;

@@ -89,7 +89,7 @@ impl TunnelSlot {
 }
 
 /// How a tunnel ended.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum TunnelEnd {
     /// Both sides closed their sending half.
     Closed,
