@@ -1,6 +1,6 @@
 //! The memory history behind the dashboard's memory chart: process RSS and allocator bytes,
-//! sampled every [`MEMORY_SAMPLE_PERIOD`] by the metrics upkeep thread (see
-//! [`crate::telemetry::prometheus`]) into a ring buffer that holds the last hour
+//! sampled every [`MEMORY_SAMPLE_PERIOD`] by each gateway's metrics upkeep task (see
+//! `telemetry::spawn_upkeep`) into a ring buffer that holds the last hour
 //! ([`MEMORY_HISTORY_LEN`] samples) and drops the oldest sample when full.
 //!
 //! Memory belongs to the process, not to one gateway, so there is one history per process
@@ -133,7 +133,7 @@ pub fn sample_now() -> MemorySample {
     }
 }
 
-/// Called by the metrics upkeep thread on every pass: samples the global history when due.
+/// Called by the metrics upkeep on every pass: samples the global history when due.
 pub(crate) fn upkeep() {
     global().tick(Instant::now(), sample_now);
 }

@@ -150,6 +150,7 @@ impl Gateway {
             shutdown.clone(),
         ));
         let telemetry_stop = CancellationToken::new();
+        telemetry::spawn_upkeep(telemetry_stop.clone());
         let config = Arc::new(crate::reload::ConfigSlot::new(&state.settings));
         let view = Arc::new(GatewayView {
             state: Arc::clone(&state),

@@ -40,7 +40,8 @@ pub const METRICS_UPKEEP_PERIOD: Duration = Duration::from_secs(1);
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// The process-wide Prometheus recorder, installed on first use. Later calls return the same
-/// handle, so several gateways in one process (tests) share one registry.
+/// handle, so several gateways in one process (tests) share one registry. Its histogram
+/// samples are folded by each running gateway's upkeep ([`spawn_upkeep`]).
 pub fn prometheus() -> &'static PrometheusHandle {
     PROMETHEUS.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
@@ -48,24 +49,6 @@ pub fn prometheus() -> &'static PrometheusHandle {
             .expect("the bucket list is not empty")
             .build_recorder();
         let handle = recorder.handle();
-        // The recorder keeps every histogram sample until "upkeep" folds it into the buckets;
-        // without it samples pile up between scrapes, and forever when nobody scrapes: memory
-        // growing with traffic, the very failure this gateway exists to prevent. A plain thread,
-        // so it runs whatever runtimes come and go (tests start many).
-        let upkeep = handle.clone();
-        let spawned = std::thread::Builder::new()
-            .name("tideway-metrics-upkeep".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(METRICS_UPKEEP_PERIOD);
-                    upkeep.run_upkeep();
-                    // The dashboard's memory chart: sampled here when due.
-                    crate::history::upkeep();
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the metrics upkeep thread; histogram samples are folded only when /metrics is scraped");
-        }
         // Another recorder may already be installed by an embedding program; then its
         // registry gets the samples and this handle renders only what it sees.
         if metrics::set_global_recorder(recorder).is_err() {
@@ -76,6 +59,35 @@ pub fn prometheus() -> &'static PrometheusHandle {
         describe();
         handle
     })
+}
+
+/// Starts the metrics upkeep on the current runtime; it stops when `stop` is cancelled.
+///
+/// The recorder keeps every histogram sample until "upkeep" folds it into the buckets; without
+/// it samples pile up between scrapes, and forever when nobody scrapes: memory growing with
+/// traffic, the very failure this gateway exists to prevent. Each pass also samples the
+/// dashboard's memory history when one is due.
+///
+/// A task on the gateway's runtime, not a thread of its own: a second thread in the process
+/// makes every socket call of a one-worker gateway take the kernel's shared-file-table path
+/// (see BENCHMARKS.md, "A one-thread process"). A pass takes well under a millisecond (the
+/// history's sample reads `/proc/self/status`, memory-backed). Several gateways in one process
+/// (tests) each run one; a pass with nothing new to fold does nothing.
+pub(crate) fn spawn_upkeep(stop: CancellationToken) {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(METRICS_UPKEEP_PERIOD);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            if let Some(handle) = PROMETHEUS.get() {
+                handle.run_upkeep();
+            }
+            crate::history::upkeep();
+        }
+    });
 }
 
 /// HELP text for every series (promtool requires it).

@@ -129,7 +129,7 @@ async fn dashboard_pages_load_without_the_token_and_their_data_needs_it() {
     assert_eq!(op["parameters"][0]["name"], "id");
     assert_eq!(op["parameters"][0]["in"], "path");
 
-    // The upkeep thread samples memory at once and then every few seconds.
+    // The metrics upkeep samples memory at once and then every few seconds.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let samples = loop {
         let r = get(admin, "/admin/memory", Some(TOKEN)).await;

@@ -200,6 +200,74 @@ const DEMO_SERVICES: [ServiceDescriptor; 3] = [
     PricingClient::DESCRIPTOR,
 ];
 
+/// How often a one-worker gateway decides who purges the allocator's freed pages.
+const PURGE_SWITCH_PERIOD: Duration = Duration::from_secs(1);
+/// A runtime busy for at least this share of a period purges with its own allocations.
+const BUSY_SHARE_FOR_INLINE_PURGING: f64 = 0.25;
+
+/// Who gives jemalloc's freed pages back to the kernel in a one-worker gateway: jemalloc's
+/// background thread while the gateway is mostly idle, the gateway's own thread while it is
+/// busy.
+///
+/// jemalloc purges freed ("dirty") pages as they age past its decay time: in its background
+/// thread when one runs, else on the threads that allocate, which check the decay curve every
+/// so many allocations. A busy gateway allocates all the time, so its own thread keeps the heap
+/// purged; an idle one does not, and then the background thread must, or memory would not
+/// return to baseline after load (ARCHITECTURE.md). The background thread is stopped while the
+/// gateway is busy because a second thread costs every socket call: when threads share the
+/// file table, the kernel takes and drops a reference on the socket's file for each call
+/// (`fdget`), 0.5–0.7 % of a one-worker gateway's CPU under load (BENCHMARKS.md, "A one-thread
+/// process"). With more workers the threads are there anyway and the switch stays on.
+///
+/// Starting or stopping the background thread (creating or joining a thread) takes
+/// microseconds and happens at most once per period, on the runtime's thread.
+#[cfg(not(target_env = "msvc"))]
+async fn switch_background_purging() {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let busy_so_far = || {
+        (0..metrics.num_workers())
+            .map(|worker| metrics.worker_total_busy_duration(worker))
+            .sum::<Duration>()
+    };
+    let mut every = tokio::time::interval(PURGE_SWITCH_PERIOD);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    let (mut last_busy, mut last_at) = (busy_so_far(), tokio::time::Instant::now());
+    loop {
+        every.tick().await;
+        let (busy, at) = (busy_so_far(), tokio::time::Instant::now());
+        let share = busy.saturating_sub(last_busy).as_secs_f64()
+            / at.saturating_duration_since(last_at)
+                .as_secs_f64()
+                .max(1e-3);
+        (last_busy, last_at) = (busy, at);
+        let background = share < BUSY_SHARE_FOR_INLINE_PURGING;
+        match tikv_jemalloc_ctl::background_thread::read() {
+            Ok(running) if running == background => {}
+            Ok(_) => match tikv_jemalloc_ctl::background_thread::write(background) {
+                Ok(_) => {
+                    tracing::debug!(background, busy_share = share, "jemalloc purging switched")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot switch jemalloc background purging; leaving it as it is");
+                    return;
+                }
+            },
+            // Without background threads in this jemalloc there is nothing to switch.
+            Err(_) => return,
+        }
+    }
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// jemalloc's own account of the heap, for `/metrics`.
 fn allocator_stats() -> tideway_gateway::telemetry::AllocatorStats {
     std::sync::Arc::new(|| {
@@ -496,7 +564,10 @@ fn gateway(path: PathBuf) -> anyhow::Result<()> {
         } else {
             "http"
         };
+        let one_worker = config.server.worker_threads == 1;
         let gateway = Gateway::start(config.server, routes, backends).await?;
+        #[cfg(not(target_env = "msvc"))]
+        let _purging = one_worker.then(|| AbortOnDrop(tokio::spawn(switch_background_purging())));
         gateway.set_config(effective);
         gateway.set_observability(observe.clone());
         gateway.set_allocator_stats(allocator_stats());

@@ -15,6 +15,9 @@
 //! A WebSocket tunnel over which nothing moves holds no buffer: reads go into a scratch buffer
 //! of the thread's and are written on at once (`tokio::io::copy_bidirectional` would keep
 //! 16 KiB per tunnel).
+//!
+//! A one-worker gateway lets jemalloc's background thread purge freed pages only while it is
+//! idle; under load its own allocations do, and it runs as one thread.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -411,4 +414,109 @@ fn idle_websocket_tunnels_hold_no_buffers() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The names of the threads of process `pid` (Linux's `/proc/PID/task/*/comm`).
+fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|task| {
+                    let path = task.ok()?.path().join("comm");
+                    Some(std::fs::read_to_string(path).ok()?.trim().to_owned())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// jemalloc's background thread, which purges freed pages while the gateway is idle.
+const PURGING_THREAD: &str = "jemalloc_bg_thd";
+
+/// Keeps `connections` HTTP/1.1 keep-alive connections sending GETs one after another until
+/// `stop` is set; returns the number of answers (each checked).
+async fn load_until(
+    addr: SocketAddr,
+    connections: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> usize {
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        let stop = std::sync::Arc::clone(&stop);
+        clients.spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let mut answers = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let request = hyper::Request::get(format!("http://{addr}/up/item"))
+                    .body(Empty::<Bytes>::new())
+                    .unwrap();
+                let response = send.send_request(request).await.unwrap();
+                assert_eq!(response.status(), 200);
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                assert_eq!(&body[..], b"ok");
+                answers += 1;
+            }
+            answers
+        });
+    }
+    let mut answers = 0;
+    while let Some(done) = clients.join_next().await {
+        answers += done.unwrap();
+    }
+    answers
+}
+
+/// A one-worker gateway under load is a one-thread process (a second thread would make every
+/// socket call take the kernel's shared-file-table path): its allocations purge the heap, and
+/// jemalloc's background thread is stopped. Idle, the background thread runs again, so memory
+/// still goes back to the kernel after the load.
+#[test]
+#[cfg(target_os = "linux")]
+fn a_busy_one_worker_gateway_runs_alone_and_purges_in_the_background_when_idle() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gateway, addr, _admin) = start_gateway(dir.path(), serial_upstream(), None);
+    let pid = gateway.0.id();
+    tideway_testkit::eventually(
+        Duration::from_secs(10),
+        "jemalloc's background thread in the idle gateway",
+        || {
+            thread_names(pid)
+                .contains(&PURGING_THREAD.to_owned())
+                .then_some(())
+        },
+    );
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = runtime.spawn(load_until(addr, 8, std::sync::Arc::clone(&stop)));
+    // The gateway decides once a second, from how busy its runtime was in the last second.
+    let alone =
+        tideway_testkit::poll_until(Duration::from_secs(20), Duration::from_millis(20), || {
+            let names = thread_names(pid);
+            (names.len() == 1).then_some(names)
+        });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let answers = runtime.block_on(load).unwrap();
+    assert!(answers > 0);
+    let alone = alone.unwrap_or_else(|| {
+        panic!(
+            "the loaded gateway never ran as one thread: {:?} ({answers} answers)",
+            thread_names(pid)
+        )
+    });
+    assert!(!alone.contains(&PURGING_THREAD.to_owned()));
+
+    tideway_testkit::eventually(
+        Duration::from_secs(10),
+        "jemalloc's background thread again once the load stopped",
+        || {
+            thread_names(pid)
+                .contains(&PURGING_THREAD.to_owned())
+                .then_some(())
+        },
+    );
 }
