@@ -70,9 +70,10 @@ pub fn prometheus() -> &'static PrometheusHandle {
 ///
 /// A task on the gateway's runtime, not a thread of its own: a second thread in the process
 /// makes every socket call of a one-worker gateway take the kernel's shared-file-table path
-/// (see BENCHMARKS.md, "A one-thread process"). A pass takes well under a millisecond (the
-/// history's sample reads `/proc/self/status`, memory-backed). Several gateways in one process
-/// (tests) each run one; a pass with nothing new to fold does nothing.
+/// (see BENCHMARKS.md, "A one-thread process"). A pass folds the samples of the last second
+/// (one per request) and, every [`crate::history::MEMORY_SAMPLE_PERIOD`], reads
+/// `/proc/self/status` (memory-backed, no disk). Several gateways in one process (tests) each
+/// run one; a pass with nothing new to fold does nothing.
 pub(crate) fn spawn_upkeep(stop: CancellationToken) {
     tokio::spawn(async move {
         let mut every = tokio::time::interval(METRICS_UPKEEP_PERIOD);

@@ -216,11 +216,13 @@ const BUSY_SHARE_FOR_INLINE_PURGING: f64 = 0.25;
 /// return to baseline after load (ARCHITECTURE.md). The background thread is stopped while the
 /// gateway is busy because a second thread costs every socket call: when threads share the
 /// file table, the kernel takes and drops a reference on the socket's file for each call
-/// (`fdget`), 0.5–0.7 % of a one-worker gateway's CPU under load (BENCHMARKS.md, "A one-thread
-/// process"). With more workers the threads are there anyway and the switch stays on.
+/// (`fdget`: 1.56 % of a loaded one-worker gateway's CPU samples with its former three threads,
+/// 1.23 % alone; BENCHMARKS.md, "A one-thread process"). With more workers the threads are
+/// there anyway, and the background thread stays on.
 ///
-/// Starting or stopping the background thread (creating or joining a thread) takes
-/// microseconds and happens at most once per period, on the runtime's thread.
+/// Starting or stopping the background thread creates or joins a thread: a blocking call on
+/// the runtime's thread, made only when the gateway goes from idle to busy or back, and at most
+/// once per period.
 #[cfg(not(target_env = "msvc"))]
 async fn switch_background_purging() {
     let metrics = tokio::runtime::Handle::current().metrics();
@@ -564,6 +566,7 @@ fn gateway(path: PathBuf) -> anyhow::Result<()> {
         } else {
             "http"
         };
+        #[cfg(not(target_env = "msvc"))]
         let one_worker = config.server.worker_threads == 1;
         let gateway = Gateway::start(config.server, routes, backends).await?;
         #[cfg(not(target_env = "msvc"))]
