@@ -20,6 +20,14 @@
 # recorded too). A round's figures per target: requests and CPU time summed over its slices,
 # p50/p99 the median of the slices'. The table shows medians over rounds.
 #
+# S2 (paired; when S1's targets include nginx and tideway-http): the two proxies loaded at the
+# same time, each by its own `wrk -t1 -c64` (both on CPU $LOAD_CPU), for $BENCH_PAIRED_SECS (5)
+# seconds, $BENCH_PAIRED_ROUNDS (7) times after a 1 s warm-up of both. They share CPU
+# $SERVER_CPU, so both see the same machine at the same moment: the drift and the other
+# tenants that make S1's sequential slices disagree by several per cent cancel out of the ratio
+# of their CPU time per request. Reported: that ratio per round and its median (a supplement
+# to S1's figure, which is the one the issue's target is judged on).
+#
 # S3: on a fresh process per target, a Python client opens $BENCH_IDLE_CONNS keep-alive
 # connections, sends one GET on each and reads the answer, then leaves them idle; the
 # tideway-tls and nginx-tls targets do the same over TLS 1.3 (Python's ssl, ALPN http/1.1; one
@@ -31,6 +39,7 @@
 # settles (allocators return freed pages with a delay); that figure is reported separately.
 #
 # Knobs (environment): BENCH_SECS BENCH_SLICES BENCH_WARMUP_SECS BENCH_ROUNDS BENCH_CONNECTIONS BENCH_TARGETS
+# BENCH_PAIRED_ROUNDS BENCH_PAIRED_SECS (BENCH_PAIRED_ROUNDS=0 skips S2)
 # BENCH_IDLE_CONNS BENCH_IDLE_WAIT_SECS BENCH_IDLE_SAMPLES BENCH_IDLE_SETTLE_SECS BENCH_IDLE_TARGETS
 # (BENCH_TARGETS=none or BENCH_IDLE_TARGETS=none skips S1 or S3) SERVER_CPU LOAD_CPU
 # CARGO_TARGET_DIR.
@@ -46,6 +55,8 @@ warmup="${BENCH_WARMUP_SECS:-1}"
 rounds="${BENCH_ROUNDS:-3}"
 conns="${BENCH_CONNECTIONS:-64}"
 targets="${BENCH_TARGETS:-backend nginx tideway-http tideway-rpc}"
+paired_rounds="${BENCH_PAIRED_ROUNDS:-7}"
+paired_secs="${BENCH_PAIRED_SECS:-5}"
 idle_conns="${BENCH_IDLE_CONNS:-5000}"
 idle_wait="${BENCH_IDLE_WAIT_SECS:-5}"
 idle_samples="${BENCH_IDLE_SAMPLES:-3}"
@@ -489,6 +500,61 @@ for round in $(seq "$rounds"); do
     done
 done
 
+# paired ROUND: nginx and the gateway's HTTP upstream route under load at once (S2); appends
+# one JSON line.
+paired() {
+    local round="$1" n0 n1 g0 g1 other
+    local nginx_out="$out/wrk-paired-nginx-r$round.txt" gateway_out="$out/wrk-paired-tideway-r$round.txt"
+    # (`wait` on the one wrk in the background: a bare `wait` would wait for the servers too.)
+    taskset -c "$load_cpu" wrk -t1 -c"$conns" -d1s "${url_of[nginx]}" >/dev/null &
+    other=$!
+    taskset -c "$load_cpu" wrk -t1 -c"$conns" -d1s "${url_of[tideway-http]}" >/dev/null || true
+    wait "$other" || true
+    n0="$(cpu_ticks "$nginx_worker")"
+    g0="$(cpu_ticks "$gateway_pid")"
+    taskset -c "$load_cpu" wrk -t1 -c"$conns" -d"${paired_secs}s" -s "$tmp/report.lua" \
+        "${url_of[nginx]}" >"$nginx_out" &
+    other=$!
+    taskset -c "$load_cpu" wrk -t1 -c"$conns" -d"${paired_secs}s" -s "$tmp/report.lua" \
+        "${url_of[tideway-http]}" >"$gateway_out" || true
+    wait "$other" || true
+    n1="$(cpu_ticks "$nginx_worker")"
+    g1="$(cpu_ticks "$gateway_pid")"
+    python3 - "$nginx_out" "$gateway_out" "$((n1 - n0))" "$((g1 - g0))" "$clk_tck" "$round" \
+        >>"$results" <<'PY'
+import json, sys
+def summary(path):
+    for line in open(path):
+        if line.startswith("WRK_JSON "):
+            return json.loads(line[len("WRK_JSON "):])
+    return None
+nginx, gateway = summary(sys.argv[1]), summary(sys.argv[2])
+n_ticks, g_ticks, clk, rnd = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+if not nginx or not gateway or not n_ticks or not g_ticks:
+    print(json.dumps({"failed": "paired round %d: no wrk summary or no CPU time" % rnd}))
+    sys.exit(0)
+errors = lambda r: r["err_connect"] + r["err_read"] + r["err_write"] + r["err_status"] + r["err_timeout"]
+nginx_per_cpu = nginx["requests"] / (n_ticks / clk)
+gateway_per_cpu = gateway["requests"] / (g_ticks / clk)
+print(json.dumps({
+    "mode": "paired", "round": rnd,
+    "nginx_requests": nginx["requests"], "nginx_cpu_s": n_ticks / clk, "nginx_per_cpu": nginx_per_cpu,
+    "tideway_requests": gateway["requests"], "tideway_cpu_s": g_ticks / clk,
+    "tideway_per_cpu": gateway_per_cpu, "ratio": gateway_per_cpu / nginx_per_cpu,
+    "errors": errors(nginx) + errors(gateway),
+}))
+PY
+}
+
+case " $targets " in
+    *\ nginx\ *tideway-http\ * | *\ tideway-http\ *nginx\ *)
+        for round in $(seq "$paired_rounds"); do
+            log "S2 (paired) round $round/$paired_rounds: nginx and tideway-http at once (${paired_secs}s)"
+            paired "$round"
+        done
+        ;;
+esac
+
 case " $idle_targets " in
     *-tls\ *)
         openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
@@ -671,6 +737,21 @@ say("  p99, HTTP proxy (c) / (b):                      %s" % fmt(p99_vs_nginx, "
 say("  p99, HTTP->RPC (d) / (b):                       %s" % fmt(p99_rpc_vs_nginx, ".2f"))
 say = lines.append
 
+paired_rows = [r for r in rows if r.get("mode") == "paired"]
+paired_ratio = med(r["ratio"] for r in paired_rows)
+if paired_rows:
+    say("")
+    say("S2 (paired): nginx and the gateway's HTTP upstream route loaded at once, each by its own wrk;"
+        " CPU time per request of each")
+    say("%-6s %12s %12s %14s %14s %8s %6s" % ("round", "nginx req", "gateway req", "nginx req/CPU-s",
+                                              "gw req/CPU-s", "gw/nginx", "errors"))
+    for r in paired_rows:
+        say("%-6d %12s %12s %14s %14s %8.3f %6d" % (
+            r["round"], fmt(r["nginx_requests"]), fmt(r["tideway_requests"]), fmt(r["nginx_per_cpu"]),
+            fmt(r["tideway_per_cpu"]), r["ratio"], r["errors"]))
+    say("  requests per CPU-second, HTTP proxy / nginx, paired: median %.3f (min %.3f, max %.3f)" % (
+        paired_ratio, min(r["ratio"] for r in paired_rows), max(r["ratio"] for r in paired_rows)))
+
 if idle:
     say("")
     say("S3: memory per idle keep-alive client connection (VmRSS after the idle wait minus before, / N)")
@@ -728,6 +809,7 @@ for target, key in (("backend", "backend"), ("nginx", "nginx"), ("tideway-http",
         result("%s_req_per_s" % key, s["req_per_s"], ".0f")
         result("%s_p99_us" % key, s["p99_us"], ".0f")
 result("p99_rpc_vs_nginx", p99_rpc_vs_nginx)
+result("http_proxy_vs_nginx_per_cpu_paired", paired_ratio, ".3f")
 if tw:
     result("idle_kib_per_conn_settled", tw["kib_per_conn_settled"])
 for target in ("nginx", "hyper"):
