@@ -221,17 +221,9 @@ impl OverloadState {
             return;
         }
         let state = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(SAMPLE_PERIOD);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    _ = ticker.tick() => {}
-                }
-                if let Some(used) = sampler() {
-                    state.record(used);
-                }
+        crate::telemetry::spawn_every(SAMPLE_PERIOD, stop, move || {
+            if let Some(used) = sampler() {
+                state.record(used);
             }
         });
     }

@@ -75,18 +75,30 @@ pub fn prometheus() -> &'static PrometheusHandle {
 /// `/proc/self/status` (memory-backed, no disk). Several gateways in one process (tests) each
 /// run one; a pass with nothing new to fold does nothing.
 pub(crate) fn spawn_upkeep(stop: CancellationToken) {
+    spawn_every(METRICS_UPKEEP_PERIOD, stop, || {
+        if let Some(handle) = PROMETHEUS.get() {
+            handle.run_upkeep();
+        }
+        crate::history::upkeep();
+    });
+}
+
+/// Runs `work` on the current runtime every `period` (the first time at once; a late tick is
+/// not caught up) until `stop` is cancelled.
+pub(crate) fn spawn_every(
+    period: Duration,
+    stop: CancellationToken,
+    mut work: impl FnMut() + Send + 'static,
+) {
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(METRICS_UPKEEP_PERIOD);
+        let mut every = tokio::time::interval(period);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 _ = every.tick() => {}
             }
-            if let Some(handle) = PROMETHEUS.get() {
-                handle.run_upkeep();
-            }
-            crate::history::upkeep();
+            work();
         }
     });
 }

@@ -433,6 +433,20 @@ fn thread_names(pid: u32) -> Vec<String> {
 /// jemalloc's background thread, which purges freed pages while the gateway is idle.
 const PURGING_THREAD: &str = "jemalloc_bg_thd";
 
+/// Waits (at most 10 s) until process `pid` has jemalloc's background thread; panics naming
+/// `when` otherwise.
+fn wait_for_purging_thread(pid: u32, when: &str) {
+    tideway_testkit::eventually(
+        Duration::from_secs(10),
+        &format!("jemalloc's background thread {when}"),
+        || {
+            thread_names(pid)
+                .contains(&PURGING_THREAD.to_owned())
+                .then_some(())
+        },
+    );
+}
+
 /// Keeps `connections` HTTP/1.1 keep-alive connections sending GETs one after another until
 /// `stop` is set; returns the number of answers (each checked).
 async fn load_until(
@@ -480,15 +494,7 @@ fn a_busy_one_worker_gateway_runs_alone_and_purges_in_the_background_when_idle()
     let dir = tempfile::tempdir().unwrap();
     let (gateway, addr, _admin) = start_gateway(dir.path(), serial_upstream(), None);
     let pid = gateway.0.id();
-    tideway_testkit::eventually(
-        Duration::from_secs(10),
-        "jemalloc's background thread in the idle gateway",
-        || {
-            thread_names(pid)
-                .contains(&PURGING_THREAD.to_owned())
-                .then_some(())
-        },
-    );
+    wait_for_purging_thread(pid, "in the idle gateway");
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -510,13 +516,5 @@ fn a_busy_one_worker_gateway_runs_alone_and_purges_in_the_background_when_idle()
     });
     assert!(!alone.contains(&PURGING_THREAD.to_owned()));
 
-    tideway_testkit::eventually(
-        Duration::from_secs(10),
-        "jemalloc's background thread again once the load stopped",
-        || {
-            thread_names(pid)
-                .contains(&PURGING_THREAD.to_owned())
-                .then_some(())
-        },
-    );
+    wait_for_purging_thread(pid, "again once the load stopped");
 }
