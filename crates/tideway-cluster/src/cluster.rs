@@ -303,9 +303,10 @@ impl Cluster {
     }
 
     /// Calls `method` (`service/method`) on one of the endpoints, retrying and hedging as the
-    /// config and `policy` allow, within `options.timeout` (the RPC client's default timeout
-    /// when unset), which covers waiting for an endpoint, every attempt and the delays between
-    /// them.
+    /// config and `policy` allow, by the options' deadline (`options.deadline`, or
+    /// `options.timeout` from now, the earlier if both are set; the RPC client's default
+    /// timeout when neither is), which covers waiting for an endpoint, every attempt and the
+    /// delays between them.
     ///
     /// Cancel safety: dropping the future cancels the attempts in flight (Cancel frames) and
     /// releases everything the call held.
@@ -337,10 +338,7 @@ impl Cluster {
     ) -> Result<Bytes, ClusterError> {
         let shared = &*self.shared;
         let start = Instant::now();
-        let deadline = start
-            + options
-                .timeout
-                .unwrap_or(self.client_config.default_timeout);
+        let deadline = options.deadline_from(start, self.client_config.default_timeout);
         let Ok(mut permit) = self.breaker.try_enter(start, shared) else {
             self.shed(ShedReason::BreakerOpen);
             return Err(ClusterError::new(
@@ -367,11 +365,19 @@ impl Cluster {
         // and the attempt), held for as long as the call waits on a slow service.
         let mut single = std::pin::pin!(None);
         let mut hedge_at: Option<Instant> = None;
+        // The first pick is made at the call's start (no second clock reading for it); a
+        // retry's reads the clock.
+        let mut first_pick = true;
         loop {
             if running.as_ref().is_none_or(FuturesUnordered::is_empty) && single.is_none() {
+                let now = if std::mem::take(&mut first_pick) {
+                    start
+                } else {
+                    Instant::now()
+                };
                 // Waiting for an endpoint is the rare path: its state lives in its own
                 // allocation so that it does not widen the future of every call.
-                let acquired = match self.try_acquire(&tried, pick, Instant::now(), false) {
+                let acquired = match self.try_acquire(&tried, pick, now, false) {
                     Some(guard) => Ok(guard),
                     None => Box::pin(self.acquire(&tried, pick, deadline)).await,
                 };
@@ -872,13 +878,12 @@ async fn attempt(
     options: &CallOptions,
     deadline: Instant,
 ) -> (AttemptGuard, Result<Bytes, RpcError>) {
-    // The attempt's own timeout (what is left of the call's), with the call's metadata as it is:
-    // not copied per attempt.
-    let timeout = Some(deadline.saturating_duration_since(Instant::now()));
+    // The call's deadline and metadata as they are: not copied per attempt, and no clock
+    // reading to turn the deadline into a timeout.
     let result = guard
         .endpoint()
         .client
-        .call_with(method, codec, payload, timeout, &options.metadata)
+        .call_until(method, codec, payload, deadline, &options.metadata)
         .await;
     (guard, result)
 }

@@ -405,8 +405,7 @@ async fn token_endpoint(
             .ok_or_else(|| {
                 OAuthError::unavailable(format!("the auth service {service} is not known"))
             })?;
-        let mut options =
-            CallOptions::with_timeout(deadline.saturating_duration_since(Instant::now()));
+        let mut options = CallOptions::with_deadline(deadline);
         options.metadata.insert(REQUEST_ID_HEADER, request_id);
         let method = format!("{service}/{}", issuer.auth_method());
         let reply = cluster
@@ -619,8 +618,7 @@ async fn call_rpc(
             }
             return Err(GatewayError::NoEndpoint(service.clone()));
         };
-        let mut options =
-            CallOptions::with_timeout(deadline.saturating_duration_since(Instant::now()));
+        let mut options = CallOptions::with_deadline(deadline);
         options.metadata.insert(REQUEST_ID_HEADER, request_id);
         for name in ["traceparent", "tracestate"] {
             if let Some(v) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {

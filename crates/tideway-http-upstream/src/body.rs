@@ -116,7 +116,7 @@ impl UpstreamBody {
             Kind::H1(H1Body {
                 state: state @ State::Switched(_),
             }) => match std::mem::replace(state, State::Done) {
-                State::Switched(tunnel) => Some(tunnel),
+                State::Switched(tunnel) => Some(*tunnel),
                 _ => None,
             },
             _ => None,
@@ -254,10 +254,14 @@ pub(crate) struct H1Body {
 enum State {
     /// The whole body, already read; `None` once handed out (or for no body).
     Whole(Option<Bytes>),
-    Streaming(Streaming),
+    /// Boxed, as `Switched`: a response is moved whole from the function that reads its head
+    /// up to the one that writes it to the client, several times per request, and most
+    /// answers are small ones read whole with their head. Inline, these two would make every
+    /// response 120 bytes larger for the sake of the few that stream.
+    Streaming(Box<Streaming>),
     /// The upstream switched protocols (`101`): no body; the connection waits to be taken as a
     /// tunnel ([`UpstreamBody::take_tunnel`]).
-    Switched(crate::UpstreamTunnel),
+    Switched(Box<crate::UpstreamTunnel>),
     Done,
 }
 
@@ -303,14 +307,14 @@ impl H1Body {
     /// The "body" of a `101 Switching Protocols` answer: none, and the switched connection.
     pub(crate) fn switched(tunnel: crate::UpstreamTunnel) -> Self {
         H1Body {
-            state: State::Switched(tunnel),
+            state: State::Switched(Box::new(tunnel)),
         }
     }
 
     /// A body still to be read from its connection.
     pub(crate) fn streaming(streaming: Streaming) -> Self {
         H1Body {
-            state: State::Streaming(streaming),
+            state: State::Streaming(Box::new(streaming)),
         }
     }
 
@@ -318,7 +322,7 @@ impl H1Body {
     /// else it is closed.
     fn finish(&mut self) {
         if let State::Streaming(s) = std::mem::replace(&mut self.state, State::Done) {
-            s.release();
+            (*s).release();
         }
     }
 }
@@ -480,11 +484,10 @@ impl Body for H1Body {
         match &self.state {
             State::Done | State::Whole(None) | State::Switched(_) => SizeHint::with_exact(0),
             State::Whole(Some(data)) => SizeHint::with_exact(data.len() as u64),
-            State::Streaming(Streaming {
-                framing: Framing::Length(n),
-                ..
-            }) => SizeHint::with_exact(*n),
-            State::Streaming(_) => SizeHint::default(),
+            State::Streaming(s) => match s.framing {
+                Framing::Length(n) => SizeHint::with_exact(n),
+                _ => SizeHint::default(),
+            },
         }
     }
 }

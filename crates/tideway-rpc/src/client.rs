@@ -63,6 +63,11 @@ pub struct CallOptions {
     /// How long the caller waits, covering connect, queueing and the call itself; it travels with
     /// the request so the callee stops at the same moment. `None` uses the client's default.
     pub timeout: Option<Duration>,
+    /// The instant by which the call must be done, for a caller that already holds one (a
+    /// gateway request's deadline): the call then needs no clock reading to set its own. With
+    /// `timeout` as well, the earlier of the two counts; with neither, the client's default
+    /// timeout.
+    pub deadline: Option<Instant>,
     /// Sent with the request (trace context, principal).
     pub metadata: Metadata,
 }
@@ -72,7 +77,26 @@ impl CallOptions {
     pub fn with_timeout(timeout: Duration) -> Self {
         CallOptions {
             timeout: Some(timeout),
-            metadata: Metadata::new(),
+            ..CallOptions::default()
+        }
+    }
+
+    /// Options with this deadline.
+    pub fn with_deadline(deadline: Instant) -> Self {
+        CallOptions {
+            deadline: Some(deadline),
+            ..CallOptions::default()
+        }
+    }
+
+    /// The call's deadline for a call starting at `now`, with `default_timeout` where these
+    /// options set none. Reads no clock: a caller that has one reading for several purposes
+    /// passes it in.
+    pub fn deadline_from(&self, now: Instant, default_timeout: Duration) -> Instant {
+        match (self.deadline, self.timeout) {
+            (Some(deadline), None) => deadline,
+            (Some(deadline), Some(timeout)) => deadline.min(now + timeout),
+            (None, timeout) => now + timeout.unwrap_or(default_timeout),
         }
     }
 }
@@ -196,13 +220,16 @@ impl Client {
     /// slot failed its last connect attempt, so calls fail at once (`Unavailable`, not sent)
     /// until the returned instant. `None` when a call would use or try a connection now.
     pub fn unreachable_until(&self) -> Option<Instant> {
-        let now = Instant::now();
+        // The clock is read only once a slot has no usable connection: asked before every
+        // call, the answer is nearly always the first slot's usable one.
+        let mut clock: Option<Instant> = None;
         let mut earliest: Option<Instant> = None;
         for slot in &self.inner.slots {
             let state = slot.state.lock();
             if state.conn.as_ref().is_some_and(|c| c.is_usable()) {
                 return None;
             }
+            let now = *clock.get_or_insert_with(Instant::now);
             match state.retry_at {
                 Some(at) if at > now => earliest = Some(earliest.map_or(at, |e| e.min(at))),
                 _ => return None,
@@ -240,18 +267,23 @@ impl Client {
         payload: Bytes,
         options: &CallOptions,
     ) -> Result<Bytes, RpcError> {
-        self.call_with(method, codec, payload, options.timeout, &options.metadata)
+        let deadline = match (options.deadline, options.timeout) {
+            (Some(deadline), None) => deadline,
+            _ => options.deadline_from(Instant::now(), self.inner.config.default_timeout),
+        };
+        self.call_until(method, codec, payload, deadline, &options.metadata)
             .await
     }
 
-    /// [`call`](Self::call) with the timeout and metadata given apart, so a caller making
-    /// several attempts with one metadata set (retries, hedges) need not copy it for each.
-    pub async fn call_with(
+    /// [`call`](Self::call) with the deadline and metadata given apart, so a caller making
+    /// several attempts with one metadata set (retries, hedges) need not copy it for each, nor
+    /// read the clock to turn its deadline into a timeout and back.
+    pub async fn call_until(
         &self,
         method: &str,
         codec: Codec,
         payload: Bytes,
-        timeout: Option<Duration>,
+        deadline: Instant,
         metadata: &Metadata,
     ) -> Result<Bytes, RpcError> {
         // An observer (tracing) installed with `observe_client_calls` sees the call and may add
@@ -260,11 +292,11 @@ impl Client {
             crate::observe::start_client_call(method, self.inner.addr, metadata)
         else {
             return self
-                .send_call(method, codec, payload, timeout, metadata)
+                .send_call(method, codec, payload, deadline, metadata)
                 .await;
         };
         let result = self
-            .send_call(method, codec, payload, timeout, &observed_metadata)
+            .send_call(method, codec, payload, deadline, &observed_metadata)
             .await;
         match &result {
             Ok(_) => observed.finish(Status::Ok, None),
@@ -278,12 +310,10 @@ impl Client {
         method: &str,
         codec: Codec,
         payload: Bytes,
-        timeout: Option<Duration>,
+        deadline: Instant,
         metadata: &Metadata,
     ) -> Result<Bytes, RpcError> {
         let config = &self.inner.config;
-        let timeout = timeout.unwrap_or(config.default_timeout);
-        let deadline = Instant::now() + timeout;
         let metadata_len: usize = metadata
             .iter()
             .map(|(k, v)| 1 + k.len() + 2 + v.len())
@@ -371,7 +401,7 @@ impl Client {
                 )))
             }
             Err(_) => Err(RpcError::deadline_exceeded(format!(
-                "no response from {} within {timeout:?}",
+                "no response from {} by the call's deadline",
                 self.inner.addr
             ))),
         }

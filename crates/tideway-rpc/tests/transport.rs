@@ -239,6 +239,62 @@ async fn deadline_expiry_leaves_no_pending_entry_and_stops_the_handler() {
 }
 
 #[tokio::test]
+async fn a_call_given_a_deadline_ends_by_it_and_the_earlier_of_deadline_and_timeout_counts() {
+    let f = start(ServerConfig::default()).await;
+    let c = client(f.server.local_addr(), Codec::MsgPack);
+    // Each case's options, made as it starts: a deadline alone and a deadline well before a
+    // long timeout end at the deadline; a timeout well before a far deadline, at the timeout.
+    let cases: [fn() -> CallOptions; 3] = [
+        || CallOptions::with_deadline(Instant::now() + Duration::from_millis(150)),
+        || CallOptions {
+            timeout: Some(Duration::from_secs(60)),
+            ..CallOptions::with_deadline(Instant::now() + Duration::from_millis(150))
+        },
+        || CallOptions {
+            deadline: Some(Instant::now() + Duration::from_secs(60)),
+            ..timeout(150)
+        },
+    ];
+    for (i, options) in cases.iter().enumerate() {
+        let started = Instant::now();
+        let err = c
+            .call_typed::<_, u64>("test.Svc/sleep", &60_000u64, &options())
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Status::DeadlineExceeded, "case {i}: {err}");
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(1000),
+            "case {i}: the call took {took:?}"
+        );
+        // The server got the deadline with the request and dropped its handler by itself.
+        assert!(
+            eventually(Duration::from_secs(2), || f
+                .probe
+                .dropped_unfinished
+                .load(Ordering::SeqCst)
+                == i + 1)
+            .await,
+            "case {i}: the server handler was not dropped"
+        );
+    }
+    assert_eq!(c.pending_calls(), 0);
+    // A deadline already passed: refused without waiting.
+    let started = Instant::now();
+    let err = c
+        .call_typed::<_, u64>(
+            "test.Svc/sleep",
+            &60_000u64,
+            &CallOptions::with_deadline(Instant::now()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Status::DeadlineExceeded, "{err}");
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(f.probe.finished.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
 async fn server_enforces_the_deadline_even_if_the_client_does_not_cancel() {
     // A raw request with a 100 ms deadline and no Cancel: the server must answer
     // DeadlineExceeded by itself.
