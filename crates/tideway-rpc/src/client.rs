@@ -606,6 +606,10 @@ struct Connection {
     next_id: AtomicU64,
     /// Cancelled when the connection is finished, from any side.
     closed: CancellationToken,
+    /// Set with every cancel of `closed` made here ([`Connection::shut`]); the writer's own
+    /// cancel shows as `tx` closed. Read instead of `closed.is_cancelled()`, which takes the
+    /// token's lock, by the checks made before every call.
+    shut: AtomicBool,
     /// The server sent GoAway: no new calls here.
     going_away: AtomicBool,
     /// The last request id the server accepted, from its GoAway (`u64::MAX` before one came).
@@ -615,9 +619,10 @@ struct Connection {
     goaways: Arc<AtomicU64>,
     /// A keep-alive ping went unanswered: no new calls here (see [`Connection::keepalive`]).
     unresponsive: AtomicBool,
-    /// Milliseconds since `epoch` when the last frame arrived.
-    last_read_ms: AtomicU64,
-    epoch: Instant,
+    /// Frames read so far: the keep-alive task tells from it whether the server was silent
+    /// (a count, not a time: reading the clock per frame cost more than the rest of the
+    /// bookkeeping).
+    frames_read: AtomicU64,
 }
 
 #[derive(Default)]
@@ -667,12 +672,12 @@ impl Connection {
             pending: Mutex::new(PendingMap::default()),
             next_id: AtomicU64::new(1),
             closed: closed.clone(),
+            shut: AtomicBool::new(false),
             going_away: AtomicBool::new(false),
             goaway_last_id: AtomicU64::new(u64::MAX),
             goaways,
             unresponsive: AtomicBool::new(false),
-            last_read_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
+            frames_read: AtomicU64::new(0),
         });
         tokio::spawn(write_loop(write_half, rx, closed));
         let decoder =
@@ -691,13 +696,21 @@ impl Connection {
     }
 
     fn is_usable(&self) -> bool {
-        !self.closed.is_cancelled()
+        !self.shut.load(Ordering::Acquire)
+            // The writer cancels `closed` as it ends, and its queue's receiver goes with it.
+            && !self.tx.is_closed()
             && !self.going_away.load(Ordering::Relaxed)
             && !self.unresponsive.load(Ordering::Relaxed)
     }
 
-    fn close(&self) {
+    /// Finishes the connection: every task of it stops.
+    fn shut(&self) {
+        self.shut.store(true, Ordering::Release);
         self.closed.cancel();
+    }
+
+    fn close(&self) {
+        self.shut();
     }
 
     /// Whether call `id` came after the server's GoAway cut-off, so the server never started it.
@@ -734,22 +747,26 @@ impl Connection {
         ))
     }
 
-    fn mark_read(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64;
-        self.last_read_ms.store(ms, Ordering::Relaxed);
-    }
-
     async fn read_loop(
         self: Arc<Self>,
         mut frames: FramedRead<tokio::net::tcp::OwnedReadHalf, WireCodec>,
     ) {
+        // One waiter on `closed` for the whole loop, polled only when no frame is ready:
+        // making, polling and dropping one per frame took the token's lock three times per
+        // answer.
+        let closed = self.closed.cancelled();
+        tokio::pin!(closed);
         loop {
             let frame = tokio::select! {
                 biased;
-                () = self.closed.cancelled() => break,
                 frame = frames.next() => frame,
+                () = &mut closed => break,
             };
-            self.mark_read();
+            // Closed while frames were ready: stop all the same (they go with the connection).
+            if self.shut.load(Ordering::Acquire) || self.tx.is_closed() {
+                break;
+            }
+            self.frames_read.fetch_add(1, Ordering::Relaxed);
             match frame {
                 Some(Ok(Frame::Response(response))) => {
                     let waiter = remove_and_shrink(&mut self.pending.lock().calls, &response.id);
@@ -781,7 +798,7 @@ impl Connection {
                 None => break,
             }
         }
-        self.closed.cancel();
+        self.shut();
         // Fail every pending call at once: dropping the senders wakes their callers with
         // "connection lost".
         let failed = {
@@ -794,19 +811,20 @@ impl Connection {
 
     async fn keepalive(self: Arc<Self>, interval: Duration, timeout: Duration) {
         let mut nonce = 0u64;
+        // Frames read by the last look: the server was silent for an interval when the count
+        // has not moved since.
+        let mut seen = self.frames_read.load(Ordering::Relaxed);
         loop {
             tokio::select! {
                 () = self.closed.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
             }
-            let silent_for = self.epoch.elapsed().saturating_sub(Duration::from_millis(
-                self.last_read_ms.load(Ordering::Relaxed),
-            ));
-            if silent_for < interval {
+            let read = self.frames_read.load(Ordering::Relaxed);
+            if read != seen {
+                seen = read;
                 continue;
             }
             nonce += 1;
-            let pinged_at_ms = self.epoch.elapsed().as_millis() as u64;
             if self.tx.try_send(Frame::Ping { nonce }).is_err() {
                 // Queue full means traffic is flowing or the writer is stuck; the next round
                 // tells which.
@@ -816,7 +834,8 @@ impl Connection {
                 () = self.closed.cancelled() => return,
                 () = tokio::time::sleep(timeout) => {}
             }
-            if self.last_read_ms.load(Ordering::Relaxed) < pinged_at_ms {
+            let read = self.frames_read.load(Ordering::Relaxed);
+            if read == seen {
                 // The server is silent: no new calls go here (the next call opens another
                 // connection). The calls already waiting keep their own deadlines, each bounded,
                 // and end with DeadlineExceeded unless a late answer comes: a silent peer has
@@ -837,9 +856,10 @@ impl Connection {
                         () = tokio::time::sleep(UNRESPONSIVE_DRAIN_POLL) => {}
                     }
                 }
-                self.closed.cancel();
+                self.shut();
                 return;
             }
+            seen = read;
         }
     }
 }

@@ -51,11 +51,15 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
     closed: CancellationToken,
 ) {
     let mut buf = BytesMut::new();
+    // One waiter on `closed` for the whole loop, polled only when there is nothing to do: one
+    // made and dropped per batch took the token's lock each time.
+    let cancelled = closed.cancelled();
+    tokio::pin!(cancelled);
     loop {
         let first = tokio::select! {
             biased;
             frame = rx.recv() => frame,
-            () = closed.cancelled() => None,
+            () = &mut cancelled => None,
         };
         let Some(first) = first else { break };
         encode_into(&first, &mut buf);
@@ -77,8 +81,9 @@ pub(crate) async fn write_loop<W: AsyncWrite + Unpin>(
             tokio::task::yield_now().await;
         }
         let written = tokio::select! {
+            biased;
             res = io.write_all(&buf) => res,
-            () = closed.cancelled() => break,
+            () = &mut cancelled => break,
         };
         if let Err(e) = written {
             tracing::debug!(error = %e, "connection write failed");

@@ -824,6 +824,39 @@ async fn keepalive_detects_a_server_that_stopped_answering() {
 }
 
 #[tokio::test]
+async fn keepalive_keeps_an_idle_connection_to_a_server_that_answers_pings() {
+    let f = start(ServerConfig::default()).await;
+    let c = Client::new(
+        f.server.local_addr(),
+        ClientConfig {
+            keepalive_interval: Duration::from_millis(100),
+            keepalive_timeout: Duration::from_millis(100),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let payload = Codec::MsgPack.encode(&7u64).unwrap();
+    c.call(
+        "test.Svc/echo",
+        Codec::MsgPack,
+        payload.clone(),
+        &timeout(2000),
+    )
+    .await
+    .unwrap();
+    // Idle for several ping rounds: each ping is answered, so the connection stays usable.
+    for step in 0..16 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(c.connections(), 1, "connection unusable after {step} steps");
+    }
+    c.call("test.Svc/echo", Codec::MsgPack, payload, &timeout(2000))
+        .await
+        .unwrap();
+    assert_eq!(c.connections(), 1);
+    assert_eq!(f.server.connections(), 1);
+}
+
+#[tokio::test]
 async fn unreachable_endpoint_fails_fast_and_backs_off_then_reconnects() {
     // Take a free port, then close it so nothing listens there.
     let addr = {
