@@ -16,7 +16,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::UpstreamBody;
-use crate::client::{H1Client, HeadDeadline};
+use crate::client::{EncodedRequest, H1Client, HeadDeadline};
 use crate::config::{BaseUrl, UpstreamConfig, UpstreamConfigError};
 use crate::connect::{CountingConnector, TcpConnector};
 use crate::error::{BoxError, RequestBodyError, UpstreamError};
@@ -272,7 +272,12 @@ impl HttpUpstream {
         matches!(self.inner.client, Protocol::Http1(_))
     }
 
-    async fn send<B>(
+    /// Prepares the upstream request now, then returns the future that sends it. For an
+    /// HTTP/1.1 upstream the head is encoded here, before any future exists: the downstream
+    /// request's head (224 bytes) is read where it lies and dropped, never moved into the
+    /// future and along with it from one caller's state to the next, and the future holds
+    /// only the encoded head and the body.
+    fn send<B>(
         &self,
         mut parts: http::request::Parts,
         body: B,
@@ -280,16 +285,14 @@ impl HttpUpstream {
         client: &ClientInfo,
         timeout: Duration,
         upgrade: bool,
-    ) -> Result<Response<UpstreamBody>, UpstreamError>
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + use<'_, B>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let inner = &*self.inner;
         let target = match path {
-            UpstreamPath::Given(path_and_query) => {
-                target::join_target(&inner.base, path_and_query)?
-            }
+            UpstreamPath::Given(path_and_query) => target::join_target(&inner.base, path_and_query),
             UpstreamPath::AsIs { strip_prefix } => {
                 let uri = &parts.uri;
                 let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -299,80 +302,118 @@ impl HttpUpstream {
                     }
                     _ => path_and_query,
                 };
-                target::join_target(&inner.base, path_and_query)?
+                target::join_target(&inner.base, path_and_query)
             }
         };
-        tracing::debug!(
-            method = %parts.method,
-            authority = %inner.base.authority,
-            target = &*target,
-            client = %client.addr,
-            "forwarding to http upstream"
-        );
-        let result = match &inner.client {
-            Protocol::Http1(h1) => {
-                // Encoded in a block of its own: what only encoding needs (the forwarding fields,
-                // the protocol to switch to) then takes no room in this future while it waits.
-                let (request, switch) = {
-                    // Read before `forwarding` removes it with the other hop-by-hop fields.
-                    let switch_to = upgrade
-                        .then(|| parts.headers.get(http::header::UPGRADE).cloned())
-                        .flatten();
-                    let switch = switch_to.is_some();
-                    let mut forwarding = self.forwarding(&mut parts.headers, &parts.uri, client);
-                    if let Some(protocol) = switch_to {
-                        forwarding.set_upgrade(protocol);
-                    }
-                    let request = h1.encode(
-                        &parts.method,
-                        &target,
-                        &parts.headers,
-                        &forwarding,
-                        &body.size_hint(),
-                    );
-                    (request, switch)
-                };
+        let prepared = match (target, &inner.client) {
+            (Err(e), _) => Prepared::Failed(e),
+            (Ok(target), Protocol::Http1(h1)) => {
+                tracing::debug!(
+                    method = %parts.method,
+                    authority = %inner.base.authority,
+                    target = &*target,
+                    client = %client.addr,
+                    "forwarding to http upstream"
+                );
+                // Read before `forwarding` removes it with the other hop-by-hop fields.
+                let switch_to = upgrade
+                    .then(|| parts.headers.get(http::header::UPGRADE).cloned())
+                    .flatten();
+                let switch = switch_to.is_some();
+                let mut forwarding = self.forwarding(&mut parts.headers, &parts.uri, client);
+                if let Some(protocol) = switch_to {
+                    forwarding.set_upgrade(protocol);
+                }
+                let request = h1.encode(
+                    &parts.method,
+                    &target,
+                    &parts.headers,
+                    &forwarding,
+                    &body.size_hint(),
+                );
                 // Nothing of the downstream request is needed past this point. Its URI and
                 // fields may share the buffer it was read into, which would otherwise stay
                 // allocated for as long as the upstream takes to answer.
-                drop(target);
                 drop(parts);
-                // Bounded inside: a per-request timer wrapped around this would be registered
-                // and removed again for every request (see `Conn::arm`).
-                let deadline = HeadDeadline::after(timeout);
-                h1.send(request, body, deadline, switch)
-                    .await
-                    .map(|response| {
-                        response.map(|body| UpstreamBody::h1(body, inner.body_idle_timeout))
-                    })
+                Prepared::Http1 {
+                    h1,
+                    request,
+                    switch,
+                    // Bounded inside: a per-request timer wrapped around this would be
+                    // registered and removed again for every request (see `Conn::arm`).
+                    deadline: HeadDeadline::after(timeout),
+                }
             }
-            Protocol::Http2(h2) => {
+            (Ok(target), Protocol::Http2(_)) => {
+                tracing::debug!(
+                    method = %parts.method,
+                    authority = %inner.base.authority,
+                    target = &*target,
+                    client = %client.addr,
+                    "forwarding to http upstream"
+                );
                 self.rewrite_request_headers(&mut parts.headers, &parts.uri, client);
                 headers::own_values(&mut parts.headers);
-                parts.uri = target::absolute_uri(&inner.base, target)?;
-                parts.version = Version::HTTP_2;
-                // Extensions belong to the downstream connection (hyper's upgrade handle, header
-                // case maps); none of them should steer the upstream request.
-                parts.extensions = Extensions::new();
-                let body: H2RequestBody = body
-                    .map_err(|e| -> BoxError { Box::new(RequestBodyError(Arc::from(e.into()))) })
-                    .boxed_unsync();
-                let sent = h2.request(Request::from_parts(parts, body));
-                match tokio::time::timeout(timeout, sent).await {
-                    Err(_elapsed) => Err(UpstreamError::Timeout { timeout }),
-                    Ok(Err(e)) => Err(UpstreamError::from_client(e, inner.base.authority.as_str())),
-                    Ok(Ok(mut response)) => {
-                        headers::remove_hop_by_hop(response.headers_mut());
-                        Ok(response.map(|body| UpstreamBody::h2(body, inner.body_idle_timeout)))
+                match target::absolute_uri(&inner.base, target) {
+                    Ok(uri) => {
+                        parts.uri = uri;
+                        parts.version = Version::HTTP_2;
+                        // Extensions belong to the downstream connection (hyper's upgrade
+                        // handle, header case maps); none of them should steer the upstream
+                        // request.
+                        parts.extensions = Extensions::new();
+                        Prepared::Http2(Box::new(parts))
                     }
+                    Err(e) => Prepared::Failed(e),
                 }
             }
         };
-        match &result {
-            Ok(response) => tracing::debug!(status = %response.status(), "upstream answered"),
-            Err(error) => tracing::debug!(%error, status = %error.http_status(), "upstream failed"),
+        async move {
+            let result =
+                match prepared {
+                    Prepared::Failed(e) => Err(e),
+                    Prepared::Http1 {
+                        h1,
+                        request,
+                        switch,
+                        deadline,
+                    } => h1
+                        .send(request, body, deadline, switch)
+                        .await
+                        .map(|response| {
+                            response.map(|body| UpstreamBody::h1(body, inner.body_idle_timeout))
+                        }),
+                    Prepared::Http2(parts) => {
+                        let Protocol::Http2(h2) = &inner.client else {
+                            unreachable!("an HTTP/2 request prepared for an HTTP/1.1 upstream");
+                        };
+                        let body: H2RequestBody = body
+                            .map_err(|e| -> BoxError {
+                                Box::new(RequestBodyError(Arc::from(e.into())))
+                            })
+                            .boxed_unsync();
+                        let sent = h2.request(Request::from_parts(*parts, body));
+                        match tokio::time::timeout(timeout, sent).await {
+                            Err(_elapsed) => Err(UpstreamError::Timeout { timeout }),
+                            Ok(Err(e)) => {
+                                Err(UpstreamError::from_client(e, inner.base.authority.as_str()))
+                            }
+                            Ok(Ok(mut response)) => {
+                                headers::remove_hop_by_hop(response.headers_mut());
+                                Ok(response
+                                    .map(|body| UpstreamBody::h2(body, inner.body_idle_timeout)))
+                            }
+                        }
+                    }
+                };
+            match &result {
+                Ok(response) => tracing::debug!(status = %response.status(), "upstream answered"),
+                Err(error) => {
+                    tracing::debug!(%error, status = %error.http_status(), "upstream failed")
+                }
+            }
+            result
         }
-        result
     }
 
     /// For an HTTP/1.1 upstream request: hop-by-hop removal from `headers`, and the `Host`,
@@ -439,6 +480,23 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, uri: &Uri) -> (Option<HeaderValue>,
 }
 
 /// Which path and query an upstream request gets, appended to the base URL's path.
+/// An upstream request made ready to send: what the future returned by `HttpUpstream::send`
+/// holds.
+enum Prepared<'a> {
+    /// The head encoded; the downstream request's own head is gone.
+    Http1 {
+        h1: &'a H1Client,
+        request: EncodedRequest,
+        switch: bool,
+        deadline: HeadDeadline,
+    },
+    /// hyper's client takes a `Request`: the head, rewritten, goes along (boxed, so that the
+    /// HTTP/1.1 requests' futures are not as large as it).
+    Http2(Box<http::request::Parts>),
+    /// The request cannot be sent (its target does not make a valid URI).
+    Failed(UpstreamError),
+}
+
 enum UpstreamPath<'a> {
     /// Given by the caller.
     Given(&'a str),
