@@ -87,9 +87,14 @@ impl FrameKind {
 /// them or cloning the metadata costs a reference count, not a copy of each string. The block
 /// comes after the own entries in [`iter`](Self::iter) and on the wire; two metadata values are
 /// equal when they iterate to the same pairs, however they are split.
+///
+/// The own entries are shared, copy-on-write, with clones: a client puts a call's metadata in
+/// each request frame it sends (retries and hedges send it again), and a clone then costs a
+/// reference count instead of a copy of every string.
 #[derive(Debug, Clone, Default)]
 pub struct Metadata {
-    entries: Vec<(String, String)>,
+    /// `None` until the first entry: empty metadata allocates nothing.
+    entries: Option<Arc<Vec<(String, String)>>>,
     shared: Option<Arc<[(String, String)]>>,
 }
 
@@ -111,10 +116,20 @@ impl Metadata {
         if self.shared_has(&key) {
             self.unshare();
         }
-        match self.entries.iter_mut().find(|(k, _)| *k == key) {
+        let entries = self.own_mut();
+        match entries.iter_mut().find(|(k, _)| *k == key) {
             Some(entry) => entry.1 = value,
-            None => self.entries.push((key, value)),
+            None => entries.push((key, value)),
         }
+    }
+
+    /// The own entries, to change: copied first if a clone shares them.
+    fn own_mut(&mut self) -> &mut Vec<(String, String)> {
+        Arc::make_mut(self.entries.get_or_insert_with(Default::default))
+    }
+
+    fn own(&self) -> &[(String, String)] {
+        self.entries.as_deref().map_or(&[], Vec::as_slice)
     }
 
     /// Adds `pairs` after the current entries without copying them. Keys already present keep
@@ -139,13 +154,13 @@ impl Metadata {
     /// Moves the shared block into the own entries (copying its strings).
     fn unshare(&mut self) {
         if let Some(shared) = self.shared.take() {
-            self.entries.extend(shared.iter().cloned());
+            self.own_mut().extend(shared.iter().cloned());
         }
     }
 
     /// All entries in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries
+        self.own()
             .iter()
             .chain(self.shared.iter().flat_map(|s| s.iter()))
             .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -153,7 +168,7 @@ impl Metadata {
 
     /// Number of entries.
     pub fn len(&self) -> usize {
-        self.entries.len() + self.shared.as_ref().map_or(0, |s| s.len())
+        self.own().len() + self.shared.as_ref().map_or(0, |s| s.len())
     }
 
     /// Whether there are no entries.
@@ -530,17 +545,18 @@ pub fn decode_frame(mut buf: Bytes) -> Result<Frame, DecodeError> {
             if count > buf.remaining() / 3 {
                 return Err(DecodeError::Truncated { field: "metadata" });
             }
-            let mut metadata = Metadata {
-                entries: Vec::with_capacity(count),
-                shared: None,
-            };
+            let mut entries = Vec::with_capacity(count);
             for _ in 0..count {
                 let key_len = read_u8(&mut buf, "metadata key length")? as usize;
                 let key = read_string(&mut buf, key_len, "metadata key")?;
                 let value_len = read_u16(&mut buf, "metadata value length")? as usize;
                 let value = read_string(&mut buf, value_len, "metadata value")?;
-                metadata.entries.push((key, value));
+                entries.push((key, value));
             }
+            let metadata = Metadata {
+                entries: (!entries.is_empty()).then(|| Arc::new(entries)),
+                shared: None,
+            };
             Frame::Request(Request {
                 id,
                 codec,
@@ -646,6 +662,28 @@ mod tests {
         let mut buf = encode(&frame);
         assert_eq!(decoder().decode(&mut buf).unwrap(), Some(frame));
         assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn metadata_clones_share_their_entries_until_one_changes() {
+        let mut original = Metadata::new();
+        assert!(
+            original.entries.is_none(),
+            "empty metadata allocates nothing"
+        );
+        original.insert("x-request-id", "r1");
+        let mut copy = original.clone();
+        assert!(Arc::ptr_eq(
+            original.entries.as_ref().unwrap(),
+            copy.entries.as_ref().unwrap()
+        ));
+        copy.insert("x-request-id", "r2");
+        copy.insert("traceparent", "00-abc-def-01");
+        assert_eq!(original.get("x-request-id"), Some("r1"));
+        assert_eq!(original.len(), 1);
+        assert_eq!(copy.get("x-request-id"), Some("r2"));
+        assert_eq!(copy.len(), 2);
+        assert_ne!(original, copy);
     }
 
     #[test]
