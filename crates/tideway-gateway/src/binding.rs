@@ -133,7 +133,11 @@ pub fn bind(
     body: Bytes,
 ) -> Result<Bytes, BindError> {
     let query = query.filter(|q| !q.is_empty());
-    if path_params.is_empty() && query.is_none() && !is_blank(&body) {
+    if path_params.is_empty() && query.is_none() && is_blank(&body) {
+        // Nothing at all: the empty object, made without a map or an allocation.
+        return Ok(Bytes::from_static(b"{}"));
+    }
+    if path_params.is_empty() && query.is_none() {
         // Nothing to merge: forward the body untouched, after the cheap check that it is an
         // object at all.
         return match body.iter().find(|b| !b.is_ascii_whitespace()) {

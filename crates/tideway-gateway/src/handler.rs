@@ -595,10 +595,13 @@ async fn call_rpc(
         if let Some(o) = obs.as_deref_mut() {
             o.add_bytes_in(body.len() as u64);
         }
+        let body_start = (!body.is_empty()).then(|| body.as_ptr());
         let payload = binding::bind(params, &path_params, parts.uri.query(), body)?;
-        // A body forwarded as it came may be a slice of hyper's read buffer; a small one is copied
-        // so that the whole buffer is not kept for the length of the call.
-        let payload = if payload.len() <= SMALL_PAYLOAD_COPY {
+        // A body forwarded as it came may be a slice of the connection's read buffer; a small
+        // one is copied so that the whole buffer is not kept for the length of the call. A
+        // payload the binding made (merged, or the empty object) holds no such buffer.
+        let forwarded = body_start == Some(payload.as_ptr());
+        let payload = if forwarded && payload.len() <= SMALL_PAYLOAD_COPY {
             Bytes::copy_from_slice(&payload)
         } else {
             payload
