@@ -305,16 +305,18 @@ impl HttpUpstream {
                 target::join_target(&inner.base, path_and_query)
             }
         };
+        if let Ok(target) = &target {
+            tracing::debug!(
+                method = %parts.method,
+                authority = %inner.base.authority,
+                target = &**target,
+                client = %client.addr,
+                "forwarding to http upstream"
+            );
+        }
         let prepared = match (target, &inner.client) {
             (Err(e), _) => Prepared::Failed(e),
             (Ok(target), Protocol::Http1(h1)) => {
-                tracing::debug!(
-                    method = %parts.method,
-                    authority = %inner.base.authority,
-                    target = &*target,
-                    client = %client.addr,
-                    "forwarding to http upstream"
-                );
                 // Read before `forwarding` removes it with the other hop-by-hop fields.
                 let switch_to = upgrade
                     .then(|| parts.headers.get(http::header::UPGRADE).cloned())
@@ -345,13 +347,6 @@ impl HttpUpstream {
                 }
             }
             (Ok(target), Protocol::Http2(_)) => {
-                tracing::debug!(
-                    method = %parts.method,
-                    authority = %inner.base.authority,
-                    target = &*target,
-                    client = %client.addr,
-                    "forwarding to http upstream"
-                );
                 self.rewrite_request_headers(&mut parts.headers, &parts.uri, client);
                 headers::own_values(&mut parts.headers);
                 match target::absolute_uri(&inner.base, target) {
