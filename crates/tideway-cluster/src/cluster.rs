@@ -338,7 +338,7 @@ impl Cluster {
     ) -> Result<Bytes, ClusterError> {
         let shared = &*self.shared;
         let start = Instant::now();
-        let deadline = options.deadline_from(start, self.client_config.default_timeout);
+        let deadline = options.deadline_from(|| start, self.client_config.default_timeout);
         let Ok(mut permit) = self.breaker.try_enter(start, shared) else {
             self.shed(ShedReason::BreakerOpen);
             return Err(ClusterError::new(

@@ -346,7 +346,7 @@ impl HttpUpstream {
                     deadline: HeadDeadline::after(timeout),
                 }
             }
-            (Ok(target), Protocol::Http2(_)) => {
+            (Ok(target), Protocol::Http2(h2)) => {
                 self.rewrite_request_headers(&mut parts.headers, &parts.uri, client);
                 headers::own_values(&mut parts.headers);
                 match target::absolute_uri(&inner.base, target) {
@@ -357,7 +357,10 @@ impl HttpUpstream {
                         // handle, header case maps); none of them should steer the upstream
                         // request.
                         parts.extensions = Extensions::new();
-                        Prepared::Http2(Box::new(parts))
+                        Prepared::Http2 {
+                            h2,
+                            parts: Box::new(parts),
+                        }
                     }
                     Err(e) => Prepared::Failed(e),
                 }
@@ -378,10 +381,7 @@ impl HttpUpstream {
                         .map(|response| {
                             response.map(|body| UpstreamBody::h1(body, inner.body_idle_timeout))
                         }),
-                    Prepared::Http2(parts) => {
-                        let Protocol::Http2(h2) = &inner.client else {
-                            unreachable!("an HTTP/2 request prepared for an HTTP/1.1 upstream");
-                        };
+                    Prepared::Http2 { h2, parts } => {
                         let body: H2RequestBody = body
                             .map_err(|e| -> BoxError {
                                 Box::new(RequestBodyError(Arc::from(e.into())))
@@ -487,7 +487,10 @@ enum Prepared<'a> {
     },
     /// hyper's client takes a `Request`: the head, rewritten, goes along (boxed, so that the
     /// HTTP/1.1 requests' futures are not as large as it).
-    Http2(Box<http::request::Parts>),
+    Http2 {
+        h2: &'a Client<CountingConnector, H2RequestBody>,
+        parts: Box<http::request::Parts>,
+    },
     /// The request cannot be sent (its target does not make a valid URI).
     Failed(UpstreamError),
 }

@@ -89,14 +89,18 @@ impl CallOptions {
         }
     }
 
-    /// The call's deadline for a call starting at `now`, with `default_timeout` where these
-    /// options set none. Reads no clock: a caller that has one reading for several purposes
-    /// passes it in.
-    pub fn deadline_from(&self, now: Instant, default_timeout: Duration) -> Instant {
+    /// The call's deadline for a call starting `now`, with `default_timeout` where these
+    /// options set none. `now` is asked only when a timeout counts (a deadline alone needs no
+    /// clock reading); a caller that holds a reading already passes `|| reading`.
+    pub fn deadline_from(
+        &self,
+        now: impl FnOnce() -> Instant,
+        default_timeout: Duration,
+    ) -> Instant {
         match (self.deadline, self.timeout) {
             (Some(deadline), None) => deadline,
-            (Some(deadline), Some(timeout)) => deadline.min(now + timeout),
-            (None, timeout) => now + timeout.unwrap_or(default_timeout),
+            (Some(deadline), Some(timeout)) => deadline.min(now() + timeout),
+            (None, timeout) => now() + timeout.unwrap_or(default_timeout),
         }
     }
 }
@@ -267,10 +271,7 @@ impl Client {
         payload: Bytes,
         options: &CallOptions,
     ) -> Result<Bytes, RpcError> {
-        let deadline = match (options.deadline, options.timeout) {
-            (Some(deadline), None) => deadline,
-            _ => options.deadline_from(Instant::now(), self.inner.config.default_timeout),
-        };
+        let deadline = options.deadline_from(Instant::now, self.inner.config.default_timeout);
         self.call_until(method, codec, payload, deadline, &options.metadata)
             .await
     }
@@ -606,7 +607,7 @@ struct Connection {
     next_id: AtomicU64,
     /// Cancelled when the connection is finished, from any side.
     closed: CancellationToken,
-    /// Set with every cancel of `closed` made here ([`Connection::shut`]); the writer's own
+    /// Set with every cancel of `closed` made here ([`Connection::close`]); the writer's own
     /// cancel shows as `tx` closed. Read instead of `closed.is_cancelled()`, which takes the
     /// token's lock, by the checks made before every call.
     shut: AtomicBool,
@@ -696,21 +697,21 @@ impl Connection {
     }
 
     fn is_usable(&self) -> bool {
-        !self.shut.load(Ordering::Acquire)
-            // The writer cancels `closed` as it ends, and its queue's receiver goes with it.
-            && !self.tx.is_closed()
+        !self.is_finished()
             && !self.going_away.load(Ordering::Relaxed)
             && !self.unresponsive.load(Ordering::Relaxed)
     }
 
-    /// Finishes the connection: every task of it stops.
-    fn shut(&self) {
-        self.shut.store(true, Ordering::Release);
-        self.closed.cancel();
+    /// Whether the connection is finished, from any side, without the token's lock: shut here,
+    /// or the writer gone (it cancels `closed` as it ends, and its queue's receiver goes with it).
+    fn is_finished(&self) -> bool {
+        self.shut.load(Ordering::Acquire) || self.tx.is_closed()
     }
 
+    /// Finishes the connection: every task of it stops.
     fn close(&self) {
-        self.shut();
+        self.shut.store(true, Ordering::Release);
+        self.closed.cancel();
     }
 
     /// Whether call `id` came after the server's GoAway cut-off, so the server never started it.
@@ -763,7 +764,7 @@ impl Connection {
                 () = &mut closed => break,
             };
             // Closed while frames were ready: stop all the same (they go with the connection).
-            if self.shut.load(Ordering::Acquire) || self.tx.is_closed() {
+            if self.is_finished() {
                 break;
             }
             self.frames_read.fetch_add(1, Ordering::Relaxed);
@@ -798,7 +799,7 @@ impl Connection {
                 None => break,
             }
         }
-        self.shut();
+        self.close();
         // Fail every pending call at once: dropping the senders wakes their callers with
         // "connection lost".
         let failed = {
@@ -856,7 +857,7 @@ impl Connection {
                         () = tokio::time::sleep(UNRESPONSIVE_DRAIN_POLL) => {}
                     }
                 }
-                self.shut();
+                self.close();
                 return;
             }
             seen = read;

@@ -261,15 +261,6 @@ async fn switch_background_purging() {
     }
 }
 
-/// Aborts its task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// jemalloc's own account of the heap, for `/metrics`.
 fn allocator_stats() -> tideway_gateway::telemetry::AllocatorStats {
     std::sync::Arc::new(|| {
@@ -570,7 +561,9 @@ fn gateway(path: PathBuf) -> anyhow::Result<()> {
         let one_worker = config.server.worker_threads == 1;
         let gateway = Gateway::start(config.server, routes, backends).await?;
         #[cfg(not(target_env = "msvc"))]
-        let _purging = one_worker.then(|| AbortOnDrop(tokio::spawn(switch_background_purging())));
+        let _purging = one_worker.then(|| {
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(switch_background_purging()))
+        });
         gateway.set_config(effective);
         gateway.set_observability(observe.clone());
         gateway.set_allocator_stats(allocator_stats());
