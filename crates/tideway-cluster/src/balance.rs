@@ -25,8 +25,22 @@ pub(crate) fn random(n: usize, eligible: impl Fn(usize) -> bool) -> Option<usize
 /// Up to two distinct random eligible slots: `None` when there is none, `(a, None)` when there
 /// is one.
 fn two_random(n: usize, eligible: &impl Fn(usize) -> bool) -> Option<(usize, Option<usize>)> {
-    if n == 0 {
-        return None;
+    match n {
+        0 => return None,
+        // One or two slots need no sampling (for one, the draws for a second distinct slot
+        // could only fail, all SAMPLE_TRIES of them, before the scan below).
+        1 => return eligible(0).then_some((0, None)),
+        2 => {
+            let a = fastrand::usize(..2);
+            let b = 1 - a;
+            return match (eligible(a), eligible(b)) {
+                (true, true) => Some((a, Some(b))),
+                (true, false) => Some((a, None)),
+                (false, true) => Some((b, None)),
+                (false, false) => None,
+            };
+        }
+        _ => {}
     }
     let mut first = None;
     for _ in 0..SAMPLE_TRIES {
@@ -178,6 +192,27 @@ mod tests {
         }
         assert_eq!(random(3, |_| false), None);
         assert_eq!(random(1, |_| true), Some(0));
+    }
+
+    #[test]
+    fn one_or_two_slots_are_picked_among_the_eligible_only() {
+        for _ in 0..100 {
+            assert_eq!(two_random(1, &|_| true), Some((0, None)));
+            assert_eq!(two_random(1, &|_| false), None);
+            assert_eq!(two_random(2, &|i| i == 1), Some((1, None)));
+            assert_eq!(two_random(2, &|i| i == 0), Some((0, None)));
+            assert_eq!(two_random(2, &|_| false), None);
+        }
+        let firsts = counts(
+            2,
+            (0..2_000).map(|_| {
+                let (a, b) = two_random(2, &|_| true).unwrap();
+                assert_eq!(b, Some(1 - a));
+                Some(a)
+            }),
+        );
+        assert!(firsts.iter().all(|&c| c > 800), "{firsts:?}");
+        assert_eq!(p2c(2, |_| true, |i| i as f64), Some(0));
     }
 
     #[test]

@@ -10,7 +10,9 @@ use crate::cluster::Cluster;
 /// their state) of services that stay.
 #[derive(Debug, Clone, Default)]
 pub struct Clusters {
-    map: HashMap<String, Arc<Cluster>>,
+    /// foldhash: looked up once per call, and SipHash (std's default) cost more than the rest
+    /// of the lookup.
+    map: HashMap<String, Arc<Cluster>, foldhash::fast::RandomState>,
 }
 
 impl Clusters {

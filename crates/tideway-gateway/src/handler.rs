@@ -44,7 +44,13 @@ use crate::telemetry::{self, RouteMetrics};
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// [`REQUEST_ID_HEADER`] as a header name. Inserting with it costs no allocation: `insert`
 /// with a `&str` copies a name that is not a standard one into a new buffer every time.
+/// Looking up with a `&str` parses (and lower-cases) the name on every call.
 const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+/// The W3C trace-context headers passed on to services in the call's metadata.
+const TRACE_CONTEXT: [HeaderName; 2] = [
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("tracestate"),
+];
 /// Set on a response that is a route's fallback, not the service's answer.
 pub const FALLBACK_HEADER: &str = "x-tideway-fallback";
 /// Longest request id accepted from a client; longer ones are replaced.
@@ -623,9 +629,9 @@ async fn call_rpc(
         };
         let mut options = CallOptions::with_deadline(deadline);
         options.metadata.insert(REQUEST_ID_HEADER, request_id);
-        for name in ["traceparent", "tracestate"] {
+        for name in &TRACE_CONTEXT {
             if let Some(v) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
-                options.metadata.insert(name, v);
+                options.metadata.insert(name.as_str(), v);
             }
         }
         // Who the edge authenticated, for the service to authorize (`x-auth-subject`, ...).
@@ -928,7 +934,7 @@ impl RequestIds {
     }
 
     fn for_request<B>(&self, req: &Request<B>) -> HeaderValue {
-        if let Some(given) = req.headers().get(REQUEST_ID_HEADER).filter(|v| {
+        if let Some(given) = req.headers().get(&REQUEST_ID_NAME).filter(|v| {
             let v = v.as_bytes();
             !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN && v.iter().all(u8::is_ascii_graphic)
         }) {

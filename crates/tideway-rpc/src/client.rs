@@ -33,7 +33,6 @@
 //! connection lost with a call in flight otherwise gives an error whose
 //! [`RpcError::is_connection_lost`] is true: only an idempotent call may be sent again.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,7 +54,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{ClientConfig, ConfigError};
 use crate::error::RpcError;
-use crate::transport::{WireCodec, remove_and_shrink, write_loop};
+use crate::transport::{CallMap, WireCodec, write_loop};
 
 /// Per-call settings.
 #[derive(Debug, Clone, Default)]
@@ -628,7 +627,7 @@ struct Connection {
 
 #[derive(Default)]
 struct PendingMap {
-    calls: HashMap<u64, oneshot::Sender<Response>>,
+    calls: CallMap<oneshot::Sender<Response>>,
     /// Set (under the lock) when the connection died; no call may register after.
     closed: bool,
 }
@@ -653,7 +652,7 @@ impl Drop for PendingGuard {
         if self.answered {
             return;
         }
-        let removed = remove_and_shrink(&mut self.conn.pending.lock().calls, &self.id).is_some();
+        let removed = self.conn.pending.lock().calls.remove(&self.id).is_some();
         if removed && self.sent {
             // Best effort: when the write queue is full the server's own deadline stops the
             // handler instead.
@@ -770,7 +769,7 @@ impl Connection {
             self.frames_read.fetch_add(1, Ordering::Relaxed);
             match frame {
                 Some(Ok(Frame::Response(response))) => {
-                    let waiter = remove_and_shrink(&mut self.pending.lock().calls, &response.id);
+                    let waiter = self.pending.lock().calls.remove(&response.id);
                     // No waiter: the caller gave up (deadline or drop) before the answer came.
                     if let Some(waiter) = waiter {
                         let _ = waiter.send(response);

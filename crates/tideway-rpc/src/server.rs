@@ -48,7 +48,7 @@ use crate::context::CallContext;
 use crate::error::RpcError;
 use crate::observe::{CallObserver, CallSide};
 use crate::service::ServiceDispatch;
-use crate::transport::{WireCodec, remove_and_shrink, write_loop};
+use crate::transport::{CallMap, WireCodec, write_loop};
 
 /// Pause after an accept error (such as running out of file descriptors) before accepting
 /// again, so the loop does not spin while the condition lasts.
@@ -63,17 +63,21 @@ impl Server {
     pub fn builder() -> ServerBuilder {
         ServerBuilder {
             config: ServerConfig::default(),
-            services: HashMap::new(),
+            services: ServiceMap::default(),
             observer: None,
         }
     }
 }
 
+/// Services by name, looked up for every call: foldhash, as SipHash (std's default) costs
+/// several times more on these short names and their set is fixed at start.
+type ServiceMap = HashMap<&'static str, Arc<dyn ServiceDispatch>, foldhash::fast::RandomState>;
+
 /// Collects settings and services, then binds.
 #[derive(Debug)]
 pub struct ServerBuilder {
     config: ServerConfig,
-    services: HashMap<&'static str, Arc<dyn ServiceDispatch>>,
+    services: ServiceMap,
     observer: Option<Arc<dyn CallObserver>>,
 }
 
@@ -194,7 +198,7 @@ impl ServerHandle {
 #[derive(Debug)]
 struct Shared {
     config: ServerConfig,
-    services: HashMap<&'static str, Arc<dyn ServiceDispatch>>,
+    services: ServiceMap,
     observer: Option<Arc<dyn CallObserver>>,
     global_permits: Arc<Semaphore>,
     connection_permits: Arc<Semaphore>,
@@ -233,7 +237,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 #[derive(Debug)]
 struct Connection {
     /// Abort handles of running handlers by request id. Bounded by the per-connection permits.
-    handlers: Mutex<HashMap<u64, AbortHandle>>,
+    handlers: Mutex<CallMap<AbortHandle>>,
     permits: Arc<Semaphore>,
     /// Highest request id accepted, for GoAway.
     last_accepted: AtomicU64,
@@ -252,7 +256,7 @@ struct HandlerGuard {
 
 impl Drop for HandlerGuard {
     fn drop(&mut self) {
-        remove_and_shrink(&mut self.conn.handlers.lock(), &self.id);
+        self.conn.handlers.lock().remove(&self.id);
     }
 }
 
@@ -271,7 +275,7 @@ async fn serve_connection(
         FrameDecoder::new(config.max_frame_len).expect("validated in ServeBuilder::serve");
     let mut frames = FramedRead::new(read_half, WireCodec(decoder));
     let conn = Arc::new(Connection {
-        handlers: Mutex::new(HashMap::new()),
+        handlers: Mutex::new(CallMap::default()),
         permits: Arc::new(Semaphore::new(config.max_in_flight_per_connection)),
         last_accepted: AtomicU64::new(0),
         peer,
@@ -312,7 +316,7 @@ async fn serve_connection(
                 }
             }
             Some(Ok(Frame::Cancel { id })) => {
-                if let Some(handle) = remove_and_shrink(&mut conn.handlers.lock(), &id) {
+                if let Some(handle) = conn.handlers.lock().remove(&id) {
                     handle.abort();
                 }
             }
@@ -335,7 +339,7 @@ async fn serve_connection(
     }
 
     // Whatever is still running has no one to answer to (or outlived the drain): drop it.
-    let running: Vec<AbortHandle> = conn.handlers.lock().drain().map(|(_, h)| h).collect();
+    let running: Vec<AbortHandle> = conn.handlers.lock().take_all().map(|(_, h)| h).collect();
     for handle in running {
         handle.abort();
     }

@@ -2,7 +2,6 @@
 //! connection writer task that coalesces queued frames into few writes.
 
 use std::collections::HashMap;
-use std::hash::Hash;
 use std::io;
 
 use bytes::BytesMut;
@@ -106,20 +105,96 @@ fn encode_into(frame: &Frame, buf: &mut BytesMut) {
     }
 }
 
-/// Maps at or below this many slots are never shrunk (shrinking them would save little).
+/// Maps at or below this many slots are never shrunk (shrinking them would save little), and a
+/// map's peak is looked at again after this many removals.
 const MIN_SHRINK_CAPACITY: usize = 64;
 
-/// Removes `key` from a per-connection map of calls; when the map has become sparse (under a
-/// quarter full) it gives the memory back. A burst of 2,000 concurrent calls grows such a map to
-/// about 4,096 slots, and a `HashMap` never shrinks by itself: without this, the burst's peak
-/// stays allocated for the connection's life. Shrinking to the current size (then growing by
-/// doubling) keeps the cost amortized.
-pub(crate) fn remove_and_shrink<K: Hash + Eq, V>(map: &mut HashMap<K, V>, key: &K) -> Option<V> {
-    let removed = map.remove(key);
-    if removed.is_some() && map.capacity() > MIN_SHRINK_CAPACITY && map.len() * 4 < map.capacity() {
-        map.shrink_to_fit();
+/// Hashes request ids: foldhash, randomly seeded per map. A server's ids are chosen by its
+/// client, so the seed keeps them from being picked to collide; SipHash (std's default) cost
+/// more than the rest of the map's work per call.
+type IdHasher = foldhash::fast::RandomState;
+
+/// A connection's calls in flight by request id (the client's waiting callers, the server's
+/// running handlers), which gives its memory back once it stays sparse.
+///
+/// A burst of 2,000 concurrent calls grows a map to about 4,096 slots, and a `HashMap` never
+/// shrinks by itself: without shrinking, the burst's peak stays allocated for the connection's
+/// life. But calls come and go in batches (64 requests in, 64 answers out in one read), so the
+/// size swings between none and the batch every few microseconds; shrinking whenever the map
+/// looks sparse (it did, to its current size) made it regrow, rehashing every entry, about
+/// every thirty calls. So every `MIN_SHRINK_CAPACITY` removals, and whenever it empties, the map
+/// looks at its largest size over the last two such periods and keeps room for twice that.
+#[derive(Debug)]
+pub(crate) struct CallMap<V> {
+    map: HashMap<u64, V, IdHasher>,
+    /// The most entries held since the last look, and between the two looks before it.
+    peak: usize,
+    previous_peak: usize,
+    /// Removals since the last look.
+    removals: usize,
+    #[cfg(test)]
+    shrinks: usize,
+}
+
+impl<V> Default for CallMap<V> {
+    fn default() -> Self {
+        Self {
+            map: HashMap::with_hasher(IdHasher::default()),
+            peak: 0,
+            previous_peak: 0,
+            removals: 0,
+            #[cfg(test)]
+            shrinks: 0,
+        }
     }
-    removed
+}
+
+impl<V> CallMap<V> {
+    pub(crate) fn insert(&mut self, id: u64, value: V) -> Option<V> {
+        let replaced = self.map.insert(id, value);
+        self.peak = self.peak.max(self.map.len());
+        replaced
+    }
+
+    pub(crate) fn contains_key(&self, id: &u64) -> bool {
+        self.map.contains_key(id)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Every entry, leaving the map empty (and its memory freed).
+    pub(crate) fn take_all(&mut self) -> impl Iterator<Item = (u64, V)> + use<V> {
+        std::mem::take(self).map.into_iter()
+    }
+
+    /// Removes `id`; when the map was never a quarter full over its last two periods, gives
+    /// the rest back (keeping room for twice their peak).
+    pub(crate) fn remove(&mut self, id: &u64) -> Option<V> {
+        let removed = self.map.remove(id)?;
+        self.removals += 1;
+        if self.removals >= MIN_SHRINK_CAPACITY || self.map.is_empty() {
+            let capacity = self.map.capacity();
+            let peak = self.peak.max(self.previous_peak);
+            if capacity > MIN_SHRINK_CAPACITY && peak * 4 < capacity {
+                self.map.shrink_to(peak * 2);
+                #[cfg(test)]
+                {
+                    self.shrinks += 1;
+                }
+            }
+            self.previous_peak = self.peak;
+            self.peak = self.map.len();
+            self.removals = 0;
+        }
+        Some(removed)
+    }
+
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.map.capacity()
+    }
 }
 
 #[cfg(test)]
@@ -128,17 +203,81 @@ mod tests {
 
     #[test]
     fn a_map_emptied_after_a_burst_gives_its_memory_back() {
-        let mut map: HashMap<u64, u64> = HashMap::new();
+        let mut map: CallMap<u64> = CallMap::default();
         for i in 0..2_000 {
             map.insert(i, i);
         }
         let peak = map.capacity();
         assert!(peak >= 2_000);
         for i in 0..2_000 {
-            assert_eq!(remove_and_shrink(&mut map, &i), Some(i));
-            assert!(map.len() * 4 >= map.capacity() || map.capacity() <= MIN_SHRINK_CAPACITY);
+            assert_eq!(map.remove(&i), Some(i));
         }
-        assert!(map.capacity() <= MIN_SHRINK_CAPACITY, "{}", map.capacity());
-        assert_eq!(remove_and_shrink(&mut map, &5), None);
+        // Room for twice the last removals' peak (at most 2 x 64 entries), not for 2,000.
+        assert!(
+            map.capacity() <= 4 * MIN_SHRINK_CAPACITY,
+            "{}",
+            map.capacity()
+        );
+        assert_eq!(map.remove(&5), None);
+        assert_eq!(map.len(), 0);
+    }
+
+    #[test]
+    fn a_map_that_fills_and_empties_by_batches_keeps_its_size() {
+        let mut map: CallMap<u64> = CallMap::default();
+        let mut next = 0;
+        let mut batch = |map: &mut CallMap<u64>| {
+            for i in next..next + 100 {
+                map.insert(i, i);
+            }
+            for i in next..next + 100 {
+                assert_eq!(map.remove(&i), Some(i));
+            }
+            next += 100;
+        };
+        for _ in 0..50 {
+            batch(&mut map);
+        }
+        // (`capacity` is no measure here: std's map counts slots freed by a removal as taken
+        // until it next rehashes.)
+        assert_eq!(map.shrinks, 0, "shrunk between batches");
+    }
+
+    #[test]
+    fn a_map_whose_load_falls_shrinks_to_twice_the_new_load() {
+        let mut map: CallMap<u64> = CallMap::default();
+        for i in 0..1_000 {
+            map.insert(i, i);
+        }
+        for i in 0..1_000 {
+            map.remove(&i);
+        }
+        // Now 10 at a time.
+        for round in 0..20u64 {
+            let base = 10_000 + round * 10;
+            for i in base..base + 10 {
+                map.insert(i, i);
+            }
+            for i in base..base + 10 {
+                map.remove(&i);
+            }
+        }
+        assert!(
+            map.capacity() <= MIN_SHRINK_CAPACITY * 2,
+            "{}",
+            map.capacity()
+        );
+    }
+
+    #[test]
+    fn taking_all_empties_the_map() {
+        let mut map: CallMap<u64> = CallMap::default();
+        map.insert(1, 10);
+        map.insert(2, 20);
+        let mut all: Vec<_> = map.take_all().collect();
+        all.sort();
+        assert_eq!(all, vec![(1, 10), (2, 20)]);
+        assert_eq!(map.len(), 0);
+        assert!(!map.contains_key(&1));
     }
 }
