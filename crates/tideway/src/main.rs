@@ -691,6 +691,22 @@ fn check_config(path: &Path) -> ExitCode {
 mod tests {
     use super::*;
 
+    #[cfg(all(not(target_env = "msvc"), not(feature = "system-alloc")))]
+    #[test]
+    fn jemalloc_is_built_with_the_workspace_options() {
+        // .cargo/config.toml sets them at build time; a build without them (another build
+        // tool, a renamed variable) would run on jemalloc's defaults, silently.
+        let conf = tikv_jemalloc_ctl::config::malloc_conf::read().unwrap();
+        for option in [
+            "background_thread:true",
+            "dirty_decay_ms:1000",
+            "muzzy_decay_ms:0",
+            "tcache_nslots_small_min:64",
+        ] {
+            assert!(conf.contains(option), "{option} not in {conf:?}");
+        }
+    }
+
     #[test]
     fn demo_otlp_endpoint_turns_on_tracing_for_gateway_and_services() {
         let cli = Cli::try_parse_from([
