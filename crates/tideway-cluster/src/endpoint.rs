@@ -524,7 +524,7 @@ impl Drop for AttemptGuard {
             // The attempt took at least `elapsed`: news only when that is slower than the
             // estimate (a lower bound must not pull the estimate down).
             let mut ewma = endpoint.ewma.lock();
-            if elapsed.as_nanos() as f64 > ewma.estimate_ns(now) {
+            if crate::ewma::nanos_f64(elapsed) > ewma.estimate_ns(now) {
                 ewma.observe(now, elapsed);
             }
             drop(ewma);

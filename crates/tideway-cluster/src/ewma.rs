@@ -34,13 +34,13 @@ impl PeakEwma {
     }
 
     fn weight(&self, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(self.updated).as_nanos() as f64;
+        let elapsed = nanos_f64(now.saturating_duration_since(self.updated));
         (-elapsed / self.decay_ns).exp()
     }
 
     /// Adds a sample.
     pub(crate) fn observe(&mut self, now: Instant, rtt: Duration) {
-        let rtt = rtt.as_nanos() as f64;
+        let rtt = nanos_f64(rtt);
         let w = self.weight(now);
         let decayed = self.estimate_ns * w;
         if !self.sampled || rtt > decayed {
@@ -61,6 +61,12 @@ impl PeakEwma {
     pub(crate) fn estimate_ns(&self, now: Instant) -> f64 {
         self.estimate_ns * self.weight(now)
     }
+}
+
+/// Nanoseconds as a float, without the 128-bit integer of `as_nanos` (converting that to a
+/// float is a library call; this runs a few times per call).
+pub(crate) fn nanos_f64(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e9
 }
 
 #[cfg(test)]

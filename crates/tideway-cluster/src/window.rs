@@ -17,11 +17,20 @@ struct Bucket {
     b: u64,
 }
 
+/// Whole nanoseconds, saturating at `u64::MAX` (584 years).
+fn nanos_u64(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
+}
+
 /// Two counters over the last `span`.
 #[derive(Debug, Clone)]
 pub(crate) struct SlidingWindow {
     epoch: Instant,
-    width_nanos: u128,
+    /// 64 bits, not `as_nanos`'s 128: dividing those is a library call, made several times per
+    /// call; 2^64 ns is 584 years.
+    width_nanos: u64,
     buckets: Box<[Bucket]>,
 }
 
@@ -30,7 +39,7 @@ impl SlidingWindow {
     pub(crate) fn new(now: Instant, span: Duration, buckets: u32) -> Self {
         debug_assert!(buckets > 0 && !span.is_zero());
         let buckets = buckets.max(1);
-        let width_nanos = (span.as_nanos() / u128::from(buckets)).max(1);
+        let width_nanos = (nanos_u64(span) / u64::from(buckets)).max(1);
         SlidingWindow {
             epoch: now,
             width_nanos,
@@ -39,7 +48,7 @@ impl SlidingWindow {
     }
 
     fn tick(&self, now: Instant) -> u64 {
-        (now.saturating_duration_since(self.epoch).as_nanos() / self.width_nanos) as u64
+        nanos_u64(now.saturating_duration_since(self.epoch)) / self.width_nanos
     }
 
     /// Adds to the two counters at `now`.
