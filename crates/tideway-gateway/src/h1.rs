@@ -214,34 +214,38 @@ pub(crate) enum Framing {
 }
 
 /// How to frame a response: no body for 204 and 304; the response's own `Content-Length` when
-/// it has a valid one; else the body's exact size when known; else chunked.
+/// it has a valid one; else the body's exact size when known; else chunked. And whether the
+/// response's own `Connection` field asks to close. One pass over the fields (few; comparing
+/// known names is comparing enums) instead of a hashed lookup for each.
 pub(crate) fn response_framing(
     status: StatusCode,
     headers: &HeaderMap,
     exact_size: Option<u64>,
-) -> Framing {
-    if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        return Framing::Empty;
+) -> (Framing, bool) {
+    let mut close = false;
+    let mut content_length = None;
+    for (name, value) in headers {
+        if name == header::CONNECTION {
+            close |= value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        } else if name == header::CONTENT_LENGTH && content_length.is_none() {
+            // The first value only, as `HeaderMap::get` reads it.
+            content_length = Some(parse_content_length(value.as_bytes()));
+        }
     }
-    if let Some(n) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| parse_content_length(v.as_bytes()))
-    {
-        return Framing::Length(n);
-    }
-    match exact_size {
-        Some(n) => Framing::Length(n),
-        None => Framing::Chunked,
-    }
-}
-
-/// Whether a response's own `Connection` header asks to close.
-pub(crate) fn response_closes(headers: &HeaderMap) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-    })
+    let framing = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        Framing::Empty
+    } else if let Some(Some(n)) = content_length {
+        Framing::Length(n)
+    } else {
+        match exact_size {
+            Some(n) => Framing::Length(n),
+            None => Framing::Chunked,
+        }
+    };
+    (framing, close)
 }
 
 /// Writes a response head: status line, the response's fields (less the framing and
@@ -444,8 +448,9 @@ mod tests {
         headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
         let date = http_date(784_111_777);
         assert_eq!(&date, b"Sun, 06 Nov 1994 08:49:37 GMT");
-        let framing = response_framing(StatusCode::OK, &headers, Some(11));
+        let (framing, closes) = response_framing(StatusCode::OK, &headers, Some(11));
         assert_eq!(framing, Framing::Length(11));
+        assert!(!closes, "keep-alive is not close");
         let mut out = Vec::new();
         encode_head(&mut out, StatusCode::OK, &headers, framing, false, &date);
         assert_eq!(
@@ -453,7 +458,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n"
         );
         let mut out = Vec::new();
-        let framing = response_framing(StatusCode::BAD_GATEWAY, &HeaderMap::new(), None);
+        let (framing, _) = response_framing(StatusCode::BAD_GATEWAY, &HeaderMap::new(), None);
         encode_head(
             &mut out,
             StatusCode::BAD_GATEWAY,
@@ -470,11 +475,25 @@ mod tests {
         lengthy.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
         assert_eq!(
             response_framing(StatusCode::OK, &lengthy, None),
-            Framing::Length(5)
+            (Framing::Length(5), false)
         );
         assert_eq!(
             response_framing(StatusCode::NO_CONTENT, &lengthy, Some(5)),
-            Framing::Empty
+            (Framing::Empty, false)
+        );
+        // The first Content-Length counts, as it did when read with `HeaderMap::get`; an
+        // invalid one falls back to the body's size.
+        lengthy.append(header::CONTENT_LENGTH, HeaderValue::from_static("7"));
+        assert_eq!(
+            response_framing(StatusCode::OK, &lengthy, None).0,
+            Framing::Length(5)
+        );
+        let mut invalid = HeaderMap::new();
+        invalid.insert(header::CONTENT_LENGTH, HeaderValue::from_static("-1"));
+        invalid.append(header::CONTENT_LENGTH, HeaderValue::from_static("9"));
+        assert_eq!(
+            response_framing(StatusCode::OK, &invalid, Some(3)).0,
+            Framing::Length(3)
         );
         let mut chunk = Vec::new();
         encode_chunk_size(&mut chunk, 4096);
@@ -484,7 +503,14 @@ mod tests {
             header::CONNECTION,
             HeaderValue::from_static("Keep-Alive, Close"),
         );
-        assert!(response_closes(&closing));
+        closing.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(response_framing(StatusCode::OK, &closing, None).1);
+        closing.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        closing.append(header::CONNECTION, HeaderValue::from_static("close"));
+        assert!(
+            response_framing(StatusCode::OK, &closing, None).1,
+            "a second field closes"
+        );
     }
 
     proptest::proptest! {

@@ -1340,9 +1340,9 @@ async fn write_response(
     keep_alive: Duration,
 ) -> bool {
     let (parts, body) = response.into_parts();
-    let close = close || crate::h1::response_closes(&parts.headers);
-    let framing =
+    let (framing, closes) =
         crate::h1::response_framing(parts.status, &parts.headers, body.size_hint().exact());
+    let close = close || closes;
     let small = matches!(framing, crate::h1::Framing::Length(n) if n as usize <= COALESCE_BODY);
     let mut out = Vec::with_capacity(
         256 + if small {

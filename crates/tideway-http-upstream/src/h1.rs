@@ -301,13 +301,32 @@ pub(crate) fn response_framing<T>(
     request_method: &Method,
     response: &Response<T>,
 ) -> Result<(ResponseFraming, bool), HeadError> {
-    let headers = response.headers();
-    let mut keep_alive = response.version() == Version::HTTP_11
-        && !headers.get_all(CONNECTION).iter().any(|v| {
-            v.as_bytes()
+    // One pass over the fields (a response has few, and comparing known names is comparing
+    // enums) instead of a hashed lookup for each of the three framing fields.
+    let mut close = false;
+    let mut last_transfer_encoding = None;
+    let mut has_length = false;
+    let mut length: Option<u64> = None;
+    let mut invalid_length = false;
+    for (name, value) in response.headers() {
+        if name == CONNECTION {
+            close |= value
+                .as_bytes()
                 .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-        });
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        } else if name == TRANSFER_ENCODING {
+            last_transfer_encoding = Some(value);
+        } else if name == CONTENT_LENGTH {
+            has_length = true;
+            for item in value.as_bytes().split(|&b| b == b',') {
+                match crate::headers::parse_content_length(item.trim_ascii()) {
+                    Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                    _ => invalid_length = true,
+                }
+            }
+        }
+    }
+    let mut keep_alive = response.version() == Version::HTTP_11 && !close;
     let status = response.status();
     if *request_method == Method::HEAD
         || status.is_informational()
@@ -316,17 +335,16 @@ pub(crate) fn response_framing<T>(
     {
         return Ok((ResponseFraming::Empty, keep_alive));
     }
-    if headers.contains_key(TRANSFER_ENCODING) {
+    if let Some(transfer_encoding) = last_transfer_encoding {
         // RFC 9112 §6.3 (3): Transfer-Encoding overrides Content-Length, and a message with
         // both may be an attempt at smuggling: never reuse its connection.
-        if headers.contains_key(CONTENT_LENGTH) {
+        if has_length {
             keep_alive = false;
         }
-        let last_is_chunked = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.as_bytes().rsplit(|&b| b == b',').next())
+        let last_is_chunked = transfer_encoding
+            .as_bytes()
+            .rsplit(|&b| b == b',')
+            .next()
             .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         if last_is_chunked {
             return Ok((ResponseFraming::Chunked, keep_alive));
@@ -334,16 +352,8 @@ pub(crate) fn response_framing<T>(
         // (4): a response whose last coding is not chunked runs until close.
         return Ok((ResponseFraming::Eof, false));
     }
-    let mut length: Option<u64> = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|&b| b == b',') {
-            let n = crate::headers::parse_content_length(item.trim_ascii())
-                .ok_or(HeadError::InvalidContentLength)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(HeadError::InvalidContentLength);
-            }
-            length = Some(n);
-        }
+    if invalid_length {
+        return Err(HeadError::InvalidContentLength);
     }
     match length {
         Some(n) => Ok((ResponseFraming::Length(n), keep_alive)),
