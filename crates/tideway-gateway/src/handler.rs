@@ -25,6 +25,7 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, header};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use tideway_cluster::{CallPolicy, HashKey};
+use tideway_http_upstream::headers::first_value;
 use tideway_http_upstream::{ClientInfo, Scheme};
 use tideway_observe::{Observability, RequestObservation};
 use tideway_rpc::{CallOptions, Codec, RpcError};
@@ -630,7 +631,7 @@ async fn call_rpc(
         let mut options = CallOptions::with_deadline(deadline);
         options.metadata.insert(REQUEST_ID_HEADER, request_id);
         for name in &TRACE_CONTEXT {
-            if let Some(v) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
+            if let Some(v) = first_value(&parts.headers, name).and_then(|v| v.to_str().ok()) {
                 options.metadata.insert(name.as_str(), v);
             }
         }
@@ -934,7 +935,7 @@ impl RequestIds {
     }
 
     fn for_request<B>(&self, req: &Request<B>) -> HeaderValue {
-        if let Some(given) = req.headers().get(&REQUEST_ID_NAME).filter(|v| {
+        if let Some(given) = first_value(req.headers(), &REQUEST_ID_NAME).filter(|v| {
             let v = v.as_bytes();
             !v.is_empty() && v.len() <= MAX_REQUEST_ID_LEN && v.iter().all(u8::is_ascii_graphic)
         }) {
@@ -968,6 +969,33 @@ impl RequestIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_value_reads_as_get_does_scanning_or_hashing() {
+        let mut headers = http::HeaderMap::new();
+        for fields in 0..32 {
+            for name in [&REQUEST_ID_NAME, &TRACE_CONTEXT[0], &header::HOST] {
+                assert_eq!(
+                    first_value(&headers, name),
+                    headers.get(name),
+                    "{fields} fields"
+                );
+            }
+            // Alternately a field the lookups look for (a second value at times) and others.
+            match fields % 4 {
+                0 => headers.append(&TRACE_CONTEXT[0], HeaderValue::from(fields)),
+                1 => headers.append(REQUEST_ID_NAME, HeaderValue::from(fields)),
+                2 => headers.append(header::HOST, HeaderValue::from(fields)),
+                _ => headers.append(
+                    HeaderName::from_bytes(format!("x-other-{fields}").as_bytes()).unwrap(),
+                    HeaderValue::from(fields),
+                ),
+            };
+        }
+        assert!(headers.keys_len() > 8, "past the scanned size");
+        assert_eq!(first_value(&headers, &REQUEST_ID_NAME).unwrap(), "1");
+        assert_eq!(first_value(&headers, &TRACE_CONTEXT[1]), None);
+    }
 
     #[test]
     fn generated_request_ids_are_unique_hex_and_a_sane_client_id_is_kept() {

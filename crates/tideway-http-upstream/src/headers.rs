@@ -56,6 +56,21 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Up to this many field names, [`first_value`] scans instead of hashing.
+const SCAN_FIELDS: usize = 8;
+
+/// The first value of `name`, as `headers.get(name)` gives it. A request or response has few
+/// fields, and comparing names is cheap (an enum comparison for known ones, a length check for
+/// most others) where `get` hashes the name first: up to a handful of fields, a scan costs
+/// less. For the lookups made on every request.
+pub fn first_value<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
+    if headers.keys_len() <= SCAN_FIELDS {
+        headers.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    } else {
+        headers.get(name)
+    }
+}
+
 /// Whether `headers` has any [`HOP_BY_HOP`] field. The common message has none; this is one
 /// pass over its names (comparisons of known names are enum comparisons) instead of a hashed
 /// lookup for each of the ten names [`remove_hop_by_hop`] removes.

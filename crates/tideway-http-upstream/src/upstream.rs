@@ -515,7 +515,7 @@ fn original_host(uri: &Uri, headers: &HeaderMap) -> Option<HeaderValue> {
             return Some(v);
         }
     }
-    headers.get(HOST).cloned()
+    headers::first_value(headers, &HOST).cloned()
 }
 
 #[cfg(test)]
