@@ -226,10 +226,7 @@ pub(crate) fn response_framing(
     let mut content_length = None;
     for (name, value) in headers {
         if name == header::CONNECTION {
-            close |= value
-                .as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            close |= tideway_http_upstream::headers::lists_token(value, b"close");
         } else if name == header::CONTENT_LENGTH && content_length.is_none() {
             // The first value only, as `HeaderMap::get` reads it.
             content_length = Some(parse_content_length(value.as_bytes()));

@@ -310,10 +310,7 @@ pub(crate) fn response_framing<T>(
     let mut invalid_length = false;
     for (name, value) in response.headers() {
         if name == CONNECTION {
-            close |= value
-                .as_bytes()
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            close |= crate::headers::lists_token(value, b"close");
         } else if name == TRANSFER_ENCODING {
             last_transfer_encoding = Some(value);
         } else if name == CONTENT_LENGTH {

@@ -56,6 +56,14 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether a comma-separated field value (`Connection`, for one) lists `token`, in any case.
+pub fn lists_token(value: &HeaderValue, token: &[u8]) -> bool {
+    value
+        .as_bytes()
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
 /// Up to this many field names, [`first_value`] scans instead of hashing.
 const SCAN_FIELDS: usize = 8;
 
@@ -351,6 +359,38 @@ pub fn own_values(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_value_reads_as_get_does_scanning_or_hashing() {
+        let request_id = HeaderName::from_static("x-request-id");
+        let (traceparent, tracestate) = (
+            HeaderName::from_static("traceparent"),
+            HeaderName::from_static("tracestate"),
+        );
+        let mut headers = HeaderMap::new();
+        for fields in 0..32 {
+            for name in [&request_id, &traceparent, &HOST] {
+                assert_eq!(
+                    first_value(&headers, name),
+                    headers.get(name),
+                    "{fields} fields"
+                );
+            }
+            // Alternately a field the lookups look for (a second value at times) and others.
+            match fields % 4 {
+                0 => headers.append(&traceparent, HeaderValue::from(fields)),
+                1 => headers.append(&request_id, HeaderValue::from(fields)),
+                2 => headers.append(HOST, HeaderValue::from(fields)),
+                _ => headers.append(
+                    HeaderName::from_bytes(format!("x-other-{fields}").as_bytes()).unwrap(),
+                    HeaderValue::from(fields),
+                ),
+            };
+        }
+        assert!(headers.keys_len() > SCAN_FIELDS, "past the scanned size");
+        assert_eq!(first_value(&headers, &request_id).unwrap(), "1");
+        assert_eq!(first_value(&headers, &tracestate), None);
+    }
     use crate::Scheme;
 
     /// Bytes whose owner says when it is dropped.
