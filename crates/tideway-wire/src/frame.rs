@@ -1,10 +1,12 @@
 //! Frame layout, message types and the incremental decoder. The layout is drawn in the crate
 //! docs.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use smallvec::SmallVec;
 
 use crate::codec::Codec;
 use crate::error::{DecodeError, EncodeError};
@@ -91,11 +93,35 @@ impl FrameKind {
 /// The own entries are shared, copy-on-write, with clones: a client puts a call's metadata in
 /// each request frame it sends (retries and hedges send it again), and a clone then costs a
 /// reference count instead of a copy of every string.
+///
+/// Keys are usually constants (`x-request-id`, `traceparent`): a `&'static str` key is kept
+/// as it is, not copied, and so are the well-known keys read off the wire
+/// ([`KNOWN_KEYS`]). A call's own entries (one to three: request id, trace context) live in one
+/// allocation with their reference count.
 #[derive(Debug, Clone, Default)]
 pub struct Metadata {
     /// `None` until the first entry: empty metadata allocates nothing.
-    entries: Option<Arc<Vec<(String, String)>>>,
+    entries: Option<Arc<OwnEntries>>,
     shared: Option<Arc<[(String, String)]>>,
+}
+
+/// A metadata key: a constant, or a string of its own.
+type Key = Cow<'static, str>;
+
+/// The own entries: inline up to two (the request id and a `traceparent`), so that a call's
+/// metadata is one allocation rather than a reference count, a vector and a key apiece.
+type OwnEntries = SmallVec<[(Key, String); 2]>;
+
+/// Keys the decoder does not copy: the ones Tideway's own gateway and tracing send with every
+/// call. Any other key read off the wire is copied as usual.
+pub const KNOWN_KEYS: [&str; 3] = ["x-request-id", "traceparent", "tracestate"];
+
+/// `key` as one of [`KNOWN_KEYS`] when it is one, else copied.
+fn key_from_wire(key: &str) -> Key {
+    match KNOWN_KEYS.iter().find(|known| **known == key) {
+        Some(known) => Cow::Borrowed(known),
+        None => Cow::Owned(key.to_owned()),
+    }
 }
 
 impl Metadata {
@@ -109,8 +135,8 @@ impl Metadata {
         self.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
-    /// Sets `key` to `value`, replacing an earlier value.
-    pub fn insert(&mut self, key: impl Into<String>, value: impl Into<String>) {
+    /// Sets `key` to `value`, replacing an earlier value. A `&'static str` key is not copied.
+    pub fn insert(&mut self, key: impl Into<Cow<'static, str>>, value: impl Into<String>) {
         let key = key.into();
         let value = value.into();
         if self.shared_has(&key) {
@@ -124,12 +150,12 @@ impl Metadata {
     }
 
     /// The own entries, to change: copied first if a clone shares them.
-    fn own_mut(&mut self) -> &mut Vec<(String, String)> {
+    fn own_mut(&mut self) -> &mut OwnEntries {
         Arc::make_mut(self.entries.get_or_insert_with(Default::default))
     }
 
-    fn own(&self) -> &[(String, String)] {
-        self.entries.as_deref().map_or(&[], Vec::as_slice)
+    fn own(&self) -> &[(Key, String)] {
+        self.entries.as_deref().map_or(&[], SmallVec::as_slice)
     }
 
     /// Adds `pairs` after the current entries without copying them. Keys already present keep
@@ -154,16 +180,22 @@ impl Metadata {
     /// Moves the shared block into the own entries (copying its strings).
     fn unshare(&mut self) {
         if let Some(shared) = self.shared.take() {
-            self.own_mut().extend(shared.iter().cloned());
+            self.own_mut().extend(
+                shared
+                    .iter()
+                    .map(|(k, v)| (Cow::Owned(k.clone()), v.clone())),
+            );
         }
     }
 
     /// All entries in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.own()
-            .iter()
-            .chain(self.shared.iter().flat_map(|s| s.iter()))
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+        self.own().iter().map(|(k, v)| (&**k, v.as_str())).chain(
+            self.shared
+                .iter()
+                .flat_map(|s| s.iter())
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        )
     }
 
     /// Number of entries.
@@ -545,10 +577,10 @@ pub fn decode_frame(mut buf: Bytes) -> Result<Frame, DecodeError> {
             if count > buf.remaining() / 3 {
                 return Err(DecodeError::Truncated { field: "metadata" });
             }
-            let mut entries = Vec::with_capacity(count);
+            let mut entries = OwnEntries::with_capacity(count);
             for _ in 0..count {
                 let key_len = read_u8(&mut buf, "metadata key length")? as usize;
-                let key = read_string(&mut buf, key_len, "metadata key")?;
+                let key = read_text(&mut buf, key_len, "metadata key", key_from_wire)?;
                 let value_len = read_u16(&mut buf, "metadata value length")? as usize;
                 let value = read_string(&mut buf, value_len, "metadata value")?;
                 entries.push((key, value));
@@ -625,11 +657,24 @@ fn read_u32(buf: &mut Bytes, field: &'static str) -> Result<u32, DecodeError> {
 }
 
 fn read_string(buf: &mut Bytes, len: usize, field: &'static str) -> Result<String, DecodeError> {
+    read_text(buf, len, field, str::to_owned)
+}
+
+/// The next `len` bytes of `buf`, which must be UTF-8, made into a value by `make` (which
+/// copies the text, or does not need to), then consumed.
+fn read_text<T>(
+    buf: &mut Bytes,
+    len: usize,
+    field: &'static str,
+    make: impl FnOnce(&str) -> T,
+) -> Result<T, DecodeError> {
     if buf.remaining() < len {
         return Err(DecodeError::Truncated { field });
     }
-    let bytes = buf.split_to(len);
-    String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::InvalidUtf8 { field })
+    let text = std::str::from_utf8(&buf[..len]).map_err(|_| DecodeError::InvalidUtf8 { field })?;
+    let value = make(text);
+    buf.advance(len);
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -684,6 +729,32 @@ mod tests {
         assert_eq!(copy.get("x-request-id"), Some("r2"));
         assert_eq!(copy.len(), 2);
         assert_ne!(original, copy);
+    }
+
+    #[test]
+    fn constant_and_well_known_keys_are_not_copied() {
+        let mut req = Request::new(1, "s/m", Codec::Json, Bytes::new());
+        req.metadata.insert("x-request-id", "r1");
+        req.metadata.insert(String::from("x-caller"), "billing");
+        req.metadata.insert("traceparent", "00-abc-def-01");
+        let own = req.metadata.own();
+        assert!(matches!(own[0].0, Cow::Borrowed("x-request-id")));
+        assert!(matches!(own[1].0, Cow::Owned(ref k) if k == "x-caller"));
+        // Read back off the wire: the known keys are the constants again, others are copied.
+        let frame = Frame::Request(req.clone());
+        let mut buf = encode(&frame);
+        let Some(Frame::Request(decoded)) = decoder().decode(&mut buf).unwrap() else {
+            panic!("not a request");
+        };
+        assert_eq!(decoded.metadata, req.metadata);
+        let keys: Vec<_> = decoded
+            .metadata
+            .own()
+            .iter()
+            .map(|(k, _)| matches!(k, Cow::Borrowed(_)))
+            .collect();
+        assert_eq!(keys, [true, false, true]);
+        assert_eq!(decoded.metadata.get("x-caller"), Some("billing"));
     }
 
     #[test]
