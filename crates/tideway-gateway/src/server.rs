@@ -816,8 +816,12 @@ struct Protocols {
     parked: AtomicUsize,
     /// WebSocket tunnels open now.
     tunnels: AtomicUsize,
-    /// Wakes every parked connection to close (see [`close_parked_connections`]).
+    /// Wakes every parked connection to close (see [`close_parked_connections`]). Sent with
+    /// [`Protocols::notify_close_parked`] only.
     close_parked: tokio::sync::Notify,
+    /// How many times `close_parked` has been sent: a parked connection polls its
+    /// registration only when this has moved since its last poll (see [`poll_closing`]).
+    close_parked_sent: AtomicU64,
     /// The gateway is shutting down: set (just before `close_parked` is notified) by
     /// [`close_parked_connections`]. Read per request where `CancellationToken::is_cancelled`
     /// would take a lock; it may lag the token by a scheduler turn, and the notification that
@@ -826,6 +830,13 @@ struct Protocols {
 }
 
 impl Protocols {
+    /// Wakes every parked connection to close: counts the notification first, so that a
+    /// connection woken by it sees the count moved (see [`poll_closing`]).
+    fn notify_close_parked(&self) {
+        self.close_parked_sent.fetch_add(1, Ordering::Release);
+        self.close_parked.notify_waiters();
+    }
+
     fn new(settings: &ServerSettings) -> Self {
         // No timer for HTTP/1: hyper's header timeout would arm a boxed timer per request and
         // also cut idle keep-alive connections; the connection watchdog does both jobs.
@@ -850,6 +861,7 @@ impl Protocols {
             parked: AtomicUsize::new(0),
             tunnels: AtomicUsize::new(0),
             close_parked: tokio::sync::Notify::new(),
+            close_parked_sent: AtomicU64::new(0),
             draining: AtomicBool::new(false),
         }
     }
@@ -968,7 +980,7 @@ async fn close_parked_connections(
             biased;
             () = shutdown.cancelled() => {
                 protocols.draining.store(true, Ordering::Relaxed);
-                protocols.close_parked.notify_waiters();
+                protocols.notify_close_parked();
                 return;
             }
             changed = pressure.wait_for(|p| (*p >= Pressure::Elevated) != elevated) => changed.is_ok(),
@@ -977,12 +989,12 @@ async fn close_parked_connections(
             // The overload state is gone: only shutdown is left to wait for.
             shutdown.cancelled().await;
             protocols.draining.store(true, Ordering::Relaxed);
-            protocols.close_parked.notify_waiters();
+            protocols.notify_close_parked();
             return;
         }
         elevated = !elevated;
         if elevated {
-            protocols.close_parked.notify_waiters();
+            protocols.notify_close_parked();
         }
     }
 }
@@ -1036,6 +1048,7 @@ async fn serve_plain(
     //   to the real deadline, at most once per timeout period.
     let mut closing = std::pin::pin!(protocols.close_parked.notified());
     closing.as_mut().enable();
+    let mut closing_seen = None;
     let mut keep_alive = std::pin::pin!(tokio::time::sleep(protocols.keep_alive));
     loop {
         if unread.is_empty()
@@ -1045,6 +1058,7 @@ async fn serve_plain(
                 protocols,
                 &watch,
                 closing.as_mut(),
+                &mut closing_seen,
                 keep_alive.as_mut(),
             )
             .await
@@ -1100,6 +1114,7 @@ async fn wait_parked(
     protocols: &Protocols,
     watch: &ConnWatch,
     mut closing: Pin<&mut tokio::sync::futures::Notified<'_>>,
+    closing_seen: &mut Option<u64>,
     mut keep_alive: Pin<&mut tokio::time::Sleep>,
 ) -> bool {
     protocols.parked.fetch_add(1, Ordering::Relaxed);
@@ -1115,7 +1130,9 @@ async fn wait_parked(
         loop {
             tokio::select! {
                 biased;
-                () = closing.as_mut() => break false,
+                () = std::future::poll_fn(|cx| {
+                    poll_closing(closing.as_mut(), closing_seen, &protocols.close_parked_sent, cx)
+                }) => break false,
                 // Before the timer: a request that has arrived is served.
                 // `poll_read_ready`, not `readable()`: see `until_hangup`.
                 ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
@@ -1137,6 +1154,29 @@ async fn wait_parked(
     };
     protocols.parked.fetch_sub(1, Ordering::Relaxed);
     woken
+}
+
+/// Polls a parked connection's `closing` registration, but only when a notification may have
+/// been sent since its last poll (`seen`: how many had been sent then). Polling a waiting
+/// `Notified` takes the `Notify`'s lock, which every connection shares, to compare wakers:
+/// twice per request otherwise. The connection's task and so its waker stay the same for its
+/// whole life, so the waker the first poll registered stays good; a notification wakes it,
+/// and the count, bumped before the notification, has moved when the task looks.
+fn poll_closing(
+    closing: Pin<&mut tokio::sync::futures::Notified<'_>>,
+    seen: &mut Option<u64>,
+    sent: &AtomicU64,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<()> {
+    let sent_now = sent.load(Ordering::Acquire);
+    if *seen == Some(sent_now) {
+        return std::task::Poll::Pending;
+    }
+    let polled = closing.poll(cx);
+    if polled.is_pending() {
+        *seen = Some(sent_now);
+    }
+    polled
 }
 
 /// hyper serves the connection from `read` (bytes already read from it) until it has been idle
@@ -1578,6 +1618,7 @@ async fn serve_tls(
     let mut io = io;
     let mut closing = std::pin::pin!(protocols.close_parked.notified());
     closing.as_mut().enable();
+    let mut closing_seen = None;
     let mut keep_alive = std::pin::pin!(tokio::time::sleep(protocols.keep_alive));
     loop {
         // The slot belongs to the served requests: made in this block, it is gone before the
@@ -1624,6 +1665,7 @@ async fn serve_tls(
             protocols,
             &watch,
             closing.as_mut(),
+            &mut closing_seen,
             keep_alive.as_mut(),
         )
         .await

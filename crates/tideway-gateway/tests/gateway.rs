@@ -919,8 +919,10 @@ async fn over_the_memory_budget_new_requests_are_shed_and_idle_connections_close
         StatusCode::OK
     );
 
-    // A parked keep-alive connection...
+    // A parked keep-alive connection (parked more than once: from its second wait on, it
+    // looks at its close registration only when a notification has been sent)...
     let mut idle = TcpStream::connect(f.gateway.local_addr()).await.unwrap();
+    get_ok(&mut idle).await;
     get_ok(&mut idle).await;
     assert!(
         eventually(Duration::from_secs(3), || f.gateway.parked_connections()
