@@ -1048,7 +1048,7 @@ async fn serve_plain(
     //   to the real deadline, at most once per timeout period.
     let mut closing = std::pin::pin!(protocols.close_parked.notified());
     closing.as_mut().enable();
-    let mut closing_seen = None;
+    let mut polls = ParkedPolls::default();
     let mut keep_alive = std::pin::pin!(tokio::time::sleep(protocols.keep_alive));
     loop {
         if unread.is_empty()
@@ -1058,8 +1058,8 @@ async fn serve_plain(
                 protocols,
                 &watch,
                 closing.as_mut(),
-                &mut closing_seen,
                 keep_alive.as_mut(),
+                &mut polls,
             )
             .await
         {
@@ -1114,8 +1114,8 @@ async fn wait_parked(
     protocols: &Protocols,
     watch: &ConnWatch,
     mut closing: Pin<&mut tokio::sync::futures::Notified<'_>>,
-    closing_seen: &mut Option<u64>,
     mut keep_alive: Pin<&mut tokio::time::Sleep>,
+    polls: &mut ParkedPolls,
 ) -> bool {
     protocols.parked.fetch_add(1, Ordering::Relaxed);
     let woken = if protocols.draining.load(Ordering::Relaxed)
@@ -1131,14 +1131,21 @@ async fn wait_parked(
             tokio::select! {
                 biased;
                 () = std::future::poll_fn(|cx| {
-                    poll_closing(closing.as_mut(), closing_seen, &protocols.close_parked_sent, cx)
+                    poll_closing(
+                        closing.as_mut(),
+                        &mut polls.closing_seen,
+                        &protocols.close_parked_sent,
+                        cx,
+                    )
                 }) => break false,
                 // Before the timer: a request that has arrived is served.
                 // `poll_read_ready`, not `readable()`: see `until_hangup`.
                 ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
                     break ready.is_ok();
                 }
-                () = keep_alive.as_mut() => {
+                () = std::future::poll_fn(|cx| {
+                    poll_keep_alive(keep_alive.as_mut(), &mut polls.keep_alive_polled, cx)
+                }) => {
                     let idle = watch.idle_for();
                     // The activity clock may be a tick behind this timer's: what is
                     // left within that is not worth another wake-up.
@@ -1148,6 +1155,9 @@ async fn wait_parked(
                     keep_alive
                         .as_mut()
                         .reset(Instant::now() + (protocols.keep_alive - idle));
+                    // Set again: polled again (once per keep-alive period at most)
+                    // rather than counting on the waker its last poll left.
+                    polls.keep_alive_polled = false;
                 }
             }
         }
@@ -1156,12 +1166,25 @@ async fn wait_parked(
     woken
 }
 
+/// What a parked connection has registered with its close notification and its keep-alive
+/// timer, kept across its waits so that a wait polls each only when it may have fired.
+/// Polling either registers the task's waker again: for a waiting `Notified` that takes the
+/// `Notify`'s lock, which every connection shares, and for a timer it swaps the waker (two
+/// reference-count updates), each twice per request. The connection's task, and so its waker,
+/// stays the same for the connection's whole life: the waker a first poll registered stays good.
+#[derive(Debug, Default)]
+struct ParkedPolls {
+    /// How many close notifications had been sent when `closing` was last polled (`None`:
+    /// never polled).
+    closing_seen: Option<u64>,
+    /// The keep-alive timer has been polled since it was last set: it holds the waker.
+    keep_alive_polled: bool,
+}
+
 /// Polls a parked connection's `closing` registration, but only when a notification may have
-/// been sent since its last poll (`seen`: how many had been sent then). Polling a waiting
-/// `Notified` takes the `Notify`'s lock, which every connection shares, to compare wakers:
-/// twice per request otherwise. The connection's task and so its waker stay the same for its
-/// whole life, so the waker the first poll registered stays good; a notification wakes it,
-/// and the count, bumped before the notification, has moved when the task looks.
+/// been sent since its last poll (`seen`: how many had been sent then; see [`ParkedPolls`]).
+/// A notification wakes the task, and the count, bumped before it, has moved when the task
+/// looks.
 fn poll_closing(
     closing: Pin<&mut tokio::sync::futures::Notified<'_>>,
     seen: &mut Option<u64>,
@@ -1177,6 +1200,21 @@ fn poll_closing(
         *seen = Some(sent_now);
     }
     polled
+}
+
+/// Polls a parked connection's keep-alive timer, but only when it has not been polled since it
+/// was set or it has fired (the driver marks it fired before waking the task; see
+/// [`ParkedPolls`]).
+fn poll_keep_alive(
+    timer: Pin<&mut tokio::time::Sleep>,
+    polled: &mut bool,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<()> {
+    if *polled && !timer.is_elapsed() {
+        return std::task::Poll::Pending;
+    }
+    *polled = true;
+    timer.poll(cx)
 }
 
 /// hyper serves the connection from `read` (bytes already read from it) until it has been idle
@@ -1618,7 +1656,7 @@ async fn serve_tls(
     let mut io = io;
     let mut closing = std::pin::pin!(protocols.close_parked.notified());
     closing.as_mut().enable();
-    let mut closing_seen = None;
+    let mut polls = ParkedPolls::default();
     let mut keep_alive = std::pin::pin!(tokio::time::sleep(protocols.keep_alive));
     loop {
         // The slot belongs to the served requests: made in this block, it is gone before the
@@ -1665,8 +1703,8 @@ async fn serve_tls(
             protocols,
             &watch,
             closing.as_mut(),
-            &mut closing_seen,
             keep_alive.as_mut(),
+            &mut polls,
         )
         .await
         {
