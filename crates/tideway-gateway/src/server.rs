@@ -1105,65 +1105,68 @@ async fn serve_plain(
 
 /// A parked HTTP/1.1 connection's wait between requests: `true` when its next request has
 /// begun to arrive, `false` when it should close (its keep-alive timeout, a shutdown, memory
-/// pressure). It holds the socket only: no buffer, no parser state. `closing` and
-/// `keep_alive` belong to the connection and are reused by each of its waits (see
+/// pressure). It holds the socket only: no buffer, no parser state. `closing`, `keep_alive`
+/// and `polls` belong to the connection and are reused by each of its waits (see
 /// [`serve_plain`]).
-async fn wait_parked(
-    stream: &TcpStream,
+///
+/// A `poll_fn` rather than an `async fn` with `select!`: this future is part of every idle
+/// connection's task, and as an `async fn` it kept each argument twice and the `select!`'s
+/// futures besides (176 bytes, against the 56 of the references it needs).
+fn wait_parked<'a>(
+    stream: &'a TcpStream,
     state: &GatewayState,
-    protocols: &Protocols,
-    watch: &ConnWatch,
-    mut closing: Pin<&mut tokio::sync::futures::Notified<'_>>,
-    mut keep_alive: Pin<&mut tokio::time::Sleep>,
-    polls: &mut ParkedPolls,
-) -> bool {
+    protocols: &'a Protocols,
+    watch: &'a ConnWatch,
+    mut closing: Pin<&'a mut tokio::sync::futures::Notified<'_>>,
+    mut keep_alive: Pin<&'a mut tokio::time::Sleep>,
+    polls: &'a mut ParkedPolls,
+) -> impl Future<Output = bool> + 'a {
     protocols.parked.fetch_add(1, Ordering::Relaxed);
-    let woken = if protocols.draining.load(Ordering::Relaxed)
-        || state.overload.pressure() >= Pressure::Elevated
-    {
-        // A request that has already arrived is served; only idle ones are let go.
-        matches!(
-            futures::FutureExt::now_or_never(stream.readable()),
-            Some(Ok(()))
-        )
-    } else {
-        loop {
-            tokio::select! {
-                biased;
-                () = std::future::poll_fn(|cx| {
-                    poll_closing(
-                        closing.as_mut(),
-                        &mut polls.closing_seen,
-                        &protocols.close_parked_sent,
-                        cx,
-                    )
-                }) => break false,
+    // Shutting down or short of memory: a request that has already arrived is served; only
+    // idle connections are let go.
+    let letting_go = protocols.draining.load(Ordering::Relaxed)
+        || state.overload.pressure() >= Pressure::Elevated;
+    std::future::poll_fn(move |cx| {
+        let woken = if letting_go {
+            matches!(stream.poll_read_ready(cx), Poll::Ready(Ok(())))
+        } else {
+            loop {
+                let closing_fired = poll_closing(
+                    closing.as_mut(),
+                    &mut polls.closing_seen,
+                    &protocols.close_parked_sent,
+                    cx,
+                );
+                if closing_fired.is_ready() {
+                    break false;
+                }
                 // Before the timer: a request that has arrived is served.
                 // `poll_read_ready`, not `readable()`: see `until_hangup`.
-                ready = std::future::poll_fn(|cx| stream.poll_read_ready(cx)) => {
+                if let Poll::Ready(ready) = stream.poll_read_ready(cx) {
                     break ready.is_ok();
                 }
-                () = std::future::poll_fn(|cx| {
-                    poll_keep_alive(keep_alive.as_mut(), &mut polls.keep_alive_polled, cx)
-                }) => {
-                    let idle = watch.idle_for();
-                    // The activity clock may be a tick behind this timer's: what is
-                    // left within that is not worth another wake-up.
-                    if idle + COARSE_CLOCK_SLACK >= protocols.keep_alive {
-                        break false;
-                    }
-                    keep_alive
-                        .as_mut()
-                        .reset(Instant::now() + (protocols.keep_alive - idle));
-                    // Set again: polled again (once per keep-alive period at most)
-                    // rather than counting on the waker its last poll left.
-                    polls.keep_alive_polled = false;
+                if poll_keep_alive(keep_alive.as_mut(), &mut polls.keep_alive_polled, cx)
+                    .is_pending()
+                {
+                    return Poll::Pending;
                 }
+                let idle = watch.idle_for();
+                // The activity clock may be a tick behind this timer's: what is left within
+                // that is not worth another wake-up.
+                if idle + COARSE_CLOCK_SLACK >= protocols.keep_alive {
+                    break false;
+                }
+                keep_alive
+                    .as_mut()
+                    .reset(Instant::now() + (protocols.keep_alive - idle));
+                // Set again: polled again (once per keep-alive period at most) rather than
+                // counting on the waker its last poll left.
+                polls.keep_alive_polled = false;
             }
-        }
-    };
-    protocols.parked.fetch_sub(1, Ordering::Relaxed);
-    woken
+        };
+        protocols.parked.fetch_sub(1, Ordering::Relaxed);
+        Poll::Ready(woken)
+    })
 }
 
 /// What a parked connection has registered with its close notification and its keep-alive
@@ -1172,32 +1175,47 @@ async fn wait_parked(
 /// `Notify`'s lock, which every connection shares, and for a timer it swaps the waker (two
 /// reference-count updates), each twice per request. The connection's task, and so its waker,
 /// stays the same for the connection's whole life: the waker a first poll registered stays good.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ParkedPolls {
-    /// How many close notifications had been sent when `closing` was last polled (`None`:
-    /// never polled).
-    closing_seen: Option<u64>,
+    /// How many close notifications had been sent when `closing` was last polled
+    /// ([`NEVER_POLLED`]: not yet). A plain count, not an `Option`: this is in every
+    /// connection's task.
+    closing_seen: u64,
     /// The keep-alive timer has been polled since it was last set: it holds the waker.
     keep_alive_polled: bool,
 }
 
+/// [`ParkedPolls::closing_seen`] before the first poll: a count of notifications never reaches
+/// it (one per shutdown and per rise of memory pressure).
+const NEVER_POLLED: u64 = u64::MAX;
+
+impl Default for ParkedPolls {
+    fn default() -> Self {
+        ParkedPolls {
+            closing_seen: NEVER_POLLED,
+            keep_alive_polled: false,
+        }
+    }
+}
+
 /// Polls a parked connection's `closing` registration, but only when a notification may have
-/// been sent since its last poll (`seen`: how many had been sent then; see [`ParkedPolls`]).
+/// been sent since its last poll (`seen`: how many had been sent then, or [`NEVER_POLLED`];
+/// see [`ParkedPolls`]).
 /// A notification wakes the task, and the count, bumped before it, has moved when the task
 /// looks.
 fn poll_closing(
     closing: Pin<&mut tokio::sync::futures::Notified<'_>>,
-    seen: &mut Option<u64>,
+    seen: &mut u64,
     sent: &AtomicU64,
-    cx: &mut std::task::Context<'_>,
-) -> std::task::Poll<()> {
+    cx: &mut Context<'_>,
+) -> Poll<()> {
     let sent_now = sent.load(Ordering::Acquire);
-    if *seen == Some(sent_now) {
-        return std::task::Poll::Pending;
+    if *seen == sent_now {
+        return Poll::Pending;
     }
     let polled = closing.poll(cx);
     if polled.is_pending() {
-        *seen = Some(sent_now);
+        *seen = sent_now;
     }
     polled
 }
@@ -1208,10 +1226,10 @@ fn poll_closing(
 fn poll_keep_alive(
     timer: Pin<&mut tokio::time::Sleep>,
     polled: &mut bool,
-    cx: &mut std::task::Context<'_>,
-) -> std::task::Poll<()> {
+    cx: &mut Context<'_>,
+) -> Poll<()> {
     if *polled && !timer.is_elapsed() {
-        return std::task::Poll::Pending;
+        return Poll::Pending;
     }
     *polled = true;
     timer.poll(cx)
