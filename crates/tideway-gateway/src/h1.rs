@@ -254,6 +254,7 @@ pub(crate) fn encode_head(
     framing: Framing,
     close: bool,
     date: &[u8],
+    request_id: Option<&HeaderValue>,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -269,10 +270,19 @@ pub(crate) fn encode_head(
         {
             continue;
         }
+        // The request id given replaces any in the map (an upstream's own, say).
+        if request_id.is_some() && *name == crate::handler::REQUEST_ID_NAME {
+            continue;
+        }
         has_date |= name == header::DATE;
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(id) = request_id {
+        out.extend_from_slice(b"x-request-id: ");
+        out.extend_from_slice(id.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     match framing {
@@ -449,10 +459,53 @@ mod tests {
         assert_eq!(framing, Framing::Length(11));
         assert!(!closes, "keep-alive is not close");
         let mut out = Vec::new();
-        encode_head(&mut out, StatusCode::OK, &headers, framing, false, &date);
+        encode_head(
+            &mut out,
+            StatusCode::OK,
+            &headers,
+            framing,
+            false,
+            &date,
+            None,
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n"
+        );
+        // A request id given to the writer replaces the one in the map (an upstream's own).
+        headers.insert(
+            crate::handler::REQUEST_ID_NAME,
+            HeaderValue::from_static("upstream-id"),
+        );
+        let mut out = Vec::new();
+        let id = HeaderValue::from_static("gw-1");
+        encode_head(
+            &mut out,
+            StatusCode::OK,
+            &headers,
+            framing,
+            false,
+            &date,
+            Some(&id),
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-request-id: gw-1\r\ncontent-length: 11\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        encode_head(
+            &mut out,
+            StatusCode::OK,
+            &headers,
+            framing,
+            false,
+            &date,
+            None,
+        );
+        assert!(
+            String::from_utf8(out)
+                .unwrap()
+                .contains("x-request-id: upstream-id\r\n")
         );
         let mut out = Vec::new();
         let (framing, _) = response_framing(StatusCode::BAD_GATEWAY, &HeaderMap::new(), None);
@@ -463,6 +516,7 @@ mod tests {
             framing,
             true,
             &date,
+            None,
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),

@@ -46,7 +46,7 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// [`REQUEST_ID_HEADER`] as a header name. Inserting with it costs no allocation: `insert`
 /// with a `&str` copies a name that is not a standard one into a new buffer every time.
 /// Looking up with a `&str` parses (and lower-cases) the name on every call.
-const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+pub(crate) const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
 /// The W3C trace-context headers passed on to services in the call's metadata, with their
 /// metadata keys (the same names, as constants: the metadata keeps them without a copy).
 const TRACE_CONTEXT: [(HeaderName, &str); 2] = [
@@ -101,18 +101,33 @@ const SMALL_PAYLOAD_COPY: usize = 4096;
 pub(crate) type GatewayRequest = Box<Request<IngressBody>>;
 
 /// Handles one request; never fails (every failure is a response).
+///
+/// The request id goes on the response as `x-request-id`: with `id_in_headers` it is set in
+/// the response's headers, else it is returned for the caller to write in the head (the
+/// HTTP/1.1 fast path's writer: one field written, where a map insert hashes the name and may
+/// grow the map). `None` comes back when the id is in the headers or no id applies.
 pub(crate) async fn handle(
     state: Arc<GatewayState>,
     downstream: Downstream,
     req: GatewayRequest,
-) -> Response<GatewayBody> {
+    id_in_headers: bool,
+) -> (Response<GatewayBody>, Option<HeaderValue>) {
     // `/openapi.json` and `/docs`, unless a route takes those paths.
     if let Some(response) = crate::openapi::public_answer(&state, &req) {
-        return response;
+        return (response, None);
     }
     let request_id_header = state.ids.for_request(&req);
     let Some(observe) = state.observe.load_full() else {
-        return serve(&state, &downstream, req, &request_id_header, None).await;
+        let response = serve(
+            &state,
+            &downstream,
+            req,
+            &request_id_header,
+            None,
+            id_in_headers,
+        )
+        .await;
+        return (response, (!id_in_headers).then_some(request_id_header));
     };
     // Boxed: the observed branch must not size the future of every request when tracing and
     // access logs are off (the future is allocated whole per request in flight).
@@ -124,9 +139,11 @@ pub(crate) async fn handle(
             req,
             &request_id_header,
             Some(&mut observation),
+            id_in_headers,
         )
         .await;
-        observation.finish(response).map(GatewayBody::new)
+        let response = observation.finish(response).map(GatewayBody::new);
+        (response, (!id_in_headers).then_some(request_id_header))
     })
     .await
 }
@@ -137,6 +154,7 @@ async fn serve(
     req: GatewayRequest,
     request_id_header: &HeaderValue,
     obs: Obs<'_>,
+    id_in_headers: bool,
 ) -> Response<GatewayBody> {
     // Ids are visible ASCII: taken only when they are, generated as hex otherwise.
     let request_id = request_id_header.to_str().unwrap_or_default();
@@ -185,9 +203,11 @@ async fn serve(
             err.into_response(request_id)
         }
     };
-    response
-        .headers_mut()
-        .insert(REQUEST_ID_NAME, request_id_header.clone());
+    if id_in_headers {
+        response
+            .headers_mut()
+            .insert(REQUEST_ID_NAME, request_id_header.clone());
+    }
     let route_metrics: &RouteMetrics = match &matched {
         Some(m) => m,
         None => RouteMetrics::unmatched(),

@@ -937,7 +937,7 @@ fn respond(
     req: http::Request<IngressBody>,
 ) -> BoxedResponseFuture {
     let req = Box::new(req);
-    Box::pin(async move { Ok(handle(state, downstream, req).await) })
+    Box::pin(async move { Ok(handle(state, downstream, req, true).await.0) })
 }
 
 /// A connection's task. Not an `async fn` of its own: its future is the plain connection's, or
@@ -1410,17 +1410,25 @@ async fn serve_h1_request(
     // reading, serving and writing, freed when the response is written. Pinned where it is
     // made and lent to the hang-up watch: moving it would give this future room for two.
     let answered = {
-        let answer = std::pin::pin!(handle(Arc::clone(state), downstream, request));
+        let answer = std::pin::pin!(handle(Arc::clone(state), downstream, request, false));
         until_hangup(stream, watch_hangup, answer).await
     };
-    let Some(response) = answered else {
+    let Some((response, request_id)) = answered else {
         tracing::debug!(peer = %downstream.peer, "client went away; request cancelled");
         return FastOutcome::Close;
     };
     // Writing lives in its own future: its locals then share room with the handler's (this
     // future is awaited where the handler no longer is) instead of adding to the request's.
     let close = asked_close || protocols.draining.load(Ordering::Relaxed);
-    if !write_response(stream, response, close, watch_hangup, protocols.keep_alive).await {
+    let written = write_response(
+        stream,
+        response,
+        request_id.as_ref(),
+        close,
+        watch_hangup,
+        protocols.keep_alive,
+    );
+    if !written.await {
         return FastOutcome::Close;
     }
     FastOutcome::KeepAlive(rest)
@@ -1431,6 +1439,7 @@ async fn serve_h1_request(
 async fn write_response(
     stream: &mut TcpStream,
     response: http::Response<GatewayBody>,
+    request_id: Option<&http::HeaderValue>,
     close: bool,
     watch_hangup: bool,
     keep_alive: Duration,
@@ -1459,6 +1468,7 @@ async fn write_response(
         framing,
         close,
         &date,
+        request_id,
     );
     drop(parts);
     let written = write_body(stream, out, body, framing, watch_hangup, keep_alive).await;

@@ -262,3 +262,102 @@ upstream_body_idle_timeout = "300ms"
     );
     assert!(waited >= Duration::from_millis(250), "{waited:?}");
 }
+
+/// The response carries the gateway's request id (the client's when it sent a usable one),
+/// once: an upstream's own `x-request-id` is replaced, on the HTTP/1.1 fast path (where the
+/// writer puts the id in the head) as everywhere.
+#[tokio::test]
+async fn an_upstreams_own_request_id_is_replaced_by_the_gateways() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream_addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = upstream.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                loop {
+                    while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                        got.drain(..end + 4);
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-request-id: upstream-own\r\n\r\nok";
+                        if s.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+
+[[routes]]
+path = "/p/{{*rest}}"
+upstream = "http://{upstream_addr}"
+strip_prefix = "/p"
+"#
+    );
+    let config = tideway_gateway::config::GatewayConfig::parse(&text, "ids.toml", [])
+        .expect("config parses");
+    let routes = tideway_gateway::assemble::route_table(&config, &[]).unwrap();
+    let gateway = Gateway::start(config.server.clone(), routes, RpcBackends::new())
+        .await
+        .unwrap();
+    let mut client = tokio::net::TcpStream::connect(gateway.local_addr())
+        .await
+        .unwrap();
+    // Reads one response with a 2-byte body off the connection; returns its head.
+    async fn response_head(client: &mut tokio::net::TcpStream) -> String {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 4096];
+        let end = loop {
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end;
+            }
+            let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+                .await
+                .expect("no response")
+                .unwrap();
+            assert!(n > 0, "connection closed");
+            got.extend_from_slice(&buf[..n]);
+        };
+        while got.len() < end + 4 + 2 {
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0, "connection closed");
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(&got[end + 4..], b"ok");
+        String::from_utf8(got[..end].to_vec()).unwrap()
+    }
+    let ids = |head: &str| -> Vec<String> {
+        head.lines()
+            .filter_map(|l| l.strip_prefix("x-request-id: "))
+            .map(str::to_owned)
+            .collect()
+    };
+
+    client
+        .write_all(b"GET /p/a HTTP/1.1\r\nhost: t\r\nx-request-id: client-abc\r\n\r\n")
+        .await
+        .unwrap();
+    let head = response_head(&mut client).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(ids(&head), ["client-abc"], "{head}");
+
+    // No id from the client: one made by the gateway, still not the upstream's.
+    client
+        .write_all(b"GET /p/b HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let head = response_head(&mut client).await;
+    let got = ids(&head);
+    assert_eq!(got.len(), 1, "{head}");
+    assert_ne!(got[0], "upstream-own", "{head}");
+    assert!(!got[0].is_empty(), "{head}");
+}
