@@ -458,18 +458,14 @@ mod tests {
         let (framing, closes) = response_framing(StatusCode::OK, &headers, Some(11));
         assert_eq!(framing, Framing::Length(11));
         assert!(!closes, "keep-alive is not close");
-        let mut out = Vec::new();
-        encode_head(
-            &mut out,
-            StatusCode::OK,
-            &headers,
-            framing,
-            false,
-            &date,
-            None,
-        );
+        // The head `encode_head` writes, as text.
+        let head = |status, headers: &HeaderMap, framing, close, id: Option<&HeaderValue>| {
+            let mut out = Vec::new();
+            encode_head(&mut out, status, headers, framing, close, &date, id);
+            String::from_utf8(out).unwrap()
+        };
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            head(StatusCode::OK, &headers, framing, false, None),
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n"
         );
         // A request id given to the writer replaces the one in the map (an upstream's own).
@@ -477,49 +473,24 @@ mod tests {
             crate::handler::REQUEST_ID_NAME,
             HeaderValue::from_static("upstream-id"),
         );
-        let mut out = Vec::new();
         let id = HeaderValue::from_static("gw-1");
-        encode_head(
-            &mut out,
-            StatusCode::OK,
-            &headers,
-            framing,
-            false,
-            &date,
-            Some(&id),
-        );
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            head(StatusCode::OK, &headers, framing, false, Some(&id)),
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-request-id: gw-1\r\ncontent-length: 11\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n"
         );
-        let mut out = Vec::new();
-        encode_head(
-            &mut out,
-            StatusCode::OK,
-            &headers,
-            framing,
-            false,
-            &date,
-            None,
-        );
         assert!(
-            String::from_utf8(out)
-                .unwrap()
+            head(StatusCode::OK, &headers, framing, false, None)
                 .contains("x-request-id: upstream-id\r\n")
         );
-        let mut out = Vec::new();
         let (framing, _) = response_framing(StatusCode::BAD_GATEWAY, &HeaderMap::new(), None);
-        encode_head(
-            &mut out,
-            StatusCode::BAD_GATEWAY,
-            &HeaderMap::new(),
-            framing,
-            true,
-            &date,
-            None,
-        );
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            head(
+                StatusCode::BAD_GATEWAY,
+                &HeaderMap::new(),
+                framing,
+                true,
+                None
+            ),
             "HTTP/1.1 502 Bad Gateway\r\ntransfer-encoding: chunked\r\nconnection: close\r\ndate: Sun, 06 Nov 1994 08:49:37 GMT\r\n\r\n"
         );
         let mut lengthy = HeaderMap::new();

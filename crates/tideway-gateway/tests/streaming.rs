@@ -178,6 +178,18 @@ async fn http_upstream_streams_50_mb_each_way_without_growing_memory() {
 /// sending mid-body has its response cut off there. The client gets the head and the bytes
 /// sent so far, then the connection closes without the chunked body's end, so it can tell the
 /// response is incomplete.
+/// A gateway on a free port with one route, given as the body of its `[[routes]]` table in
+/// the config file's TOML.
+async fn gateway_with_upstream_route(route: &str) -> Gateway {
+    let text = format!("[server]\nlisten = \"127.0.0.1:0\"\n\n[[routes]]\n{route}");
+    let config = tideway_gateway::config::GatewayConfig::parse(&text, "test.toml", [])
+        .expect("config parses");
+    let routes = tideway_gateway::assemble::route_table(&config, &[]).unwrap();
+    Gateway::start(config.server.clone(), routes, RpcBackends::new())
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn an_upstream_body_that_stops_coming_is_cut_off_at_the_routes_idle_timeout() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -209,24 +221,15 @@ async fn an_upstream_body_that_stops_coming_is_cut_off_at_the_routes_idle_timeou
             });
         }
     });
-    let text = format!(
+    let gateway = gateway_with_upstream_route(&format!(
         r#"
-[server]
-listen = "127.0.0.1:0"
-
-[[routes]]
 path = "/stall/{{*rest}}"
 upstream = "http://{upstream_addr}"
 strip_prefix = "/stall"
 upstream_body_idle_timeout = "300ms"
 "#
-    );
-    let config = tideway_gateway::config::GatewayConfig::parse(&text, "stall.toml", [])
-        .expect("config parses");
-    let routes = tideway_gateway::assemble::route_table(&config, &[]).unwrap();
-    let gateway = Gateway::start(config.server.clone(), routes, RpcBackends::new())
-        .await
-        .unwrap();
+    ))
+    .await;
 
     let mut client = tokio::net::TcpStream::connect(gateway.local_addr())
         .await
@@ -292,23 +295,14 @@ async fn an_upstreams_own_request_id_is_replaced_by_the_gateways() {
             });
         }
     });
-    let text = format!(
+    let gateway = gateway_with_upstream_route(&format!(
         r#"
-[server]
-listen = "127.0.0.1:0"
-
-[[routes]]
 path = "/p/{{*rest}}"
 upstream = "http://{upstream_addr}"
 strip_prefix = "/p"
 "#
-    );
-    let config = tideway_gateway::config::GatewayConfig::parse(&text, "ids.toml", [])
-        .expect("config parses");
-    let routes = tideway_gateway::assemble::route_table(&config, &[]).unwrap();
-    let gateway = Gateway::start(config.server.clone(), routes, RpcBackends::new())
-        .await
-        .unwrap();
+    ))
+    .await;
     let mut client = tokio::net::TcpStream::connect(gateway.local_addr())
         .await
         .unwrap();
