@@ -178,6 +178,22 @@ async fn http_upstream_streams_50_mb_each_way_without_growing_memory() {
 /// sending mid-body has its response cut off there. The client gets the head and the bytes
 /// sent so far, then the connection closes without the chunked body's end, so it can tell the
 /// response is incomplete.
+/// An upstream speaking raw TCP on a free port: each connection is served by `serve`.
+async fn raw_upstream<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = upstream.accept().await {
+            tokio::spawn(serve(s));
+        }
+    });
+    addr
+}
+
 /// A gateway on a free port with one route, given as the body of its `[[routes]]` table in
 /// the config file's TOML.
 async fn gateway_with_upstream_route(route: &str) -> Gateway {
@@ -194,33 +210,26 @@ async fn gateway_with_upstream_route(route: &str) -> Gateway {
 async fn an_upstream_body_that_stops_coming_is_cut_off_at_the_routes_idle_timeout() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     // Answers with a chunked body: one chunk, then nothing more, holding the connection open.
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream_addr = upstream.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = upstream.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n",
-                    )
-                    .await;
-                // Hold the connection until the gateway closes it.
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                }
-            });
+    let upstream_addr = raw_upstream(|mut s| async move {
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
         }
-    });
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+            .await;
+        // Hold the connection until the gateway closes it.
+        while let Ok(n) = s.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
     let gateway = gateway_with_upstream_route(&format!(
         r#"
 path = "/stall/{{*rest}}"
@@ -272,29 +281,26 @@ upstream_body_idle_timeout = "300ms"
 #[tokio::test]
 async fn an_upstreams_own_request_id_is_replaced_by_the_gateways() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream_addr = upstream.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = upstream.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut got = Vec::new();
-                loop {
-                    while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                        got.drain(..end + 4);
-                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-request-id: upstream-own\r\n\r\nok";
-                        if s.write_all(answer).await.is_err() {
-                            return;
-                        }
-                    }
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
+    // Answers every request with its own `x-request-id`.
+    let upstream_addr = raw_upstream(|mut s| async move {
+        let mut buf = vec![0u8; 4096];
+        let mut got = Vec::new();
+        loop {
+            while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                got.drain(..end + 4);
+                let answer =
+                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-request-id: upstream-own\r\n\r\nok";
+                if s.write_all(answer).await.is_err() {
+                    return;
                 }
-            });
+            }
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
         }
-    });
+    })
+    .await;
     let gateway = gateway_with_upstream_route(&format!(
         r#"
 path = "/p/{{*rest}}"
