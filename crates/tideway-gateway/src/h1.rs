@@ -31,7 +31,7 @@
 use std::mem::MaybeUninit;
 
 use bytes::BytesMut;
-use http::header::{self, HeaderName};
+use http::header;
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use smallvec::SmallVec;
 use tideway_http_upstream::headers::parse_content_length;
@@ -179,7 +179,8 @@ pub(crate) fn parse_request(buf: &mut BytesMut, max_head: usize, max_body: usize
     // context), so the map is not regrown on the way out.
     let mut headers = HeaderMap::with_capacity(spans.len() + FORWARDING_FIELDS);
     for &(name_from, name_to, value_from, value_to) in &spans {
-        let Ok(name) = HeaderName::from_bytes(&bytes[name_from as usize..name_to as usize]) else {
+        let name = &bytes[name_from as usize..name_to as usize];
+        let Ok(name) = tideway_http_upstream::headers::name_from_bytes(name) else {
             return bad_request_target(buf);
         };
         let Ok(value) = HeaderValue::from_maybe_shared(slice(value_from, value_to)) else {

@@ -256,7 +256,7 @@ fn parse_spans<'b>(
     let base = bytes.as_ptr() as usize;
     spans.reserve(parsed.headers.len());
     for field in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
+        let name = crate::headers::name_from_bytes(field.name.as_bytes())
             .map_err(|_| HeadError::Malformed("header name"))?;
         // The head is at most `http1_max_buf_size` (≤ 16 MiB), so offsets fit in u32.
         let from = (field.value.as_ptr() as usize - base) as u32;

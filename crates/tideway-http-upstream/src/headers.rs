@@ -64,6 +64,68 @@ pub fn lists_token(value: &HeaderValue, token: &[u8]) -> bool {
         .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
+/// A field name as `HeaderName::from_bytes` makes it, with the names on almost every request
+/// and response matched first, in the two spellings they come in: lowercase (as HTTP/2 and many
+/// servers write them) and capitalized (`Content-Type`, as curl and most clients do).
+/// `from_bytes` lower-cases and checks each byte of a name through a table and then looks it
+/// up among the standard names (about 100 instructions a name); a match here is a length
+/// switch and a comparison or two. Hand-written because it is that shortcut: every other name
+/// and spelling goes to `from_bytes`, which stays the one judge of validity.
+pub fn name_from_bytes(name: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    use http::header;
+    let known = match name.len() {
+        4 => match name {
+            b"host" | b"Host" => Some(header::HOST),
+            b"date" | b"Date" => Some(header::DATE),
+            b"vary" | b"Vary" => Some(header::VARY),
+            b"etag" | b"ETag" => Some(header::ETAG),
+            _ => None,
+        },
+        6 => match name {
+            b"accept" | b"Accept" => Some(header::ACCEPT),
+            b"server" | b"Server" => Some(header::SERVER),
+            _ => None,
+        },
+        10 => match name {
+            b"connection" | b"Connection" => Some(header::CONNECTION),
+            b"user-agent" | b"User-Agent" => Some(header::USER_AGENT),
+            _ => None,
+        },
+        12 => match name {
+            b"content-type" | b"Content-Type" => Some(header::CONTENT_TYPE),
+            _ => None,
+        },
+        13 => match name {
+            b"authorization" | b"Authorization" => Some(header::AUTHORIZATION),
+            b"cache-control" | b"Cache-Control" => Some(header::CACHE_CONTROL),
+            b"last-modified" | b"Last-Modified" => Some(header::LAST_MODIFIED),
+            _ => None,
+        },
+        14 => match name {
+            b"content-length" | b"Content-Length" => Some(header::CONTENT_LENGTH),
+            _ => None,
+        },
+        15 => match name {
+            b"accept-encoding" | b"Accept-Encoding" => Some(header::ACCEPT_ENCODING),
+            b"x-forwarded-for" | b"X-Forwarded-For" => Some(X_FORWARDED_FOR),
+            _ => None,
+        },
+        16 => match name {
+            b"content-encoding" | b"Content-Encoding" => Some(header::CONTENT_ENCODING),
+            _ => None,
+        },
+        17 => match name {
+            b"transfer-encoding" | b"Transfer-Encoding" => Some(header::TRANSFER_ENCODING),
+            _ => None,
+        },
+        _ => None,
+    };
+    match known {
+        Some(name) => Ok(name),
+        None => HeaderName::from_bytes(name),
+    }
+}
+
 /// Up to this many field names, [`first_value`] scans instead of hashing.
 const SCAN_FIELDS: usize = 8;
 
@@ -358,6 +420,76 @@ pub fn own_values(headers: &mut HeaderMap) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn names_read_as_from_bytes_reads_them() {
+        let known = [
+            "host",
+            "date",
+            "vary",
+            "etag",
+            "accept",
+            "server",
+            "connection",
+            "user-agent",
+            "content-type",
+            "authorization",
+            "cache-control",
+            "last-modified",
+            "content-length",
+            "accept-encoding",
+            "x-forwarded-for",
+            "content-encoding",
+            "transfer-encoding",
+        ];
+        let capitalized = |name: &str| -> String {
+            name.split('-')
+                .map(|part| {
+                    let mut chars = part.chars();
+                    chars.next().map_or(String::new(), |c| {
+                        c.to_ascii_uppercase().to_string() + chars.as_str()
+                    })
+                })
+                .collect::<Vec<_>>()
+                .join("-")
+        };
+        let mut spellings: Vec<String> = Vec::new();
+        for name in known {
+            spellings.push(name.to_owned());
+            spellings.push(capitalized(name));
+            spellings.push(name.to_ascii_uppercase());
+        }
+        spellings.push("ETag".to_owned());
+        // Not on the list, or not names at all: `from_bytes` decides.
+        for other in [
+            "x-request-id",
+            "X-Custom",
+            "hosts",
+            "dat",
+            "content-typ",
+            "bad name",
+            "",
+            "ho\u{e9}t",
+            "content type",
+            "Content-Length:",
+        ] {
+            spellings.push(other.to_owned());
+        }
+        for spelling in &spellings {
+            let fast = name_from_bytes(spelling.as_bytes()).ok();
+            let slow = HeaderName::from_bytes(spelling.as_bytes()).ok();
+            assert_eq!(fast, slow, "{spelling:?}");
+        }
+        // The shortcut is taken for both spellings of each listed name.
+        assert_eq!(
+            name_from_bytes(b"Content-Type").unwrap(),
+            http::header::CONTENT_TYPE
+        );
+        assert_eq!(
+            name_from_bytes(b"X-Forwarded-For").unwrap(),
+            X_FORWARDED_FOR
+        );
+    }
     use super::*;
 
     #[test]
