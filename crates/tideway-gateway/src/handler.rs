@@ -821,16 +821,17 @@ async fn proxy_http(
     };
     let strip_prefix = strip_prefix.as_deref();
     let mut req = req;
-    req.headers_mut()
-        .insert(REQUEST_ID_NAME, request_id.clone());
     // Identity headers come from the edge only, never from the client.
     tideway_edge::strip_identity_headers(req.headers_mut());
     if let Some(principal) = identity {
         principal.apply_to_headers(req.headers_mut());
     }
+    // The request id goes with the client's details: the upstream client writes it in place
+    // of any the request carries (an insert into the map would hash its name).
     let client = ClientInfo {
         addr: downstream.peer,
         scheme: downstream.scheme,
+        request_id: Some(request_id.clone()),
     };
     // The route's whole budget: nothing before this took measurable time (the deadline was
     // set just before), and re-reading the clock for it would cost more than it says.

@@ -277,20 +277,29 @@ upstream_body_idle_timeout = "300ms"
 
 /// The response carries the gateway's request id (the client's when it sent a usable one),
 /// once: an upstream's own `x-request-id` is replaced, on the HTTP/1.1 fast path (where the
-/// writer puts the id in the head) as everywhere.
+/// writer puts the id in the head) as everywhere. The upstream gets the same id, once.
 #[tokio::test]
 async fn an_upstreams_own_request_id_is_replaced_by_the_gateways() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    // Answers every request with its own `x-request-id`.
+    // Answers every request with its own `x-request-id`, and tells in `x-seen-ids` which ids
+    // the request carried.
     let upstream_addr = raw_upstream(|mut s| async move {
         let mut buf = vec![0u8; 4096];
         let mut got = Vec::new();
         loop {
             while let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                let seen: Vec<&str> = head
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("x-request-id: "))
+                    .collect();
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-request-id: upstream-own\r\n\
+                     x-seen-ids: [{}]\r\n\r\nok",
+                    seen.join(",")
+                );
                 got.drain(..end + 4);
-                let answer =
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-request-id: upstream-own\r\n\r\nok";
-                if s.write_all(answer).await.is_err() {
+                if s.write_all(answer.as_bytes()).await.is_err() {
                     return;
                 }
             }
@@ -349,6 +358,8 @@ strip_prefix = "/p"
     let head = response_head(&mut client).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(ids(&head), ["client-abc"], "{head}");
+    // The upstream got the same id, once.
+    assert!(head.contains("x-seen-ids: [client-abc]\r\n"), "{head}");
 
     // No id from the client: one made by the gateway, still not the upstream's.
     client
@@ -360,4 +371,8 @@ strip_prefix = "/p"
     assert_eq!(got.len(), 1, "{head}");
     assert_ne!(got[0], "upstream-own", "{head}");
     assert!(!got[0].is_empty(), "{head}");
+    assert!(
+        head.contains(&format!("x-seen-ids: [{}]\r\n", got[0])),
+        "{head}"
+    );
 }

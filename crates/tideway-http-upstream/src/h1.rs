@@ -84,7 +84,7 @@ pub(crate) fn encode_request_head(
     out.extend_from_slice(forwarding.host().as_bytes());
     out.extend_from_slice(b"\r\n");
     for (name, value) in headers {
-        if Forwarding::replaces(name) || name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
+        if forwarding.replaces(name) || name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
             continue;
         }
         out.extend_from_slice(name.as_str().as_bytes());
@@ -391,6 +391,7 @@ mod tests {
             HeaderValue::from_static("up:8080"),
             Some(HeaderValue::from_static("client.example")),
             true,
+            None,
         );
         let cases = [
             (RequestFraming::None, ""),
@@ -418,6 +419,33 @@ mod tests {
                 )
             );
         }
+        // A request id given replaces the one the request carries.
+        headers.insert("x-request-id", HeaderValue::from_static("from-client"));
+        let forwarding = Forwarding::new(
+            &headers,
+            "10.0.0.5:4000".parse().unwrap(),
+            crate::Scheme::Http,
+            HeaderValue::from_static("up:8080"),
+            None,
+            false,
+            Some(HeaderValue::from_static("gw-7")),
+        );
+        let mut out = Vec::new();
+        encode_request_head(
+            &mut out,
+            &Method::GET,
+            "/",
+            &headers,
+            &forwarding,
+            RequestFraming::None,
+        );
+        assert!(out.len() <= request_head_capacity("/", &headers, &forwarding, 0));
+        let text = String::from_utf8(out).unwrap();
+        let ids: Vec<_> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("x-request-id: "))
+            .collect();
+        assert_eq!(ids, ["gw-7"], "{text}");
     }
 
     #[test]

@@ -19,6 +19,10 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 /// `X-Forwarded-Host`: the `Host` the client asked for.
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Request-Id`: the id a gateway gave the request ([`ClientInfo::request_id`]).
+///
+/// [`ClientInfo::request_id`]: crate::ClientInfo::request_id
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Fields that describe one connection and never cross a proxy, in either direction: RFC 9110
 /// §7.6.1's list plus the legacy `Keep-Alive` and `Proxy-Connection`, `Trailer` (RFC 2616's list)
@@ -292,6 +296,8 @@ pub(crate) struct Forwarding {
     /// The protocol a request asks to switch to (`Upgrade`), passed on with
     /// `Connection: upgrade`; `None` for every request but a WebSocket handshake.
     upgrade: Option<HeaderValue>,
+    /// Written as `x-request-id` in place of the map's own (see `ClientInfo::request_id`).
+    request_id: Option<HeaderValue>,
 }
 
 impl Forwarding {
@@ -304,6 +310,7 @@ impl Forwarding {
         host: HeaderValue,
         original_host: Option<HeaderValue>,
         te_trailers: bool,
+        request_id: Option<HeaderValue>,
     ) -> Self {
         Forwarding {
             host,
@@ -313,6 +320,7 @@ impl Forwarding {
             forwarded_host: original_host,
             te_trailers,
             upgrade: None,
+            request_id,
         }
     }
 
@@ -323,11 +331,12 @@ impl Forwarding {
 
     /// Whether the encoder leaves out a field of the request's map by this name: these fields
     /// write it instead.
-    pub(crate) fn replaces(name: &HeaderName) -> bool {
+    pub(crate) fn replaces(&self, name: &HeaderName) -> bool {
         *name == HOST
             || *name == X_FORWARDED_FOR
             || *name == X_FORWARDED_PROTO
             || *name == X_FORWARDED_HOST
+            || (self.request_id.is_some() && *name == X_REQUEST_ID)
     }
 
     /// The `Host` value.
@@ -349,12 +358,24 @@ impl Forwarding {
         };
         let host = self.forwarded_host.as_ref().map_or(0, |h| h.len() + 20);
         let upgrade = self.upgrade.as_ref().map_or(0, |u| u.len() + 40);
+        let request_id = self.request_id.as_ref().map_or(0, |id| id.len() + 16);
         // Names, separators and line ends of the fixed fields; 45 bytes of address at most.
-        self.host.len() + 8 + prior + 45 + 19 + self.proto.len() + 21 + host + 32 + upgrade
+        self.host.len()
+            + 8
+            + prior
+            + 45
+            + 19
+            + self.proto.len()
+            + 21
+            + host
+            + 32
+            + upgrade
+            + request_id
     }
 
     /// Writes `X-Forwarded-For` (the values `headers` carries, then the client's address),
-    /// `X-Forwarded-Proto`, `X-Forwarded-Host` when there is an original host, the `TE` field
+    /// `X-Forwarded-Proto`, `X-Request-Id` when one was given, `X-Forwarded-Host` when there
+    /// is an original host, the `TE` field
     /// when the client accepts trailers, `Upgrade` when the request asks to switch protocols,
     /// and the `Connection` field naming those two. (`Host` is written first, by the encoder.)
     pub(crate) fn write_fields(&self, out: &mut Vec<u8>, headers: &HeaderMap) {
@@ -374,6 +395,11 @@ impl Forwarding {
         out.extend_from_slice(b"\r\nx-forwarded-proto: ");
         out.extend_from_slice(self.proto.as_bytes());
         out.extend_from_slice(b"\r\n");
+        if let Some(id) = &self.request_id {
+            out.extend_from_slice(b"x-request-id: ");
+            out.extend_from_slice(id.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
         if let Some(host) = &self.forwarded_host {
             out.extend_from_slice(b"x-forwarded-host: ");
             out.extend_from_slice(host.as_bytes());

@@ -45,13 +45,18 @@ impl Scheme {
     }
 }
 
-/// What the gateway knows about the downstream connection a request came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the gateway knows about the downstream connection a request came in on, and the id it
+/// gave the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientInfo {
     /// The client's address (the TCP peer of the gateway).
     pub addr: SocketAddr,
     /// Whether the client's connection is TLS.
     pub scheme: Scheme,
+    /// Sent as `x-request-id`, in place of any the request carries; `None` passes the request's
+    /// own on. (For HTTP/1.1 the encoder writes it, as it writes `X-Forwarded-*`, instead of
+    /// its being inserted into the request's map: one field written against a hashed insert.)
+    pub request_id: Option<HeaderValue>,
 }
 
 /// One HTTP upstream: a base URL and a pool of keep-alive connections to it.
@@ -429,6 +434,7 @@ impl HttpUpstream {
             host,
             original_host,
             trailers,
+            client.request_id.clone(),
         )
     }
 
@@ -438,6 +444,9 @@ impl HttpUpstream {
         let inner = &*self.inner;
         let (original_host, trailers) = strip_hop_by_hop(headers, uri);
         headers::set_forwarded(headers, client.addr, client.scheme, original_host.as_ref());
+        if let Some(id) = &client.request_id {
+            headers.insert(headers::X_REQUEST_ID, id.clone());
+        }
         match (&original_host, inner.preserve_host, inner.http2) {
             (Some(host), true, _) => {
                 headers.insert(HOST, host.clone());
@@ -590,10 +599,17 @@ mod tests {
                                         "x-forwarded-host",
                                         HeaderValue::from_static("spoofed"),
                                     );
+                                    headers.insert(
+                                        "x-request-id",
+                                        HeaderValue::from_static("client-id"),
+                                    );
                                 }
+                                // An id given replaces the client's; none keeps it.
                                 let client = ClientInfo {
                                     addr: client_addr,
                                     scheme,
+                                    request_id: (scheme == Scheme::Https)
+                                        .then(|| HeaderValue::from_static("gw-1")),
                                 };
 
                                 let mut by_map = headers.clone();

@@ -141,6 +141,7 @@ pub fn client() -> ClientInfo {
     ClientInfo {
         addr: "10.0.0.5:40000".parse().unwrap(),
         scheme: Scheme::Https,
+        request_id: None,
     }
 }
 
