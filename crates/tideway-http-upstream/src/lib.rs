@@ -71,7 +71,8 @@
 //!    still flow end to end; no other `TE` value is.
 //! 3. `X-Forwarded-For` gets the client IP appended to any value already there;
 //!    `X-Forwarded-Proto` (`http`/`https` of the client's connection) and `X-Forwarded-Host`
-//!    (the original host) replace whatever the client sent.
+//!    (the original host) replace whatever the client sent, and so does `X-Request-Id` when
+//!    the caller gives one ([`ClientInfo::request_id`]).
 //! 4. `Host` becomes the upstream's authority, or stays the client's when
 //!    [`UpstreamConfig::preserve_host`] is set.
 //! 5. The version becomes HTTP/1.1 (or HTTP/2 for h2c) whatever the downstream spoke, and the
