@@ -43,10 +43,11 @@ use crate::telemetry::{self, RouteMetrics};
 
 /// Header carrying the request id, in and out.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
-/// [`REQUEST_ID_HEADER`] as a header name. Inserting with it costs no allocation: `insert`
-/// with a `&str` copies a name that is not a standard one into a new buffer every time.
-/// Looking up with a `&str` parses (and lower-cases) the name on every call.
-pub(crate) const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID_HEADER);
+/// [`REQUEST_ID_HEADER`] as a header name (the one the upstream client writes too). Inserting
+/// with it costs no allocation: `insert` with a `&str` copies a name that is not a standard one
+/// into a new buffer every time. Looking up with a `&str` parses (and lower-cases) the name on
+/// every call.
+pub(crate) const REQUEST_ID_NAME: HeaderName = tideway_http_upstream::headers::X_REQUEST_ID;
 /// The W3C trace-context headers passed on to services in the call's metadata, with their
 /// metadata keys (the same names, as constants: the metadata keeps them without a copy).
 const TRACE_CONTEXT: [(HeaderName, &str); 2] = [

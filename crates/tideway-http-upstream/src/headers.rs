@@ -446,6 +446,8 @@ pub fn own_values(headers: &mut HeaderMap) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::Scheme;
 
     #[test]
     fn names_read_as_from_bytes_reads_them() {
@@ -516,7 +518,6 @@ mod tests {
             X_FORWARDED_FOR
         );
     }
-    use super::*;
 
     #[test]
     fn first_value_reads_as_get_does_scanning_or_hashing() {
@@ -549,7 +550,6 @@ mod tests {
         assert_eq!(first_value(&headers, &request_id).unwrap(), "1");
         assert_eq!(first_value(&headers, &tracestate), None);
     }
-    use crate::Scheme;
 
     /// Bytes whose owner says when it is dropped.
     struct Watched(Vec<u8>, std::sync::Arc<std::sync::atomic::AtomicBool>);
